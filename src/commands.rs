@@ -19,12 +19,15 @@ pub struct Context<'a, T: Transport + ?Sized> {
     pub worker: &'a WorkerState,
 }
 
+/// A successful command's reply fields after `command` and `success`, in reply order.
+pub type Extras = Vec<(&'static str, Value)>;
+
 /// The outcome of one command: the name to report and either the success extras or the error.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reply {
     /// The canonical command name, or `"error"` when the event named no command we know.
     pub command: &'static str,
-    pub outcome: Result<Map<String, Value>, ReplyError>,
+    pub outcome: Result<Extras, ReplyError>,
 }
 
 impl Reply {
@@ -36,24 +39,37 @@ impl Reply {
     }
 
     /// The reply event's `data`: `{"command","success",...extras}` or
-    /// `{"command","success":false,"code","message"}`.
+    /// `{"command","success":false,"code","message"}`. Written field by field (no intermediate map)
+    /// because this runs on every call.
     pub fn to_json(&self) -> Vec<u8> {
-        let mut data = Map::new();
-        data.insert("command".into(), self.command.into());
+        let mut out = Vec::with_capacity(128);
+        out.extend_from_slice(b"{\"command\":");
+        push_json(&mut out, self.command);
         match &self.outcome {
             Ok(extras) => {
-                data.insert("success".into(), true.into());
-                data.extend(extras.iter().map(|(k, v)| (k.clone(), v.clone())));
+                out.extend_from_slice(b",\"success\":true");
+                for (key, value) in extras {
+                    out.push(b',');
+                    push_json(&mut out, key);
+                    out.push(b':');
+                    push_json(&mut out, value);
+                }
             }
             Err(e) => {
-                data.insert("success".into(), false.into());
-                data.insert("code".into(), e.code.as_ref().into());
-                data.insert("message".into(), e.message.as_str().into());
+                out.extend_from_slice(b",\"success\":false,\"code\":");
+                push_json(&mut out, e.code.as_ref());
+                out.extend_from_slice(b",\"message\":");
+                push_json(&mut out, &e.message);
             }
         }
-        // Serializing a Map of plain values cannot fail.
-        serde_json::to_vec(&Value::Object(data)).unwrap_or_default()
+        out.push(b'}');
+        out
     }
+}
+
+/// Appends `value` as JSON. Strings and `Value`s serialize infallibly into a `Vec`.
+fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 /// The commands of SPEC section 3.
@@ -358,16 +374,16 @@ fn parse_command(name: CommandName, f: &Fields<'_>, compat: Compat) -> Result<Co
 fn run<T: Transport + ?Sized>(
     command: Command,
     ctx: &Context<'_, T>,
-) -> Result<Map<String, Value>, ReplyError> {
+) -> Result<Extras, ReplyError> {
     let wsm = &ctx.wsm;
-    let mut extras = Map::new();
+    let mut extras = Extras::with_capacity(4);
     match command {
         Command::Create(req) => {
             let resp = wsm.connect(req)?;
             ctx.worker.remember(&resp.id);
-            extras.insert("id".into(), resp.id.into());
-            extras.insert("status".into(), resp.status.into());
-            extras.insert("message".into(), "connected".into());
+            extras.push(("id", resp.id.into()));
+            extras.push(("status", resp.status.into()));
+            extras.push(("message", "connected".into()));
         }
         Command::Subscription {
             id,
@@ -376,24 +392,38 @@ fn run<T: Transport + ?Sized>(
             request_id,
         } => {
             let request_id = request_id.unwrap_or_else(|| ctx.worker.next_request_id());
-            let message = json!({"method": method, "params": params, "id": request_id});
+            // Field order as exchanges document it: method, params, id.
+            #[derive(serde::Serialize)]
+            struct Subscription<'a> {
+                method: &'a str,
+                params: &'a [String],
+                id: u64,
+            }
+            let message = serde_json::to_vec(&Subscription {
+                method,
+                params: &params,
+                id: request_id,
+            })
+            .map_err(|e| {
+                ReplyError::internal(format!("could not encode the {method} frame: {e}"))
+            })?;
             wsm.send_raw(SendRawRequest {
                 id: &id,
-                message: gateway::encode_bytes(message.to_string().as_bytes()),
+                message: gateway::encode_bytes(&message),
                 content_type: "application/json",
                 replay_on_reconnect: true,
             })?;
-            extras.insert("id".into(), id.into());
-            extras.insert("request_id".into(), request_id.into());
+            extras.push(("id", id.into()));
+            extras.push(("request_id", request_id.into()));
         }
         Command::Publish { id, topic } => {
             wsm.start_publish(&id, &topic)?;
-            extras.insert("id".into(), id.into());
-            extras.insert("topic".into(), topic.into());
+            extras.push(("id", id.into()));
+            extras.push(("topic", topic.into()));
         }
         Command::StopPublish { id } => {
             wsm.stop_publish(&id)?;
-            extras.insert("id".into(), id.into());
+            extras.push(("id", id.into()));
         }
         Command::SendRaw {
             id,
@@ -406,7 +436,7 @@ fn run<T: Transport + ?Sized>(
                 content_type: &content_type,
                 replay_on_reconnect: false,
             })?;
-            extras.insert("id".into(), id.into());
+            extras.push(("id", id.into()));
         }
         Command::Send {
             id,
@@ -420,10 +450,10 @@ fn run<T: Transport + ?Sized>(
                 timeout_ms,
                 content_type: &content_type,
             })?;
-            extras.insert("id".into(), id.into());
-            extras.insert("response".into(), gateway::encode_bytes(&response).into());
+            extras.push(("id", id.into()));
+            extras.push(("response", gateway::encode_bytes(&response).into()));
             if let Ok(text) = String::from_utf8(response) {
-                extras.insert("response_text".into(), text.into());
+                extras.push(("response_text", text.into()));
             }
         }
         Command::List { filters } => {
@@ -438,7 +468,7 @@ fn run<T: Transport + ?Sized>(
                     })
                 })
                 .collect();
-            extras.insert("connections".into(), rows.into());
+            extras.push(("connections", rows.into()));
         }
         Command::Disconnect { id } => {
             let result = wsm.disconnect(&id);
@@ -446,7 +476,7 @@ fn run<T: Transport + ?Sized>(
                 ctx.worker.forget(&id);
             }
             result?;
-            extras.insert("id".into(), id.into());
+            extras.push(("id", id.into()));
         }
         Command::SetTag { id, key, value } => {
             wsm.set_tag(&SetTagRequest {
@@ -454,32 +484,32 @@ fn run<T: Transport + ?Sized>(
                 key: &key,
                 value: &value,
             })?;
-            extras.insert("id".into(), id.into());
+            extras.push(("id", id.into()));
         }
         Command::GetTag { id, key } => {
             let value = wsm.get_tag(&GetTagRequest { id: &id, key: &key })?;
-            extras.insert("id".into(), id.into());
-            extras.insert("key".into(), key.into());
-            extras.insert("value".into(), value.into());
+            extras.push(("id", id.into()));
+            extras.push(("key", key.into()));
+            extras.push(("value", value.into()));
         }
         Command::SetTags { id, tags } => {
             wsm.set_tags(&SetTagsRequest {
                 id: &id,
                 tags: &tags,
             })?;
-            extras.insert("id".into(), id.into());
+            extras.push(("id", id.into()));
         }
         Command::GetTags { id } => {
             let tags = wsm.get_tags(&id)?;
-            extras.insert("id".into(), id.into());
-            extras.insert("tags".into(), json!(tags));
+            extras.push(("id", id.into()));
+            extras.push(("tags", json!(tags)));
         }
         Command::Stop => {
             let closed = stop(ctx)?;
-            extras.insert(
-                "message".into(),
+            extras.push((
+                "message",
                 format!("disconnected {closed} connections").into(),
-            );
+            ));
         }
     }
     Ok(extras)

@@ -2,8 +2,9 @@
 //! (snake_case names, bytes as base64) out, proto3-JSON responses in, and the mapping of a failed call
 //! to a reply error code. Knows nothing of FFI: the transport is a trait, implemented by the host.
 
+use std::collections::BTreeMap;
+
 use base64::Engine as _;
-use indexmap::IndexMap;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use crate::error::{ReplyError, GATEWAY_ERROR};
@@ -41,7 +42,8 @@ pub enum Compat {
     Base,
 }
 
-pub type StringMap = IndexMap<String, String>;
+/// A proto `map<string, string>`; ordered so that requests and replies are deterministic.
+pub type StringMap = BTreeMap<String, String>;
 
 fn is_false(b: &bool) -> bool {
     !*b
@@ -75,9 +77,9 @@ pub struct OutboundMessage {
 pub struct ConnectRequest {
     pub url: String,
     pub auto_reconnect: bool,
-    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: StringMap,
-    #[serde(skip_serializing_if = "IndexMap::is_empty")]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: StringMap,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subprotocols: Vec<String>,

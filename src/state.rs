@@ -4,6 +4,7 @@
 //! Entries are never dropped: the ABI has no unload hook, and an entry is a few bytes plus the ids of
 //! connections that are still open.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -57,6 +58,27 @@ impl WorkerState {
 
 /// The state of one worker instance, created on its first call.
 pub fn for_worker(key: WorkerKey) -> Arc<WorkerState> {
+    thread_local! {
+        // The engine calls one worker from the same threads over and over: remembering the last
+        // worker per thread keeps the shared registry's lock off the per-call path.
+        static LAST: RefCell<Option<(WorkerKey, Arc<WorkerState>)>> = const { RefCell::new(None) };
+    }
+    LAST.with(|last| {
+        let Ok(mut last) = last.try_borrow_mut() else {
+            return from_registry(key);
+        };
+        match &*last {
+            Some((cached, state)) if *cached == key => Arc::clone(state),
+            _ => {
+                let state = from_registry(key);
+                *last = Some((key, Arc::clone(&state)));
+                state
+            }
+        }
+    })
+}
+
+fn from_registry(key: WorkerKey) -> Arc<WorkerState> {
     static REGISTRY: OnceLock<Mutex<HashMap<WorkerKey, Arc<WorkerState>>>> = OnceLock::new();
     let registry = REGISTRY.get_or_init(Default::default);
     let mut map = registry.lock().unwrap_or_else(PoisonError::into_inner);

@@ -84,32 +84,27 @@ fn run(host: Host<'_>, event: &InboundEvent<'_>) -> Reply {
     commands::execute(event.data, &ctx)
 }
 
+/// Failures go to the host log; successes do not, since the reply itself records them and the
+/// engine already traces every call at debug level.
 fn log_outcome(host: Host<'_>, event: &InboundEvent<'_>, reply: &Reply) {
+    let Err(e) = &reply.outcome else { return };
     let correlation = event
         .correlation_id
         .map(|c| format!(" (correlationid {c})"))
         .unwrap_or_default();
-    match &reply.outcome {
-        Ok(_) => host.log(
-            LogLevel::Debug,
-            &format!("command {} succeeded{correlation}", reply.command),
+    // Caller mistakes are warnings; a broken gateway or plugin needs an operator.
+    let level = if e.code == GATEWAY_ERROR || e.code == INTERNAL {
+        LogLevel::Error
+    } else {
+        LogLevel::Warn
+    };
+    host.log(
+        level,
+        &format!(
+            "command {} failed{correlation}: {e}; replied with success=false",
+            reply.command
         ),
-        Err(e) => {
-            // Caller mistakes are warnings; a broken gateway or plugin needs an operator.
-            let level = if e.code == GATEWAY_ERROR || e.code == INTERNAL {
-                LogLevel::Error
-            } else {
-                LogLevel::Warn
-            };
-            host.log(
-                level,
-                &format!(
-                    "command {} failed{correlation}: {e}; replied with success=false",
-                    reply.command
-                ),
-            );
-        }
-    }
+    );
 }
 
 fn encode<R>(
@@ -118,11 +113,12 @@ fn encode<R>(
     error_message: Option<&str>,
     sink: impl FnOnce(&[u8]) -> R,
 ) -> R {
-    let id = uuid::Uuid::new_v4().hyphenated().to_string();
+    let mut id_buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id_buf);
     let time = clock::now_rfc3339();
     let data = reply.to_json();
     let out = OutboundEvent {
-        id: &id,
+        id,
         event_type: event
             .response_type
             .filter(|t| !t.trim().is_empty())
