@@ -4,6 +4,10 @@
 //! case-insensitive and `-`/`_` are interchangeable. Unknown fields are ignored so that newer callers
 //! work with this worker; known fields of the wrong type are refused with a message naming them.
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::error::{ReplyError, BAD_REQUEST, UNKNOWN_COMMAND};
@@ -196,23 +200,28 @@ enum Command {
 
 /// Runs one command event's `data` against WSM and returns the reply.
 pub fn execute<T: Transport + ?Sized>(data: &[u8], ctx: &Context<'_, T>) -> Reply {
-    let object = match parse_object(data) {
-        Ok(object) => object,
+    let (object, text) = match parse_object(data) {
+        Ok(parsed) => parsed,
         Err(e) => return Reply::error("error", e),
     };
     let name = match command_name(&object) {
         Ok(name) => name,
         Err(e) => return Reply::error("error", e),
     };
-    let outcome =
-        parse_command(name, &Fields(&object), ctx.wsm.compat()).and_then(|cmd| run(cmd, ctx));
+    let fields = Fields {
+        object: &object,
+        text: &text,
+    };
+    let outcome = parse_command(name, &fields, ctx.wsm.compat()).and_then(|cmd| run(cmd, ctx));
     Reply {
         command: name.as_str(),
         outcome,
     }
 }
 
-fn parse_object(data: &[u8]) -> Result<Map<String, Value>, ReplyError> {
+/// The command object, and the JSON text it was parsed from (the inner text when the data was a
+/// JSON string holding the object).
+fn parse_object(data: &[u8]) -> Result<(Map<String, Value>, Cow<'_, str>), ReplyError> {
     const PARSE: &str = "Failed to parse command JSON";
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(ReplyError::bad_request(format!(
@@ -228,13 +237,16 @@ fn parse_object(data: &[u8]) -> Result<Map<String, Value>, ReplyError> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| ReplyError::bad_request(format!("{PARSE}: {e}")))?;
     // Some publishers send the command as a JSON string that holds the object.
-    let value = match value {
-        Value::String(inner) => serde_json::from_str(&inner)
-            .map_err(|e| ReplyError::bad_request(format!("{PARSE}: string data: {e}")))?,
-        other => other,
+    let (value, text) = match value {
+        Value::String(inner) => (
+            serde_json::from_str(&inner)
+                .map_err(|e| ReplyError::bad_request(format!("{PARSE}: string data: {e}")))?,
+            Cow::Owned(inner),
+        ),
+        other => (other, Cow::Borrowed(text)),
     };
     match value {
-        Value::Object(object) => Ok(object),
+        Value::Object(object) => Ok((object, text)),
         other => Err(ReplyError::bad_request(format!(
             "{PARSE}: expected a JSON object, got {}",
             json_type(&other)
@@ -356,7 +368,7 @@ fn parse_command(name: CommandName, f: &Fields<'_>, compat: Compat) -> Result<Co
             key: f.string("key")?.to_owned(),
         },
         CommandName::SetTags => {
-            if f.0.get("tags").is_none_or(Value::is_null) {
+            if f.object.get("tags").is_none_or(Value::is_null) {
                 return Err(missing("tags"));
             }
             Command::SetTags {
@@ -581,11 +593,24 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// Typed access to a command's fields; `null` counts as absent.
-struct Fields<'a>(&'a Map<String, Value>);
+struct Fields<'a> {
+    object: &'a Map<String, Value>,
+    /// The JSON text `object` was parsed from, for fields forwarded exactly as the caller wrote them.
+    text: &'a str,
+}
 
 impl<'a> Fields<'a> {
     fn get(&self, name: &str) -> Option<&'a Value> {
-        self.0.get(name).filter(|v| !v.is_null())
+        self.object.get(name).filter(|v| !v.is_null())
+    }
+
+    /// The items of the array field `name` as the caller wrote them (key order and all), or `None`
+    /// when they cannot be recovered (e.g. a duplicated key), in which case callers re-serialize.
+    fn raw_items(&self, name: &str) -> Option<Vec<&'a RawValue>> {
+        let mut object: BTreeMap<Cow<'a, str>, &'a RawValue> =
+            serde_json::from_str(self.text).ok()?;
+        let raw = object.remove(name)?;
+        serde_json::from_str(raw.get()).ok()
     }
 
     /// A required, non-empty string.
@@ -667,8 +692,9 @@ impl<'a> Fields<'a> {
             .collect()
     }
 
-    /// `on_connect`: each item is sent as a text frame; a string as-is, an object or array as its
-    /// compact JSON (`application/json`), so `{"method":"SUBSCRIBE",...}` can be written inline.
+    /// `on_connect`: each item is sent as a text frame; a string as-is, an object or array as the
+    /// caller wrote it (`application/json`), so `{"method":"SUBSCRIBE",...}` can be written inline
+    /// and reaches the exchange with its keys in the caller's order.
     fn on_connect(&self, name: &str) -> Result<Vec<OutboundMessage>, ReplyError> {
         let Some(value) = self.get(name) else {
             return Ok(Vec::new());
@@ -676,6 +702,7 @@ impl<'a> Fields<'a> {
         let Value::Array(items) = value else {
             return Err(wrong_type(name, "an array of messages", value));
         };
+        let raw = self.raw_items(name).filter(|raw| raw.len() == items.len());
         items
             .iter()
             .enumerate()
@@ -690,7 +717,13 @@ impl<'a> Fields<'a> {
                         };
                         (s.clone(), kind)
                     }
-                    Value::Object(_) | Value::Array(_) => (item.to_string(), "application/json"),
+                    Value::Object(_) | Value::Array(_) => {
+                        let text = match &raw {
+                            Some(raw) => raw[i].get().to_owned(),
+                            None => item.to_string(),
+                        };
+                        (text, "application/json")
+                    }
                     other => {
                         return Err(wrong_type(
                             &format!("{name}[{i}]"),
@@ -746,7 +779,7 @@ mod tests {
 
     #[test]
     fn string_data_holding_an_object_is_accepted() {
-        let obj = parse_object(br#""{\"command\":\"list\"}""#).expect("object");
+        let (obj, _) = parse_object(br#""{\"command\":\"list\"}""#).expect("object");
         assert_eq!(obj.get("command"), Some(&json!("list")));
         let err = parse_object(b"[1,2]").expect_err("array");
         assert_eq!(

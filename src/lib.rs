@@ -52,13 +52,18 @@ pub unsafe extern "C" fn Process(
     out_buf: *mut *mut u8,
     out_len: *mut i32,
 ) -> i32 {
+    // Reset whichever out-pointer exists first, so that every non-OK return leaves NULL/0 behind.
+    // SAFETY: each is written only when non-NULL, and the caller guarantees it is then writable.
+    unsafe {
+        if !out_buf.is_null() {
+            *out_buf = ptr::null_mut();
+        }
+        if !out_len.is_null() {
+            *out_len = 0;
+        }
+    }
     if out_buf.is_null() || out_len.is_null() {
         return VIRTUFIN_ERR_NULL_ARGUMENT;
-    }
-    // SAFETY: both out-pointers are non-NULL and the caller guarantees they are writable.
-    unsafe {
-        *out_buf = ptr::null_mut();
-        *out_len = 0;
     }
     // SAFETY: the caller guarantees a non-NULL host is a valid table for this call.
     let Some(host) = (unsafe { abi::Host::from_raw(host) }) else {
