@@ -22,7 +22,7 @@ use support::{Event, Plugin};
 
 const WARMUP: usize = 20_000;
 const SAMPLES: usize = 200_000;
-/// `BENCH_PROFILE=1`: only the create loop, short, for a profiler (e.g. callgrind).
+/// `BENCH_PROFILE=1 <bench binary> --bench`: only the create loop, short, for a profiler (callgrind).
 const PROFILE_CALLS: usize = 20_000;
 const COLD_RUNS: usize = 30;
 
@@ -188,6 +188,18 @@ fn main() {
     static CONNECT: Canned = Canned(CONNECT_REPLY);
     static LIST: Canned = Canned(LIST_REPLY);
     let plugin = Plugin::load();
+    // `cargo test --all-targets` runs this binary without `--bench`: a quick smoke run of the same
+    // paths, not a measurement.
+    if !std::env::args().any(|a| a == "--bench") {
+        for (canned, input) in [(&CONNECT, create_event()), (&LIST, list_event())] {
+            let host = host(canned);
+            for _ in 0..100 {
+                call(&plugin, &host, &input);
+            }
+        }
+        println!("process bench: smoke run ok (use `cargo bench` to measure)");
+        return;
+    }
     if std::env::var_os("BENCH_PROFILE").is_some() {
         let (host, input) = (host(&CONNECT), create_event());
         for _ in 0..PROFILE_CALLS {
