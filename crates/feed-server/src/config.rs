@@ -1,0 +1,305 @@
+//! Server configuration ([`FeedConfig`]) and the per-connection parameters derived from it and
+//! from the request URL ([`ConnectionParams`]).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Largest `size` accepted (config or query): keeps one frame, and so one batch, bounded.
+pub const MAX_FRAME_SIZE: usize = 1 << 20;
+
+/// Settings of one feed server. Plain data: build it, then pass it to
+/// [`FeedServer::start`](crate::FeedServer::start), which validates it once.
+///
+/// Every streaming setting is a default that a client can override per connection through the
+/// URL query (see the crate docs).
+#[derive(Clone, Debug)]
+pub struct FeedConfig {
+    /// WebSocket listen address. Default `127.0.0.1:0` (a free port; read it from
+    /// [`FeedHandle::addr`](crate::FeedHandle::addr)).
+    pub listen: SocketAddr,
+    /// Optional HTTP control endpoint address (`/stats`, `/drop`, `/stall`, ...). Default none.
+    pub control_listen: Option<SocketAddr>,
+    /// Depth updates per second per connection; `0` = as fast as the socket takes them. Default 10.
+    pub rate: u32,
+    /// Target frame size in bytes; frames are filled with price levels and padded with JSON
+    /// whitespace to exactly this size when it is at least the size of an empty update.
+    /// `0` = natural size (one bid and one ask). Default 0.
+    pub size: usize,
+    /// Stop streaming after this many frames per connection (the connection stays open).
+    /// `None` = unlimited. Default none.
+    pub count: Option<u64>,
+    /// Stream from the moment the client connects (`true`), or only while it has a
+    /// SUBSCRIBE in effect (`false`). Default true.
+    pub auto_stream: bool,
+    /// Stream name used when the client has not subscribed to anything. Default
+    /// `btcusdt@depth@100ms` (symbol `BTCUSDT`).
+    pub stream: String,
+    /// Answer correlation requests (text envelope and binary prefix). Default true.
+    pub echo: bool,
+    /// Delay before each echo reply. Default zero.
+    pub echo_delay: Duration,
+    /// Most recent client messages kept for [`FeedHandle::received`](crate::FeedHandle::received);
+    /// older ones are forgotten. Default 100 000.
+    pub record_limit: usize,
+    /// Most delayed echo replies held per connection; when full, the server stops reading that
+    /// client until the oldest reply is due. Default 1024.
+    pub delayed_reply_limit: usize,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            control_listen: None,
+            rate: 10,
+            size: 0,
+            count: None,
+            auto_stream: true,
+            stream: "btcusdt@depth@100ms".to_owned(),
+            echo: true,
+            echo_delay: Duration::ZERO,
+            record_limit: 100_000,
+            delayed_reply_limit: 1024,
+        }
+    }
+}
+
+impl FeedConfig {
+    /// Checks the settings that have no sensible meaning when wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.stream.trim().is_empty() {
+            return Err("stream name must not be empty".to_owned());
+        }
+        if self.size > MAX_FRAME_SIZE {
+            return Err(format!("size must be at most {MAX_FRAME_SIZE} bytes"));
+        }
+        if self.delayed_reply_limit == 0 {
+            return Err("delayed_reply_limit must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Shape of the frames on one connection, chosen by the URL path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameForm {
+    /// `/stream`: `{"stream":"<name>","data":{...}}` (Binance combined streams).
+    Combined,
+    /// `/ws`, `/ws/<name>` and `/`: the bare depth update object (Binance raw streams).
+    Bare,
+}
+
+/// Why a WebSocket request was turned away: the HTTP status and a reason for the client.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub status: u16,
+    pub reason: String,
+}
+
+impl Rejection {
+    fn bad_request(reason: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The streaming settings of one connection: the server config overridden by the request URL.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectionParams {
+    pub form: FrameForm,
+    pub rate: u32,
+    pub size: usize,
+    pub count: Option<u64>,
+    pub auto_stream: bool,
+    /// Streams sent while the client has no subscription (when `auto_stream`).
+    pub default_streams: Vec<String>,
+    pub echo: bool,
+    pub echo_delay: Duration,
+}
+
+impl ConnectionParams {
+    /// Derives a connection's settings from the request path and query.
+    ///
+    /// Query keys: `rate`, `size`, `count` (`0` = unlimited), `streams` (`0`/`1`, or a
+    /// `/`-separated list of stream names as in Binance's `/stream?streams=a/b`), `echo`
+    /// (`0`/`1`), `echo_delay_ms`. Unknown keys are ignored. The error text is sent to the
+    /// client with the HTTP rejection (404 for a path, 400 for a query value).
+    pub fn from_request(
+        config: &FeedConfig,
+        path: &str,
+        query: Option<&str>,
+    ) -> Result<Self, Rejection> {
+        let mut params = Self {
+            form: FrameForm::Bare,
+            rate: config.rate,
+            size: config.size,
+            count: config.count,
+            auto_stream: config.auto_stream,
+            default_streams: vec![config.stream.clone()],
+            echo: config.echo,
+            echo_delay: config.echo_delay,
+        };
+        let path = percent_decode(path);
+        match path.as_str() {
+            "/" | "/ws" => {}
+            "/stream" | "/stream/" => params.form = FrameForm::Combined,
+            p => match p.strip_prefix("/ws/") {
+                Some(name) if !name.is_empty() => params.default_streams = vec![name.to_owned()],
+                _ => {
+                    return Err(Rejection {
+                        status: 404,
+                        reason: format!("unknown path {p}: use /ws, /ws/<stream> or /stream"),
+                    })
+                }
+            },
+        }
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let value = percent_decode(value);
+            match key {
+                "rate" => params.rate = parse_number(key, &value)?,
+                "size" => {
+                    params.size = parse_number(key, &value)?;
+                    if params.size > MAX_FRAME_SIZE {
+                        return Err(Rejection::bad_request(format!(
+                            "size must be at most {MAX_FRAME_SIZE} bytes"
+                        )));
+                    }
+                }
+                "count" => {
+                    let n: u64 = parse_number(key, &value)?;
+                    params.count = (n > 0).then_some(n);
+                }
+                "streams" => match parse_flag(&value) {
+                    Some(flag) => params.auto_stream = flag,
+                    None => {
+                        let names: Vec<String> = value
+                            .split('/')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect();
+                        if names.is_empty() {
+                            return Err(Rejection::bad_request(
+                                "streams must be 0, 1 or a list of stream names",
+                            ));
+                        }
+                        params.default_streams = names;
+                        params.auto_stream = true;
+                    }
+                },
+                "echo" => {
+                    params.echo =
+                        parse_flag(&value).ok_or(Rejection::bad_request("echo must be 0 or 1"))?;
+                }
+                "echo_delay_ms" => {
+                    params.echo_delay = Duration::from_millis(parse_number(key, &value)?);
+                }
+                _ => {}
+            }
+        }
+        Ok(params)
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Rejection> {
+    value.parse().map_err(|_| {
+        Rejection::bad_request(format!(
+            "{key} must be a non-negative integer, got {value:?}"
+        ))
+    })
+}
+
+fn parse_flag(value: &str) -> Option<bool> {
+    match value {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Decodes `%XX` escapes (clients often encode the `@` and `/` in stream names); `+` is a space.
+/// Invalid escapes are kept as written.
+pub(crate) fn percent_decode(input: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            b'A'..=b'F' => Some(b - b'A' + 10),
+            _ => None,
+        }
+    }
+    let bytes = input.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = match bytes.get(i..i + 3) {
+            Some([b'%', hi, lo]) => hex(*hi).zip(hex(*lo)).map(|(h, l)| h << 4 | l),
+            _ => None,
+        };
+        match (escaped, bytes[i]) {
+            (Some(b), _) => {
+                out.push(b);
+                i += 3;
+            }
+            (None, b'+') => {
+                out.push(b' ');
+                i += 1;
+            }
+            (None, b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_overrides_the_server_defaults() {
+        let config = FeedConfig::default();
+        let p = ConnectionParams::from_request(
+            &config,
+            "/stream",
+            Some("rate=0&size=100&count=5&streams=0&echo=0&echo_delay_ms=20&x=y"),
+        )
+        .unwrap();
+        assert_eq!(p.form, FrameForm::Combined);
+        assert_eq!((p.rate, p.size, p.count), (0, 100, Some(5)));
+        assert!(!p.auto_stream && !p.echo);
+        assert_eq!(p.echo_delay, Duration::from_millis(20));
+    }
+
+    #[test]
+    fn paths_choose_the_frame_form_and_stream() {
+        let config = FeedConfig::default();
+        let p = ConnectionParams::from_request(&config, "/ws/ethusdt%40depth", None).unwrap();
+        assert_eq!(p.form, FrameForm::Bare);
+        assert_eq!(p.default_streams, vec!["ethusdt@depth".to_owned()]);
+        let p = ConnectionParams::from_request(
+            &config,
+            "/stream",
+            Some("streams=btcusdt@depth/ethusdt%40depth"),
+        )
+        .unwrap();
+        assert_eq!(p.default_streams, ["btcusdt@depth", "ethusdt@depth"]);
+        let status = |path, query| {
+            ConnectionParams::from_request(&config, path, query)
+                .err()
+                .map(|r| r.status)
+        };
+        assert_eq!(status("/nope", None), Some(404));
+        assert_eq!(status("/ws", Some("rate=-1")), Some(400));
+        assert_eq!(status("/ws", Some("size=2000000")), Some(400));
+    }
+
+    #[test]
+    fn percent_decode_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%40b+c%zz%4"), "a@b c%zz%4");
+    }
+}

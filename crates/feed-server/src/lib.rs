@@ -1,0 +1,62 @@
+//! A local, Binance-like market-feed WebSocket server for the WebSocket Manager's tests, demo
+//! and benchmarks.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use feed_server::{FeedConfig, FeedServer};
+//! let feed = FeedServer::start(FeedConfig { rate: 0, size: 100, ..FeedConfig::default() }).await?;
+//! let url = feed.url("/ws?count=1000"); // 1000 frames of 100 bytes, as fast as possible
+//! # let _ = url;
+//! feed.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What a client gets
+//!
+//! - **Depth updates.** `/ws` (also `/` and `/ws/<stream>`) sends bare updates
+//!   `{"e":"depthUpdate","E":<ms>,"s":"BTCUSDT","U":n,"u":n,"b":[["<px>","<qty>"]],"a":[[...]]}`;
+//!   `/stream` wraps them as `{"stream":"btcusdt@depth@100ms","data":{...}}`. `u` (= `U`) is
+//!   1, 2, 3, ... per connection, across all its streams, so gaps and reordering show.
+//! - **Per-connection overrides** in the query: `rate` (frames/s, `0` = as fast as the socket
+//!   takes them), `size` (frame bytes; filled with levels and padded with JSON whitespace to
+//!   exactly this size), `count` (stop after N frames; the connection stays open; `0` =
+//!   unlimited), `streams` (`1` stream at once, `0` only while a SUBSCRIBE is in effect, or a
+//!   `/`-separated list of stream names), `echo` (`0`/`1`), `echo_delay_ms`.
+//! - **Subscriptions.** `{"method":"SUBSCRIBE"|"UNSUBSCRIBE","params":[...],"id":N}` is answered
+//!   `{"result":null,"id":N}` (also `LIST_SUBSCRIPTIONS`). While a connection has subscriptions,
+//!   its frames go round the subscribed streams (symbol = the part before `@`, upper-cased);
+//!   without any it gets the default stream, or nothing when it connected with `streams=0`.
+//! - **Correlation echo** (SPEC section 5): a text `{"id":"<string>","payload":<any>}` is answered
+//!   `{"id":"<same>","payload":<same text>}`; a binary message of 16 bytes or more comes back
+//!   unchanged. Payload `"no-reply"` (text) or `no-reply` after the 16-byte prefix (binary) is
+//!   never answered, for timeout tests; so is anything when echo is off.
+//! - **Pings** are answered by tungstenite, except while the connection is stalled.
+//!
+//! # Faults and counters
+//!
+//! [`FeedHandle`] drops connections without a close frame, closes them with a code, stalls them
+//! (no reads, writes or pongs), refuses new ones, and reports connections, handshakes, refused
+//! connections, subscriptions and every received message in order. The binary serves the same
+//! over HTTP (see [`control`]).
+//!
+//! # Memory
+//!
+//! Every buffer is bounded. Frames are written with backpressure: when a client stops reading,
+//! its session waits (and stops reading that client too) instead of queueing.
+
+pub mod config;
+pub mod control;
+pub mod echo;
+mod frames;
+mod orders;
+mod pacer;
+mod registry;
+mod server;
+mod session;
+mod shutdown;
+mod subscribe;
+
+pub use config::{ConnectionParams, FeedConfig, FrameForm, Rejection};
+pub use registry::{ConnectionStats, FeedStats, Received, ReceivedMessage};
+pub use server::{FeedHandle, FeedServer};

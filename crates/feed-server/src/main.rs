@@ -1,0 +1,118 @@
+//! `feed-server`: the market-feed WebSocket server as a process, for scripts and the demo.
+//!
+//! Prints `listening ws://<addr>` (and `control http://<addr>` with `--control-port`) on stdout
+//! once it accepts connections; logs go to stderr. Exits cleanly on SIGINT or SIGTERM.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use feed_server::{FeedConfig, FeedServer};
+use tracing_subscriber::EnvFilter;
+
+/// Local Binance-like market-feed WebSocket server.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// WebSocket listen address (port 0 = a free port; read it from the `listening` line).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Depth updates per second per connection (0 = as fast as possible).
+    #[arg(long, default_value_t = 10)]
+    rate: u32,
+    /// Frame size in bytes (0 = natural size, one bid and one ask).
+    #[arg(long, default_value_t = 0)]
+    size: usize,
+    /// Stop each connection's stream after this many frames (0 = unlimited).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Stream sent to clients that have not subscribed.
+    #[arg(long, default_value = "btcusdt@depth@100ms")]
+    stream: String,
+    /// Send frames only while a client has a SUBSCRIBE in effect.
+    #[arg(long)]
+    wait_for_subscribe: bool,
+    /// Do not answer correlated requests.
+    #[arg(long)]
+    no_echo: bool,
+    /// Delay before each correlation echo, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    echo_delay_ms: u64,
+    /// Serve the HTTP control endpoint (/stats, /drop, /stall, ...) on this port of the listen
+    /// address's IP (0 = a free port).
+    #[arg(long)]
+    control_port: Option<u16>,
+    /// Log filter when RUST_LOG is not set (e.g. info, debug, feed_server=trace).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+impl Args {
+    fn config(&self) -> FeedConfig {
+        FeedConfig {
+            listen: self.listen,
+            control_listen: self
+                .control_port
+                .map(|port| SocketAddr::new(self.listen.ip(), port)),
+            rate: self.rate,
+            size: self.size,
+            count: (self.count > 0).then_some(self.count),
+            auto_stream: !self.wait_for_subscribe,
+            stream: self.stream.clone(),
+            echo: !self.no_echo,
+            echo_delay: Duration::from_millis(self.echo_delay_ms),
+            ..FeedConfig::default()
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let feed = match FeedServer::start(args.config()).await {
+        Ok(feed) => feed,
+        Err(error) => {
+            eprintln!("feed-server: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "listening ws://{}", feed.addr());
+    if let Some(control) = feed.control_addr() {
+        let _ = writeln!(stdout, "control http://{control}");
+    }
+    let _ = stdout.flush();
+    drop(stdout);
+
+    match wait_for_signal().await {
+        Ok(signal) => tracing::info!(signal, "shutting down"),
+        Err(error) => tracing::error!(%error, "cannot listen for signals; shutting down"),
+    }
+    feed.shutdown().await;
+    ExitCode::SUCCESS
+}
+
+#[cfg(unix)]
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = terminate.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
+}
+
+#[cfg(not(unix))]
+async fn wait_for_signal() -> std::io::Result<&'static str> {
+    tokio::signal::ctrl_c().await.map(|()| "Ctrl-C")
+}

@@ -1,0 +1,369 @@
+//! One client connection: the WebSocket handshake, then a single task that owns the socket and
+//! reads requests, writes depth frames and replies, and obeys control commands.
+//!
+//! One owner (no split halves, no channel in the frame path) keeps the fast path short. Depth
+//! frames are encoded whole into one reused batch buffer and written to the TCP stream directly
+//! (see `frames`), after flushing what tungstenite has queued (replies, pongs); a batch is
+//! written completely before the socket is touched again, so frames never interleave. That also
+//! gives the backpressure the server promises: the write waits while the socket is full, so a
+//! client that stops reading makes its session wait instead of buffering. While the session
+//! waits to write it does not read either; every buffer stays bounded.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{timeout, Instant};
+use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use tokio_tungstenite::tungstenite::http::StatusCode;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::config::{ConnectionParams, FeedConfig, Rejection};
+use crate::echo::{self, Echo};
+use crate::frames::DepthFrames;
+use crate::orders::{self, End, Orders, CLOSE_TIMEOUT};
+use crate::pacer::Pacer;
+use crate::registry::{ReceivedMessage, Registry};
+use crate::shutdown;
+use crate::subscribe::Subscriptions;
+
+/// A client that opens TCP but never finishes the handshake is dropped after this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes of frames per socket write; between two batches the session looks at requests and
+/// control commands.
+const BATCH_BYTES: usize = 128 * 1024;
+/// Largest message the server reads (echo requests); bounds memory per connection.
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// What the server passes to every session.
+pub(crate) struct Shared {
+    pub config: FeedConfig,
+    pub registry: Registry,
+}
+
+/// Runs one accepted TCP connection to its end.
+pub(crate) async fn run(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let mut accepted: Option<(String, ConnectionParams)> = None;
+    let config = &shared.config;
+    // The error type is tungstenite's `Callback` contract; it is built once per rejection.
+    #[allow(clippy::result_large_err)]
+    let callback = |request: &Request, response: Response| {
+        let uri = request.uri();
+        let target = uri
+            .path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        match ConnectionParams::from_request(config, uri.path(), uri.query()) {
+            Ok(params) => {
+                accepted = Some((target, params));
+                Ok(response)
+            }
+            Err(rejection) => Err(reject(rejection)),
+        }
+    };
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_MESSAGE_BYTES));
+    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config));
+    let ws = tokio::select! {
+        result = timeout(HANDSHAKE_TIMEOUT, handshake) => match result {
+            Ok(Ok(ws)) => ws,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "handshake failed; connection dropped");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "handshake timed out; connection dropped");
+                return;
+            }
+        },
+        _ = shutdown::signalled(&mut stop) => return,
+    };
+    let Some((path, params)) = accepted else {
+        return;
+    };
+
+    let (commands_tx, commands) = mpsc::unbounded_channel();
+    let (id, frames_sent) = shared.registry.register(peer, path.clone(), commands_tx);
+    tracing::info!(connection = id, %peer, %path, "client connected");
+    let mut session = Session::new(id, ws, params, shared.clone(), frames_sent);
+    let end = session.serve(Orders::new(commands, stop)).await;
+    drop(session); // the socket goes first, then whoever ordered the end hears of it
+    shared.registry.deregister(id);
+    tracing::info!(connection = id, end = end.describe(), "client gone");
+    end.acknowledge();
+}
+
+fn reject(rejection: Rejection) -> ErrorResponse {
+    let mut response = ErrorResponse::new(Some(rejection.reason));
+    *response.status_mut() =
+        StatusCode::from_u16(rejection.status).unwrap_or(StatusCode::BAD_REQUEST);
+    response
+}
+
+struct Session {
+    id: u64,
+    ws: Ws,
+    params: ConnectionParams,
+    shared: Arc<Shared>,
+    frames: DepthFrames,
+    subscriptions: Subscriptions,
+    /// `Some` while frames are paced at a fixed rate and streaming.
+    pacer: Option<Pacer>,
+    streaming: bool,
+    sent: u64,
+    frames_sent: Arc<AtomicU64>,
+    /// Reused buffer of encoded frames.
+    batch: Vec<u8>,
+    /// Frames per batch: about [`BATCH_BYTES`] worth.
+    batch_frames: u64,
+    /// The client started the closing handshake: no more frames.
+    closing: bool,
+    /// Echo replies waiting for their delay, in due order (the delay is the same for all).
+    delayed: VecDeque<(Instant, Message)>,
+}
+
+impl Session {
+    fn new(
+        id: u64,
+        ws: Ws,
+        params: ConnectionParams,
+        shared: Arc<Shared>,
+        frames_sent: Arc<AtomicU64>,
+    ) -> Self {
+        let mut session = Self {
+            id,
+            ws,
+            frames: DepthFrames::new(params.form, params.size),
+            params,
+            shared,
+            subscriptions: Subscriptions::default(),
+            pacer: None,
+            streaming: false,
+            sent: 0,
+            frames_sent,
+            batch: Vec::with_capacity(BATCH_BYTES + 1024),
+            batch_frames: 1,
+            closing: false,
+            delayed: VecDeque::new(),
+        };
+        // Natural frames are about 150 bytes.
+        let frame_len = if session.params.size == 0 {
+            150
+        } else {
+            session.params.size
+        };
+        session.batch_frames = (BATCH_BYTES / frame_len).max(1) as u64;
+        session.update_streams();
+        session
+    }
+
+    /// The session loop: carry out filed orders, wait for the next thing to do, do it.
+    async fn serve(&mut self, mut orders: Orders) -> End {
+        loop {
+            if let Some(close) = orders.take_close() {
+                self.close(close.code, close.reason).await;
+                return close.end();
+            }
+            if let Some(until) = orders.take_stall() {
+                tracing::info!(connection = self.id, "stalling");
+                if let Err(end) = orders.stall(until).await {
+                    return end;
+                }
+                tracing::info!(connection = self.id, "stall over");
+                if let Some(pacer) = self.pacer.as_mut() {
+                    pacer.resume(Instant::now());
+                }
+                continue;
+            }
+
+            let frame_due = self.pacer.as_ref().map(Pacer::next_at);
+            let reply_due = self.delayed.front().map(|(at, _)| *at);
+            let can_take_request = self.delayed.len() < self.shared.config.delayed_reply_limit;
+            let streaming = self.streaming;
+            let step = tokio::select! {
+                biased;
+                end = orders.next() => match end {
+                    Some(end) => return end,
+                    None => continue,
+                },
+                inbound = self.ws.next(), if can_take_request => Step::Inbound(inbound),
+                _ = orders::sleep_until_opt(reply_due), if reply_due.is_some() => Step::Replies,
+                _ = orders::sleep_until_opt(frame_due), if streaming => Step::Frames,
+            };
+            match orders.during(self.execute(step)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => return End::Client(error.to_string()),
+                Err(end) => return end,
+            }
+        }
+    }
+
+    async fn execute(&mut self, step: Step) -> Result<(), WsError> {
+        match step {
+            Step::Inbound(None) => Err(WsError::ConnectionClosed),
+            Step::Inbound(Some(inbound)) => self.on_message(inbound?).await,
+            Step::Replies => self.send_due_replies().await,
+            Step::Frames => self.send_frames().await,
+        }
+    }
+
+    /// Handles one client message: record it, then answer SUBSCRIBE-style calls and echo
+    /// correlated requests.
+    async fn on_message(&mut self, message: Message) -> Result<(), WsError> {
+        let registry = &self.shared.registry;
+        match message {
+            Message::Text(text) => {
+                registry.record(self.id, ReceivedMessage::Text(text.as_str().to_owned()));
+                if let Some(answer) = self.subscriptions.handle(text.as_str()) {
+                    self.ws.send(Message::text(answer.reply)).await?;
+                    if answer.changed {
+                        registry.set_subscriptions(self.id, self.subscriptions.names());
+                        self.update_streams();
+                    }
+                } else if self.params.echo {
+                    if let Echo::Reply(reply) = echo::text_reply(text.as_str()) {
+                        self.reply(Message::text(reply)).await?;
+                    }
+                }
+            }
+            Message::Binary(data) => {
+                registry.record(self.id, ReceivedMessage::Binary(data.to_vec()));
+                if self.params.echo {
+                    if let Echo::Reply(reply) = echo::binary_reply(&data) {
+                        self.reply(Message::Binary(reply)).await?;
+                    }
+                }
+            }
+            Message::Close(_) => {
+                // tungstenite answers the close; nothing may follow that answer.
+                self.closing = true;
+                self.update_streams();
+            }
+            // tungstenite answers pings by itself.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn reply(&mut self, message: Message) -> Result<(), WsError> {
+        if self.params.echo_delay.is_zero() {
+            self.ws.send(message).await
+        } else {
+            let due = Instant::now() + self.params.echo_delay;
+            self.delayed.push_back((due, message));
+            Ok(())
+        }
+    }
+
+    async fn send_due_replies(&mut self) -> Result<(), WsError> {
+        let now = Instant::now();
+        while self.delayed.front().is_some_and(|(at, _)| *at <= now) {
+            if let Some((_, message)) = self.delayed.pop_front() {
+                self.ws.feed(message).await?;
+            }
+        }
+        self.ws.flush().await
+    }
+
+    /// Writes the frames that are due (fixed rate) or one batch (max rate).
+    async fn send_frames(&mut self) -> Result<(), WsError> {
+        let mut n = match self.pacer.as_mut() {
+            // More than a batch due (a very high rate): the rest go out on the next turn.
+            Some(pacer) => pacer.due(Instant::now()).min(self.batch_frames),
+            None => self.batch_frames,
+        };
+        if let Some(count) = self.params.count {
+            n = n.min(count.saturating_sub(self.sent));
+        }
+        self.frames.set_time_ms(unix_millis());
+        self.batch.clear();
+        let mut written = 0;
+        while written < n && self.frames.encode_next(&mut self.batch) {
+            written += 1;
+        }
+        // Whatever tungstenite holds (a reply, a pong) goes first, and whole.
+        self.ws.flush().await?;
+        self.ws.get_mut().write_all(&self.batch).await?;
+        self.sent += written;
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.sent(written);
+        }
+        self.frames_sent.fetch_add(written, Ordering::Relaxed);
+        self.shared.registry.add_frames_sent(written);
+        if self.params.count.is_some_and(|count| self.sent >= count) {
+            self.update_streams();
+        }
+        Ok(())
+    }
+
+    /// Recomputes what to stream after a subscription change or when the count is reached:
+    /// the subscribed streams, else the default streams when streaming without a subscription.
+    fn update_streams(&mut self) {
+        let names = if !self.subscriptions.names().is_empty() {
+            self.subscriptions.names().to_vec()
+        } else if self.params.auto_stream {
+            self.params.default_streams.clone()
+        } else {
+            Vec::new()
+        };
+        self.frames.set_streams(&names);
+        let done = self.closing || self.params.count.is_some_and(|count| self.sent >= count);
+        let was_streaming = self.streaming;
+        self.streaming = self.frames.has_streams() && !done;
+        if self.params.rate == 0 || !self.streaming {
+            self.pacer = None;
+        } else if !was_streaming || self.pacer.is_none() {
+            self.pacer = Some(Pacer::new(self.params.rate, Instant::now()));
+        }
+    }
+
+    /// Sends a close frame and waits (bounded) for the client's answer.
+    async fn close(&mut self, code: CloseCode, reason: &'static str) {
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let closing = async {
+            self.ws.close(Some(frame)).await?;
+            while let Some(message) = self.ws.next().await {
+                message?;
+            }
+            Ok::<(), WsError>(())
+        };
+        match timeout(CLOSE_TIMEOUT, closing).await {
+            Ok(Ok(())) | Ok(Err(WsError::ConnectionClosed)) => {}
+            Ok(Err(error)) => tracing::debug!(connection = self.id, %error, "close failed"),
+            Err(_) => tracing::debug!(connection = self.id, "client did not finish closing"),
+        }
+    }
+}
+
+/// One step of the session loop.
+enum Step {
+    Inbound(Option<Result<Message, WsError>>),
+    Replies,
+    Frames,
+}
+
+fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
