@@ -1,0 +1,357 @@
+//! One outbound WebSocket's life: dial, the read task, the write path, correlation, reconnect and
+//! keepalive. A [`Connection`] is a cheap handle; one task owns the socket, and everything else talks
+//! to it through a bounded command channel.
+
+mod backoff;
+pub mod correlation;
+mod dial;
+mod task;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+pub use backoff::{Backoff, BackoffPolicy};
+pub use dial::DialError;
+
+use correlation::Correlator;
+
+/// Per-connection behaviour, with documented defaults.
+#[derive(Debug, Clone)]
+pub struct ConnectionOptions {
+    /// Handshake timeout (10 s): a slow or silent upstream gives `UNAVAILABLE`, never a hang.
+    pub connect_timeout: Duration,
+    /// WebSocket Ping every this long (20 s).
+    pub ping_interval: Duration,
+    /// No Pong or frame within this long after a Ping → the connection is dead (10 s).
+    pub ping_timeout: Duration,
+    /// Reconnect delays and attempts (base 1 s, cap 30 s, 5 attempts).
+    pub backoff: BackoffPolicy,
+    /// Largest message accepted from upstream, after reassembly (16 MiB).
+    pub max_message_size: usize,
+    /// Socket read buffer (8 KiB): small, so idle connections stay cheap.
+    pub read_buffer_size: usize,
+    /// Commands (sends, topic changes) queued for the socket task (256).
+    pub command_queue: usize,
+    /// Most `replay_on_reconnect` messages kept per connection (1024).
+    pub max_replay: usize,
+}
+
+impl Default for ConnectionOptions {
+    fn default() -> Self {
+        ConnectionOptions {
+            connect_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(20),
+            ping_timeout: Duration::from_secs(10),
+            backoff: BackoffPolicy::default(),
+            max_message_size: 16 << 20,
+            read_buffer_size: 8 << 10,
+            command_queue: 256,
+            max_replay: 1024,
+        }
+    }
+}
+
+/// A message sent upstream; Text frame for text/* and application/json, Binary otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    pub payload: Bytes,
+    pub content_type: String,
+}
+
+/// What to connect to and what to re-send after every (re)connect.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionSpec {
+    pub id: String,
+    pub url: String,
+    /// Handshake headers; may hold credentials, so they are never logged.
+    pub headers: Vec<(String, String)>,
+    pub subprotocols: Vec<String>,
+    pub on_connect: Vec<OutboundMessage>,
+    pub auto_reconnect: bool,
+    /// Messages flagged `replay_on_reconnect` so far (non-empty when a connection is re-opened by
+    /// another instance).
+    pub replay: Vec<OutboundMessage>,
+    /// The epoch before this connection's first connect: the first connect publishes `epoch + 1`.
+    pub epoch: u64,
+}
+
+/// Connection status, as listed and persisted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Disconnected,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Connecting => "connecting",
+            Status::Connected => "connected",
+            Status::Reconnecting => "reconnecting",
+            Status::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Lifecycle kinds, in `com.virtufin.websocketmanager.lifecycle.<kind>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LifecycleKind {
+    Connecting,
+    Connected,
+    Reconnecting,
+    Disconnected,
+    Degraded,
+    Error,
+}
+
+impl LifecycleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleKind::Connecting => "connecting",
+            LifecycleKind::Connected => "connected",
+            LifecycleKind::Reconnecting => "reconnecting",
+            LifecycleKind::Disconnected => "disconnected",
+            LifecycleKind::Degraded => "degraded",
+            LifecycleKind::Error => "error",
+        }
+    }
+}
+
+/// A lifecycle event of one connection, emitted in causal order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LifecycleEvent {
+    pub kind: LifecycleKind,
+    pub connection_id: Arc<str>,
+    pub url: Arc<str>,
+    pub reason: String,
+    pub attempt: u32,
+    pub epoch: u64,
+}
+
+/// Where a connection reports its lifecycle. Must not block: it is called from the socket task.
+pub trait LifecycleSink: Send + Sync + 'static {
+    fn emit(&self, event: LifecycleEvent);
+}
+
+/// A received message on its way to the bus. It holds its bytes' share of the publish queue's byte
+/// budget until it is dropped (after publishing).
+#[derive(Debug)]
+pub struct InboundFrame {
+    pub topic: Arc<str>,
+    pub payload: Bytes,
+    pub text: bool,
+    /// Per-connection publish counter: +1 per published frame, so consumers see gaps.
+    pub seq: u64,
+    /// +1 on every (re)connect.
+    pub epoch: u64,
+    pub received_at: SystemTime,
+    _budget: OwnedSemaphorePermit,
+}
+
+/// The bounded queue between a socket and its publisher: bounded in frames and in bytes, so neither
+/// many small frames nor a few huge ones can grow memory without bound while the bus is slow.
+#[derive(Debug, Clone)]
+pub struct PublishQueue {
+    frames: mpsc::Sender<InboundFrame>,
+    budget: Arc<Semaphore>,
+    max_bytes: u32,
+}
+
+impl PublishQueue {
+    /// A queue of at most `frames` frames and `bytes` payload bytes (a single frame larger than the
+    /// whole budget takes all of it).
+    pub fn new(frames: usize, bytes: usize) -> (PublishQueue, mpsc::Receiver<InboundFrame>) {
+        let max_bytes = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        let (tx, rx) = mpsc::channel(frames.max(1));
+        let queue = PublishQueue {
+            frames: tx,
+            budget: Arc::new(Semaphore::new(max_bytes as usize)),
+            max_bytes,
+        };
+        (queue, rx)
+    }
+
+    fn cost(&self, len: usize) -> u32 {
+        u32::try_from(len)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.max_bytes)
+    }
+}
+
+/// Why a send did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("WebSocket is not connected")]
+    NotConnected,
+    #[error("Request timeout")]
+    Timeout,
+    #[error("the connection is closed")]
+    Closed,
+    #[error("a text content type needs a UTF-8 payload")]
+    NotUtf8,
+    #[error("too many replay_on_reconnect messages (at most {0})")]
+    ReplayFull(usize),
+    #[error("write failed: {0}")]
+    Write(String),
+}
+
+enum Command {
+    Send {
+        message: OutboundMessage,
+        replay: bool,
+        done: oneshot::Sender<Result<(), SendError>>,
+    },
+    SetTopic(Option<Arc<str>>),
+    Close {
+        code: u16,
+        reason: &'static str,
+        done: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to one connection's socket task. Cloning is cheap; dropping every handle does not close
+/// the socket (call [`Connection::close`]).
+#[derive(Clone)]
+pub struct Connection {
+    id: Arc<str>,
+    commands: mpsc::Sender<Command>,
+    correlator: Arc<Correlator>,
+    state: watch::Receiver<(Status, u64)>,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.id)
+            .field("state", &*self.state.borrow())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Dials, and on success starts the socket task. A failed handshake leaves nothing running.
+    /// Received frames go to `frames` while a topic is set (`set_topic`); when `frames` is full the
+    /// socket is not read (backpressure to the upstream) and a `degraded` event is emitted.
+    pub async fn open(
+        spec: ConnectionSpec,
+        options: ConnectionOptions,
+        frames: PublishQueue,
+        lifecycle: Arc<dyn LifecycleSink>,
+    ) -> Result<Connection, DialError> {
+        let socket = dial::dial(&spec, &options).await?;
+        let (commands_tx, commands_rx) = mpsc::channel(options.command_queue.max(1));
+        let correlator = Arc::new(Correlator::default());
+        let epoch = spec.epoch + 1;
+        let (state_tx, state_rx) = watch::channel((Status::Connected, epoch));
+        let id: Arc<str> = spec.id.as_str().into();
+        let task = task::SocketTask::new(
+            spec,
+            options,
+            task::Channels {
+                commands: commands_rx,
+                frames,
+                lifecycle,
+                state: state_tx,
+            },
+            Arc::clone(&correlator),
+        );
+        tokio::spawn(task.run(socket));
+        Ok(Connection {
+            id,
+            commands: commands_tx,
+            correlator,
+            state: state_rx,
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn status(&self) -> Status {
+        self.state.borrow().0
+    }
+
+    /// The current epoch: 1 after the first connect, +1 per reconnect.
+    pub fn epoch(&self) -> u64 {
+        self.state.borrow().1
+    }
+
+    /// Waits until the status satisfies `pred` (for tests and graceful shutdown).
+    pub async fn wait_for(&self, pred: impl Fn(Status) -> bool) -> Status {
+        let mut state = self.state.clone();
+        let reached = state.wait_for(|(s, _)| pred(*s)).await.map(|s| s.0);
+        reached.unwrap_or_else(|_| self.status())
+    }
+
+    /// Sends one message; with `replay`, it is also re-sent after every reconnect.
+    pub async fn send_raw(&self, message: OutboundMessage, replay: bool) -> Result<(), SendError> {
+        if self.status() != Status::Connected {
+            return Err(SendError::NotConnected);
+        }
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Send {
+                message,
+                replay,
+                done,
+            })
+            .await
+            .map_err(|_| SendError::Closed)?;
+        result.await.unwrap_or(Err(SendError::Closed))
+    }
+
+    /// Sends a correlated request and waits up to `timeout` for its response (SPEC 5, "Send").
+    pub async fn send(
+        &self,
+        payload: Bytes,
+        content_type: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, SendError> {
+        let text = correlation::is_text(content_type);
+        let (request_id, response) = self.correlator.register();
+        let message = OutboundMessage {
+            payload: correlation::wrap(request_id, &payload, text),
+            content_type: content_type.to_owned(),
+        };
+        let outcome = async {
+            self.send_raw(message, false).await?;
+            response.await.map_err(|_| SendError::Closed)
+        };
+        let result = match tokio::time::timeout(timeout, outcome).await {
+            Ok(result) => result,
+            Err(_) => Err(SendError::Timeout),
+        };
+        if result.is_err() {
+            self.correlator.cancel(&request_id);
+        }
+        result
+    }
+
+    /// Starts (`Some`) or stops (`None`) publishing received frames.
+    pub async fn set_topic(&self, topic: Option<&str>) -> Result<(), SendError> {
+        self.commands
+            .send(Command::SetTopic(topic.map(Arc::from)))
+            .await
+            .map_err(|_| SendError::Closed)
+    }
+
+    /// Closes the socket with `code` (1000 normal, 1001 going away) and ends the task; idempotent.
+    pub async fn close(&self, code: u16, reason: &'static str) {
+        let (done, closed) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Close { code, reason, done })
+            .await
+            .is_ok()
+        {
+            let _ = closed.await;
+        }
+    }
+}

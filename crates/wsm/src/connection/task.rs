@@ -1,0 +1,440 @@
+//! The socket task: the only owner of a connection's socket. It reads frames (matching correlated
+//! responses, handing the rest to the publish queue), performs writes in the order commands arrive,
+//! pings, and on a drop reconnects with backoff and replays `on_connect` and the replay messages
+//! before it reports the connection active again.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+
+use super::correlation::{self, Correlator};
+use super::dial::{self, Socket};
+use super::{
+    Command, ConnectionOptions, ConnectionSpec, InboundFrame, LifecycleEvent, LifecycleKind,
+    LifecycleSink, OutboundMessage, PublishQueue, SendError, Status,
+};
+
+/// How long a close handshake may take before the socket is simply dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// At most one `degraded` event per connection per this long.
+const DEGRADED_EVERY: Duration = Duration::from_secs(1);
+
+pub(super) struct Channels {
+    pub commands: mpsc::Receiver<Command>,
+    pub frames: PublishQueue,
+    pub lifecycle: Arc<dyn LifecycleSink>,
+    pub state: watch::Sender<(Status, u64)>,
+}
+
+/// How serving a socket ended.
+enum End {
+    /// Closed on request (or every handle dropped): stop for good.
+    Closed,
+    /// Lost: the upstream closed, a read or write failed, or keepalive timed out.
+    Dropped(String),
+}
+
+pub(super) struct SocketTask {
+    id: Arc<str>,
+    url: Arc<str>,
+    spec: ConnectionSpec,
+    options: ConnectionOptions,
+    ch: Channels,
+    correlator: Arc<Correlator>,
+    topic: Option<Arc<str>>,
+    seq: u64,
+    epoch: u64,
+    replay: Vec<OutboundMessage>,
+    last_degraded: Option<Instant>,
+}
+
+impl SocketTask {
+    pub fn new(
+        mut spec: ConnectionSpec,
+        options: ConnectionOptions,
+        ch: Channels,
+        correlator: Arc<Correlator>,
+    ) -> Self {
+        let replay = std::mem::take(&mut spec.replay);
+        SocketTask {
+            id: spec.id.as_str().into(),
+            url: spec.url.as_str().into(),
+            epoch: spec.epoch + 1,
+            spec,
+            options,
+            ch,
+            correlator,
+            topic: None,
+            seq: 0,
+            replay,
+            last_degraded: None,
+        }
+    }
+
+    pub async fn run(mut self, socket: Socket) {
+        let mut socket = socket;
+        let mut attempt = 0;
+        loop {
+            let end = match self.greet(&mut socket).await {
+                Ok(()) => {
+                    self.set_status(Status::Connected);
+                    self.emit(LifecycleKind::Connected, "connected", attempt);
+                    self.serve(&mut socket).await
+                }
+                Err(reason) => End::Dropped(reason),
+            };
+            let reason = match end {
+                End::Closed => {
+                    self.finish("closed on request");
+                    return;
+                }
+                End::Dropped(reason) => reason,
+            };
+            drop(socket);
+            if !self.spec.auto_reconnect {
+                self.finish(&format!("{reason}; auto_reconnect is off"));
+                return;
+            }
+            tracing::warn!(connection = %self.id, url = %self.url, %reason, "connection lost; reconnecting");
+            match self.reconnect(reason).await {
+                Ok((next, attempts)) => {
+                    socket = next;
+                    attempt = attempts;
+                    self.epoch += 1;
+                }
+                Err(None) => {
+                    self.finish("closed on request while reconnecting");
+                    return;
+                }
+                Err(Some(reason)) => {
+                    self.finish(&reason);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends `on_connect`, then every replay message, in order, before the connection counts as up.
+    async fn greet(&mut self, socket: &mut Socket) -> Result<(), String> {
+        let messages = self.spec.on_connect.iter().chain(self.replay.iter());
+        for message in messages {
+            let frame = to_frame(message).map_err(|e| e.to_string())?;
+            socket
+                .send(frame)
+                .await
+                .map_err(|e| format!("sending on_connect/replay messages failed: {e}"))?;
+        }
+        Ok(())
+    }
+
+    async fn serve(&mut self, socket: &mut Socket) -> End {
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + self.options.ping_interval,
+            self.options.ping_interval,
+        );
+        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pong_deadline: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                biased;
+                command = self.ch.commands.recv() => {
+                    if let Some(end) = self.command(command, Some(socket)).await {
+                        return end;
+                    }
+                }
+                message = socket.next() => {
+                    pong_deadline = None;
+                    let message = match message {
+                        None => return End::Dropped("the upstream closed the TCP connection".into()),
+                        Some(Err(e)) => return End::Dropped(format!("read failed: {e}")),
+                        Some(Ok(message)) => message,
+                    };
+                    let (payload, text) = match message {
+                        Message::Text(text) => (Bytes::from(text), true),
+                        Message::Binary(bytes) => (bytes, false),
+                        Message::Close(frame) => {
+                            let why = frame
+                                .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                                .unwrap_or_else(|| "no close code".into());
+                            return End::Dropped(format!("the upstream closed the connection ({why})"));
+                        }
+                        // Pongs are queued by tungstenite and flushed with the next read or write.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+                    };
+                    if let Some(end) = self.received(socket, payload, text).await {
+                        return end;
+                    }
+                }
+                _ = ping.tick() => {
+                    if pong_deadline.is_none() {
+                        if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
+                            return End::Dropped(format!("ping failed: {e}"));
+                        }
+                        pong_deadline = Some(Instant::now() + self.options.ping_timeout);
+                    }
+                }
+                _ = sleep_until(pong_deadline), if pong_deadline.is_some() => {
+                    return End::Dropped(format!(
+                        "no pong or frame within {} ms of a ping",
+                        self.options.ping_timeout.as_millis()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// A received message: a correlated response goes to its waiter; anything else is published
+    /// while a topic is set. When the publish queue is full, the socket is not read until it drains
+    /// (commands are still served meanwhile).
+    async fn received(&mut self, socket: &mut Socket, payload: Bytes, text: bool) -> Option<End> {
+        let matched = if text {
+            std::str::from_utf8(&payload)
+                .map(|t| self.correlator.match_text(t))
+                .unwrap_or(false)
+        } else {
+            self.correlator.match_binary(&payload)
+        };
+        if matched {
+            return None;
+        }
+        let topic = self.topic.clone()?;
+        self.seq += 1;
+        let (seq, epoch, received_at) = (self.seq, self.epoch, SystemTime::now());
+        let queue = self.ch.frames.clone();
+        let cost = queue.cost(payload.len());
+        let frame = |budget| InboundFrame {
+            topic,
+            payload,
+            text,
+            seq,
+            epoch,
+            received_at,
+            _budget: budget,
+        };
+        // Fast path: room in both budgets.
+        let budget = match Arc::clone(&queue.budget).try_acquire_many_owned(cost) {
+            Ok(budget) => match queue.frames.try_reserve() {
+                Ok(slot) => {
+                    slot.send(frame(budget));
+                    return None;
+                }
+                Err(mpsc::error::TrySendError::Closed(())) => return self.queue_closed(),
+                Err(mpsc::error::TrySendError::Full(())) => Some(budget),
+            },
+            Err(_) => None,
+        };
+        self.degraded(
+            "the publish queue is full; not reading from upstream until the bus catches up",
+        );
+        let wait = async {
+            let budget = match budget {
+                Some(budget) => budget,
+                None => Arc::clone(&queue.budget)
+                    .acquire_many_owned(cost)
+                    .await
+                    .map_err(|_| ())?,
+            };
+            let slot = queue.frames.reserve().await.map_err(|_| ())?;
+            slot.send(frame(budget));
+            Ok::<(), ()>(())
+        };
+        let mut wait = std::pin::pin!(wait);
+        loop {
+            tokio::select! {
+                sent = &mut wait => {
+                    return match sent {
+                        Ok(()) => None,
+                        Err(()) => self.queue_closed(),
+                    };
+                }
+                command = self.ch.commands.recv() => {
+                    if let Some(end) = self.command(command, Some(&mut *socket)).await {
+                        return Some(end);
+                    }
+                }
+            }
+        }
+    }
+
+    fn queue_closed(&mut self) -> Option<End> {
+        tracing::error!(connection = %self.id, "publish queue closed; frames are no longer published");
+        self.topic = None;
+        None
+    }
+
+    /// Handles one command; `Some` ends serving. Without a socket (reconnecting) sends fail fast.
+    async fn command(
+        &mut self,
+        command: Option<Command>,
+        socket: Option<&mut Socket>,
+    ) -> Option<End> {
+        match command {
+            // Every handle is gone: nobody can reach this connection any more.
+            None => {
+                if let Some(socket) = socket {
+                    close(socket, 1001, "connection released").await;
+                }
+                Some(End::Closed)
+            }
+            Some(Command::Close { code, reason, done }) => {
+                if let Some(socket) = socket {
+                    close(socket, code, reason).await;
+                }
+                let _ = done.send(());
+                Some(End::Closed)
+            }
+            Some(Command::SetTopic(topic)) => {
+                self.topic = topic;
+                None
+            }
+            Some(Command::Send {
+                message,
+                replay,
+                done,
+            }) => {
+                let Some(socket) = socket else {
+                    let _ = done.send(Err(SendError::NotConnected));
+                    return None;
+                };
+                if replay && self.replay.len() >= self.options.max_replay {
+                    let _ = done.send(Err(SendError::ReplayFull(self.options.max_replay)));
+                    return None;
+                }
+                let frame = match to_frame(&message) {
+                    Ok(frame) => frame,
+                    Err(e) => {
+                        let _ = done.send(Err(e));
+                        return None;
+                    }
+                };
+                match socket.send(frame).await {
+                    Ok(()) => {
+                        if replay {
+                            self.replay.push(message);
+                        }
+                        let _ = done.send(Ok(()));
+                        None
+                    }
+                    Err(e) => {
+                        let reason = format!("write failed: {e}");
+                        let _ = done.send(Err(SendError::Write(reason.clone())));
+                        Some(End::Dropped(reason))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries with backoff. `Ok((socket, attempt))` on success; `Err(None)` when closed on request;
+    /// `Err(Some(reason))` when the attempts ran out.
+    async fn reconnect(&mut self, mut reason: String) -> Result<(Socket, u32), Option<String>> {
+        self.set_status(Status::Reconnecting);
+        let mut attempts = 0;
+        for (attempt, delay) in self.options.backoff.delays() {
+            attempts = attempt;
+            self.emit(LifecycleKind::Reconnecting, &reason, attempt);
+            let wait = tokio::time::sleep(delay);
+            if self.while_down(wait).await.is_none() {
+                return Err(None);
+            }
+            let spec = self.spec.clone();
+            let options = self.options.clone();
+            let dial = async move { dial::dial(&spec, &options).await };
+            match self.while_down(dial).await {
+                None => return Err(None),
+                Some(Ok(socket)) => return Ok((socket, attempt)),
+                Some(Err(e)) => {
+                    tracing::warn!(connection = %self.id, attempt, error = %e, "reconnect attempt failed");
+                    reason = e.to_string();
+                }
+            }
+        }
+        Err(Some(format!(
+            "gave up reconnecting after {attempts} attempts: {reason}"
+        )))
+    }
+
+    /// Runs `fut` while serving commands without a socket; `None` if closed on request meanwhile.
+    async fn while_down<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Option<T> {
+        let mut fut = std::pin::pin!(fut);
+        loop {
+            tokio::select! {
+                out = &mut fut => return Some(out),
+                command = self.ch.commands.recv() => {
+                    if self.command(command, None).await.is_some() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, reason: &str) {
+        // Waiters of correlated requests learn at once that no response will come.
+        self.correlator.clear();
+        self.set_status(Status::Disconnected);
+        self.emit(LifecycleKind::Disconnected, reason, 0);
+        tracing::info!(connection = %self.id, url = %self.url, reason, "connection ended");
+    }
+
+    fn set_status(&self, status: Status) {
+        let _ = self.ch.state.send((status, self.epoch));
+    }
+
+    fn degraded(&mut self, reason: &str) {
+        let now = Instant::now();
+        if self
+            .last_degraded
+            .is_some_and(|at| now.duration_since(at) < DEGRADED_EVERY)
+        {
+            return;
+        }
+        self.last_degraded = Some(now);
+        tracing::warn!(connection = %self.id, reason, "connection degraded");
+        self.emit(LifecycleKind::Degraded, reason, 0);
+    }
+
+    fn emit(&self, kind: LifecycleKind, reason: &str, attempt: u32) {
+        self.ch.lifecycle.emit(LifecycleEvent {
+            kind,
+            connection_id: Arc::clone(&self.id),
+            url: Arc::clone(&self.url),
+            reason: reason.to_owned(),
+            attempt,
+            epoch: self.epoch,
+        });
+    }
+}
+
+fn to_frame(message: &OutboundMessage) -> Result<Message, SendError> {
+    if correlation::is_text(&message.content_type) {
+        Utf8Bytes::try_from(message.payload.clone())
+            .map(Message::Text)
+            .map_err(|_| SendError::NotUtf8)
+    } else {
+        Ok(Message::Binary(message.payload.clone()))
+    }
+}
+
+async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    // A stalled upstream must not hold up a disconnect: give the handshake a bounded time.
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

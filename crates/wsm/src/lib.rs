@@ -1,0 +1,24 @@
+//! The WebSocket Manager core: outbound WebSocket client connections kept on behalf of other services,
+//! every received frame published to pub/sub, correlated request/response over a socket, and
+//! connection records in a shared store.
+//!
+//! Layers, each in its own module:
+//! - [`service`]: the rules of the API (validation, ownership, errors), transport-agnostic;
+//! - [`connection`]: one socket's life (dial, read task, writes, correlation, reconnect, keepalive);
+//! - [`publish`]: frames to CloudEvents on the bus, batched, in order;
+//! - [`lifecycle`]: connection lifecycle events on `websocketmanager.lifecycle`;
+//! - [`store`]: connection records in two tiers (local cache, shared repository);
+//! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
+
+pub mod backends;
+pub mod connection;
+pub mod error;
+pub mod lifecycle;
+pub mod model;
+pub mod publish;
+pub mod service;
+pub mod store;
+
+pub use error::ServiceError;
+pub use model::ConnectionRecord;
+pub use service::{ConnectRequest, ServiceConfig, WebSocketService};

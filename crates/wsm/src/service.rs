@@ -1,0 +1,571 @@
+//! The rules of the WebSocket Manager API (the original `IWebSocketService`): validation, ownership,
+//! the connection records, and the wiring of each socket to its publisher. Transport-agnostic: the
+//! gRPC and HTTP layers translate to and from these calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::backends::{Publisher, StateStore};
+use crate::connection::{
+    Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink,
+    OutboundMessage, PublishQueue, SendError, Status,
+};
+use crate::error::ServiceError;
+use crate::lifecycle::BusLifecycle;
+use crate::model::{ConnectionRecord, StoredMessage};
+use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
+use crate::store::ConnectionStore;
+
+/// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
+pub const MAX_TAGS: usize = 50;
+pub const MAX_TAG_KEY: usize = 128;
+pub const MAX_TAG_VALUE: usize = 1024;
+
+/// The service's settings; validated by the config layer.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// This instance (`HOSTNAME`, or a random UUID).
+    pub instance_id: String,
+    /// CloudEvent `source` of published events (the Dapr app id).
+    pub app_id: String,
+    pub connection: ConnectionOptions,
+    pub publish: PublishOptions,
+    /// Frames and payload bytes queued per connection between socket and bus.
+    pub publish_queue_frames: usize,
+    pub publish_queue_bytes: usize,
+    /// Record TTL; the owner refreshes it every max(TTL/3, 10 s).
+    pub record_ttl: Duration,
+    /// `Send` timeout when the request gives 0.
+    pub default_send_timeout: Duration,
+    /// Most connections this instance holds (0 = no limit).
+    pub max_connections: usize,
+    /// `CLEAR_ALL_ON_START`.
+    pub clear_all_on_start: bool,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        ServiceConfig {
+            instance_id: uuid::Uuid::new_v4().to_string(),
+            app_id: "websocketmanager".into(),
+            connection: ConnectionOptions::default(),
+            publish: PublishOptions::default(),
+            publish_queue_frames: 4096,
+            publish_queue_bytes: 8 << 20,
+            record_ttl: Duration::from_secs(300),
+            default_send_timeout: Duration::from_secs(5),
+            max_connections: 0,
+            clear_all_on_start: false,
+        }
+    }
+}
+
+/// A `Connect` request.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    pub url: String,
+    pub auto_reconnect: bool,
+    pub tags: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub subprotocols: Vec<String>,
+    pub on_connect: Vec<OutboundMessage>,
+}
+
+struct Live {
+    connection: Connection,
+    publisher: JoinHandle<()>,
+}
+
+struct Inner {
+    config: ServiceConfig,
+    store: ConnectionStore,
+    bus: Arc<dyn Publisher>,
+    lifecycle: Arc<BusLifecycle>,
+    live: Mutex<HashMap<String, Live>>,
+    metrics: Arc<PublishMetrics>,
+    refresher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// The WebSocket Manager service. Cheap to clone.
+#[derive(Clone)]
+pub struct WebSocketService {
+    inner: Arc<Inner>,
+}
+
+impl WebSocketService {
+    /// Starts the service: clears the shared records if configured, and starts the TTL refresher
+    /// and the status writer.
+    pub async fn start(
+        config: ServiceConfig,
+        state: Arc<dyn StateStore>,
+        bus: Arc<dyn Publisher>,
+    ) -> Result<WebSocketService, ServiceError> {
+        let ttl = config.record_ttl.as_secs();
+        if !crate::store::TTL_RANGE.contains(&ttl) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the connection record TTL must be {} to {} seconds, got {ttl}",
+                crate::store::TTL_RANGE.start(),
+                crate::store::TTL_RANGE.end()
+            )));
+        }
+        let store = ConnectionStore::new(state, config.record_ttl);
+        if config.clear_all_on_start {
+            let cleared = store.clear_all().await?;
+            tracing::info!(
+                cleared,
+                "CLEAR_ALL_ON_START: removed every connection record"
+            );
+        }
+        let (status_tx, status_rx) = mpsc::channel(4096);
+        let lifecycle = BusLifecycle::start(
+            Arc::clone(&bus),
+            config.instance_id.as_str().into(),
+            config.app_id.as_str().into(),
+            Some(Arc::new(StatusObserver(status_tx))),
+        );
+        let inner = Arc::new(Inner {
+            config,
+            store,
+            bus,
+            lifecycle,
+            live: Mutex::new(HashMap::new()),
+            metrics: Arc::new(PublishMetrics::default()),
+            refresher: Mutex::new(None),
+        });
+        tokio::spawn(write_statuses(Arc::downgrade(&inner), status_rx));
+        let refresh_every = (inner.config.record_ttl / 3).max(Duration::from_secs(10));
+        let weak = Arc::downgrade(&inner);
+        let refresher = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(refresh_every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                inner.store.refresh().await;
+            }
+        });
+        *lock(&inner.refresher) = Some(refresher);
+        Ok(WebSocketService { inner })
+    }
+
+    pub fn instance_id(&self) -> &str {
+        &self.inner.config.instance_id
+    }
+
+    pub fn metrics(&self) -> &Arc<PublishMetrics> {
+        &self.inner.metrics
+    }
+
+    pub fn store(&self) -> &ConnectionStore {
+        &self.inner.store
+    }
+
+    /// Opens a connection owned by this instance. A failed handshake leaves no record.
+    pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectionRecord, ServiceError> {
+        validate_url(&req.url)?;
+        validate_tags(&req.tags)?;
+        let max = self.inner.config.max_connections;
+        if max > 0 && lock(&self.inner.live).len() >= max {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "this instance already holds its maximum of {max} connections"
+            )));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let record = ConnectionRecord {
+            id: id.clone(),
+            url: req.url.clone(),
+            status: Status::Connecting,
+            topic: None,
+            auto_reconnect: req.auto_reconnect,
+            created_at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            instance_id: self.inner.config.instance_id.clone(),
+            tags: req.tags,
+            headers: req.headers.clone(),
+            subprotocols: req.subprotocols.clone(),
+            on_connect: req.on_connect.iter().map(StoredMessage::from).collect(),
+            replay: Vec::new(),
+            epoch: 0,
+        };
+        let spec = ConnectionSpec {
+            id: id.clone(),
+            url: req.url,
+            headers: req.headers.into_iter().collect(),
+            subprotocols: req.subprotocols,
+            on_connect: req.on_connect,
+            auto_reconnect: req.auto_reconnect,
+            replay: Vec::new(),
+            epoch: 0,
+        };
+        let live = self.open(spec).await?;
+        let record = ConnectionRecord {
+            status: live.connection.status(),
+            epoch: live.connection.epoch(),
+            ..record
+        };
+        lock(&self.inner.live).insert(id.clone(), live);
+        if let Err(e) = self.inner.store.put(record.clone()).await {
+            // No record, no connection: undo, so a failed Connect leaves nothing behind.
+            self.close_live(&id, 1000, "record could not be persisted")
+                .await;
+            self.inner.store.forget_local(&id);
+            return Err(e.into());
+        }
+        tracing::info!(connection = %id, url = %record.url, "connected");
+        Ok(record)
+    }
+
+    /// Dials and wires the socket to a fresh publisher task.
+    async fn open(&self, spec: ConnectionSpec) -> Result<Live, ServiceError> {
+        let from = FrameSource {
+            connection_id: spec.id.as_str().into(),
+            url: spec.url.as_str().into(),
+            source: self.inner.config.app_id.as_str().into(),
+        };
+        let lifecycle: Arc<dyn LifecycleSink> = self.inner.lifecycle.clone();
+        lifecycle.emit(LifecycleEvent {
+            kind: LifecycleKind::Connecting,
+            connection_id: Arc::clone(&from.connection_id),
+            url: Arc::clone(&from.url),
+            reason: "connect requested".into(),
+            attempt: 0,
+            epoch: spec.epoch,
+        });
+        let (queue, frames) = PublishQueue::new(
+            self.inner.config.publish_queue_frames,
+            self.inner.config.publish_queue_bytes,
+        );
+        let connection = Connection::open(
+            spec,
+            self.inner.config.connection.clone(),
+            queue,
+            Arc::clone(&lifecycle),
+        )
+        .await
+        .map_err(|e| {
+            lifecycle.emit(LifecycleEvent {
+                kind: LifecycleKind::Error,
+                connection_id: Arc::clone(&from.connection_id),
+                url: Arc::clone(&from.url),
+                reason: e.to_string(),
+                attempt: 0,
+                epoch: 0,
+            });
+            ServiceError::Unavailable(e.to_string())
+        })?;
+        let publisher = publish::spawn_publisher(
+            frames,
+            from,
+            Arc::clone(&self.inner.bus),
+            lifecycle,
+            Arc::clone(&self.inner.metrics),
+            self.inner.config.publish.clone(),
+        );
+        Ok(Live {
+            connection,
+            publisher,
+        })
+    }
+
+    /// Every connection (all instances' records merged with this one's), filtered by tags (AND).
+    pub async fn list(
+        &self,
+        filters: &[(String, String)],
+    ) -> Result<Vec<ConnectionRecord>, ServiceError> {
+        let records = self.inner.store.list().await?;
+        Ok(records
+            .into_iter()
+            .filter(|r| filters.iter().all(|(k, v)| r.tags.get(k) == Some(v)))
+            .collect())
+    }
+
+    pub async fn disconnect(&self, id: &str) -> Result<(), ServiceError> {
+        let record = self.owned(id).await?;
+        self.close_live(id, 1000, "disconnect requested").await;
+        self.inner.store.remove(&record).await?;
+        tracing::info!(connection = %id, "disconnected on request");
+        Ok(())
+    }
+
+    pub async fn start_publish(&self, id: &str, topic: &str) -> Result<(), ServiceError> {
+        if topic.trim().is_empty() {
+            return Err(ServiceError::InvalidArgument("Topic is required".into()));
+        }
+        self.owned(id).await?;
+        let connection = self.connected(id)?;
+        connection
+            .set_topic(Some(topic))
+            .await
+            .map_err(|_| ServiceError::not_connected())?;
+        self.inner
+            .store
+            .update(id, |r| r.topic = Some(topic.to_owned()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn stop_publish(&self, id: &str) -> Result<(), ServiceError> {
+        self.owned(id).await?;
+        if let Some(connection) = self.live(id) {
+            // A connection that ended has no publishing to stop; the record still changes.
+            let _ = connection.set_topic(None).await;
+        }
+        self.inner.store.update(id, |r| r.topic = None).await?;
+        Ok(())
+    }
+
+    /// A correlated request: waits for the matching response (SPEC 5, "Send").
+    pub async fn send(
+        &self,
+        id: &str,
+        payload: Bytes,
+        content_type: &str,
+        timeout_ms: i32,
+    ) -> Result<Bytes, ServiceError> {
+        self.owned(id).await?;
+        let connection = self.connected(id)?;
+        let timeout = match u64::try_from(timeout_ms) {
+            Ok(0) => self.inner.config.default_send_timeout,
+            Ok(ms) => Duration::from_millis(ms),
+            Err(_) => {
+                return Err(ServiceError::InvalidArgument(format!(
+                    "timeout_ms must not be negative, got {timeout_ms}"
+                )))
+            }
+        };
+        let content_type = default_content_type(content_type);
+        connection
+            .send(payload, content_type, timeout)
+            .await
+            .map_err(send_error)
+    }
+
+    /// Sends without waiting for a response; with `replay`, the message is re-sent after every
+    /// reconnect (and persisted, so a successor instance replays it too).
+    pub async fn send_raw(
+        &self,
+        id: &str,
+        payload: Bytes,
+        content_type: &str,
+        replay: bool,
+    ) -> Result<(), ServiceError> {
+        self.owned(id).await?;
+        let connection = self.connected(id)?;
+        let message = OutboundMessage {
+            payload,
+            content_type: default_content_type(content_type).to_owned(),
+        };
+        let stored = replay.then(|| StoredMessage::from(&message));
+        connection
+            .send_raw(message, replay)
+            .await
+            .map_err(send_error)?;
+        if let Some(stored) = stored {
+            self.inner
+                .store
+                .update(id, |r| r.replay.push(stored))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn set_tag(&self, id: &str, key: &str, value: &str) -> Result<(), ServiceError> {
+        let mut record = self.owned(id).await?;
+        record.tags.insert(key.to_owned(), value.to_owned());
+        validate_tags(&record.tags)?;
+        self.inner
+            .store
+            .update(id, |r| r.tags = record.tags)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get_tag(&self, id: &str, key: &str) -> Result<String, ServiceError> {
+        let record = self.existing(id).await?;
+        Ok(record.tags.get(key).cloned().unwrap_or_default())
+    }
+
+    pub async fn set_tags(
+        &self,
+        id: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), ServiceError> {
+        self.owned(id).await?;
+        validate_tags(&tags)?;
+        self.inner.store.update(id, |r| r.tags = tags).await?;
+        Ok(())
+    }
+
+    pub async fn get_tags(&self, id: &str) -> Result<BTreeMap<String, String>, ServiceError> {
+        Ok(self.existing(id).await?.tags)
+    }
+
+    /// Graceful shutdown: closes every socket with 1001 (going away), lets the publishers flush what
+    /// is queued, and leaves the records for a successor instance.
+    pub async fn shutdown(&self, flush_within: Duration) {
+        if let Some(refresher) = lock(&self.inner.refresher).take() {
+            refresher.abort();
+        }
+        let live: Vec<(String, Live)> = lock(&self.inner.live).drain().collect();
+        for (_, l) in &live {
+            l.connection.close(1001, "server shutting down").await;
+        }
+        for (id, l) in live {
+            if tokio::time::timeout(flush_within, l.publisher)
+                .await
+                .is_err()
+            {
+                tracing::warn!(connection = %id, "publisher did not flush in time; queued frames are lost");
+            }
+        }
+    }
+
+    /// A record that exists (anywhere).
+    async fn existing(&self, id: &str) -> Result<ConnectionRecord, ServiceError> {
+        self.inner
+            .store
+            .get(id)
+            .await?
+            .ok_or_else(|| ServiceError::NotFound { id: id.to_owned() })
+    }
+
+    /// A record this instance owns (ownership check of the original service).
+    async fn owned(&self, id: &str) -> Result<ConnectionRecord, ServiceError> {
+        let record = self.existing(id).await?;
+        if record.instance_id != self.inner.config.instance_id {
+            return Err(ServiceError::FailedPrecondition(format!(
+                "Connection owned by different instance: {}",
+                record.instance_id
+            )));
+        }
+        Ok(record)
+    }
+
+    fn live(&self, id: &str) -> Option<Connection> {
+        lock(&self.inner.live).get(id).map(|l| l.connection.clone())
+    }
+
+    fn connected(&self, id: &str) -> Result<Connection, ServiceError> {
+        match self.live(id) {
+            Some(c) if c.status() == Status::Connected => Ok(c),
+            _ => Err(ServiceError::not_connected()),
+        }
+    }
+
+    async fn close_live(&self, id: &str, code: u16, reason: &'static str) {
+        let live = lock(&self.inner.live).remove(id);
+        if let Some(live) = live {
+            live.connection.close(code, reason).await;
+            // The publisher ends once the socket task drops its queue; let it flush briefly.
+            let _ = tokio::time::timeout(Duration::from_secs(5), live.publisher).await;
+        }
+    }
+}
+
+fn send_error(e: SendError) -> ServiceError {
+    match e {
+        SendError::NotConnected | SendError::Closed => ServiceError::not_connected(),
+        SendError::Timeout => ServiceError::DeadlineExceeded,
+        SendError::NotUtf8 | SendError::ReplayFull(_) => {
+            ServiceError::InvalidArgument(e.to_string())
+        }
+        SendError::Write(reason) => ServiceError::Unavailable(format!(
+            "{reason}; the connection is reconnecting or closed"
+        )),
+    }
+}
+
+/// Text (`application/json`) unless the caller says otherwise.
+fn default_content_type(content_type: &str) -> &str {
+    if content_type.trim().is_empty() {
+        "application/json"
+    } else {
+        content_type
+    }
+}
+
+fn validate_url(url: &str) -> Result<(), ServiceError> {
+    if url.trim().is_empty() {
+        return Err(ServiceError::InvalidArgument("URL is required".into()));
+    }
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("ws") | Some("wss") => Ok(()),
+        _ => Err(ServiceError::InvalidArgument(format!(
+            "URL must use ws:// or wss://, got {url}"
+        ))),
+    }
+}
+
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
+    if tags.len() > MAX_TAGS {
+        return Err(ServiceError::InvalidArgument(format!(
+            "at most {MAX_TAGS} tags per connection, got {}",
+            tags.len()
+        )));
+    }
+    for (key, value) in tags {
+        if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
+            return Err(ServiceError::InvalidArgument(format!(
+                "tag keys must have 1 to {MAX_TAG_KEY} characters, got {}",
+                key.chars().count()
+            )));
+        }
+        if value.chars().count() > MAX_TAG_VALUE {
+            return Err(ServiceError::InvalidArgument(format!(
+                "tag {key}: values have at most {MAX_TAG_VALUE} characters, got {}",
+                value.chars().count()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Forwards status-changing lifecycle events to the status writer (never blocks the socket task).
+struct StatusObserver(mpsc::Sender<LifecycleEvent>);
+
+impl LifecycleSink for StatusObserver {
+    fn emit(&self, event: LifecycleEvent) {
+        if matches!(
+            event.kind,
+            LifecycleKind::Connected | LifecycleKind::Reconnecting | LifecycleKind::Disconnected
+        ) {
+            let _ = self.0.try_send(event);
+        }
+    }
+}
+
+/// Persists status changes, so `List` on any instance shows the owner's last status.
+async fn write_statuses(inner: std::sync::Weak<Inner>, mut events: mpsc::Receiver<LifecycleEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        // A connection closed on request is already gone (or going) from the store: writing its
+        // last status would bring the record back.
+        if !lock(&inner.live).contains_key(&*event.connection_id) {
+            continue;
+        }
+        let status = match event.kind {
+            LifecycleKind::Connected => Status::Connected,
+            LifecycleKind::Reconnecting => Status::Reconnecting,
+            _ => Status::Disconnected,
+        };
+        let result = inner
+            .store
+            .update(&event.connection_id, |r| {
+                r.status = status;
+                r.epoch = r.epoch.max(event.epoch);
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!(connection = %event.connection_id, error = %e, "status not persisted; the next refresh retries");
+        }
+    }
+}

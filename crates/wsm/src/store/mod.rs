@@ -1,0 +1,134 @@
+//! Connection records in two tiers: a local cache of what this instance holds, and the shared
+//! repository every instance reads. Listing merges both by id, the shared copy winning.
+
+mod repository;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+pub use repository::{
+    Repository, CONNECTION_INDEX_KEY, CONNECTION_KEY_PREFIX, INSTANCE_INDEX_PREFIX,
+};
+
+use crate::backends::{BackendError, StateStore};
+use crate::model::ConnectionRecord;
+
+/// Records TTL: at least 30 s and at most 3600 s (SPEC 5, "State").
+pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 30..=3600;
+
+pub struct ConnectionStore {
+    local: Mutex<HashMap<String, ConnectionRecord>>,
+    repository: Repository,
+}
+
+impl ConnectionStore {
+    pub fn new(state: Arc<dyn StateStore>, ttl: Duration) -> Self {
+        ConnectionStore {
+            local: Mutex::new(HashMap::new()),
+            repository: Repository::new(state, ttl),
+        }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        &self.repository
+    }
+
+    /// The local copy, else the shared one.
+    pub async fn get(&self, id: &str) -> Result<Option<ConnectionRecord>, BackendError> {
+        if let Some(record) = self.local().get(id).cloned() {
+            return Ok(Some(record));
+        }
+        Ok(self
+            .repository
+            .load(id)
+            .await?
+            .map(|(record, _etag)| record))
+    }
+
+    /// The local copy only (records this instance holds).
+    pub fn get_local(&self, id: &str) -> Option<ConnectionRecord> {
+        self.local().get(id).cloned()
+    }
+
+    /// Updates the local copy and persists it.
+    pub async fn put(&self, record: ConnectionRecord) -> Result<(), BackendError> {
+        self.local().insert(record.id.clone(), record.clone());
+        self.repository.save(&record).await
+    }
+
+    /// Changes the local copy with `change` and persists the result; `None` if not held here.
+    pub async fn update(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ConnectionRecord),
+    ) -> Result<Option<ConnectionRecord>, BackendError> {
+        let record = {
+            let mut local = self.local();
+            let Some(record) = local.get_mut(id) else {
+                return Ok(None);
+            };
+            change(record);
+            record.clone()
+        };
+        self.repository.save(&record).await?;
+        Ok(Some(record))
+    }
+
+    /// Forgets a record in both tiers.
+    pub async fn remove(&self, record: &ConnectionRecord) -> Result<(), BackendError> {
+        self.local().remove(&record.id);
+        self.repository
+            .delete(&record.id, &record.instance_id)
+            .await
+    }
+
+    /// Forgets the local copy only (e.g. ownership passed to another instance).
+    pub fn forget_local(&self, id: &str) {
+        self.local().remove(id);
+    }
+
+    /// Every record: the shared ones first, then local ones the shared store does not have (not yet
+    /// persisted, or written while it was down). When both have an id, the shared copy wins.
+    pub async fn list(&self) -> Result<Vec<ConnectionRecord>, BackendError> {
+        let mut merged: BTreeMap<String, ConnectionRecord> = BTreeMap::new();
+        let remote = self.repository.load_all().await?;
+        let mut out: Vec<ConnectionRecord> = Vec::with_capacity(remote.len());
+        for record in remote {
+            merged.insert(record.id.clone(), record.clone());
+            out.push(record);
+        }
+        let mut local: Vec<ConnectionRecord> = self
+            .local()
+            .values()
+            .filter(|r| !merged.contains_key(&r.id))
+            .cloned()
+            .collect();
+        local.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.id.cmp(&b.id)));
+        out.extend(local);
+        Ok(out)
+    }
+
+    /// Re-saves every local record, which refreshes its TTL; returns how many failed.
+    pub async fn refresh(&self) -> usize {
+        let records: Vec<ConnectionRecord> = self.local().values().cloned().collect();
+        let mut failed = 0;
+        for record in records {
+            if let Err(e) = self.repository.save(&record).await {
+                failed += 1;
+                tracing::warn!(connection = %record.id, error = %e, "record TTL refresh failed; retrying next round");
+            }
+        }
+        failed
+    }
+
+    /// `CLEAR_ALL_ON_START`: removes every record and index in the shared store and the local cache.
+    pub async fn clear_all(&self) -> Result<usize, BackendError> {
+        self.local().clear();
+        self.repository.clear_all().await
+    }
+
+    fn local(&self) -> MutexGuard<'_, HashMap<String, ConnectionRecord>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
