@@ -17,15 +17,17 @@
 //! `cargo bench -p wsm --bench ingest`
 //!
 //! Without `--bench` (`cargo test --all-targets`) each path runs once with a few thousand frames.
-//! Counts are chosen so each run lasts at least ~2 s and the whole bench under 2 minutes. Environment:
-//! `BENCH_BARE_FRAMES` (default 10 000 000), `BENCH_FRAMES` (memory, default 5 000 000),
-//! `BENCH_REDIS_FRAMES` (Redis and naive bridge, default 1 000 000), `BENCH_RUNS` (default 3),
-//! `BENCH_ONLY` (comma list of
-//! `bare,memory,redis,naive`, for profiling one path), `BENCH_READ_BUFFER` (wsm's socket read buffer
-//! in bytes instead of its default, for experiments).
+//! Counts are chosen so each run lasts at least ~2 s and the whole bench under 2 minutes.
+//! Environment: `BENCH_BARE_FRAMES` (default 10 000 000), `BENCH_FRAMES` (memory, default
+//! 5 000 000), `BENCH_REDIS_FRAMES` (Redis and naive bridge, default 1 000 000), `BENCH_RUNS`
+//! (default 3), `BENCH_ONLY` (comma list of `bare,memory,redis,naive`, to profile one path),
+//! `BENCH_READ_BUFFER` (wsm's socket read buffer in bytes instead of its default, for experiments).
 //!
 //! The feed server runs on its own thread and single-threaded runtime, like a separate process; the
-//! measured side runs on a multi-threaded runtime with 2 workers (the machines have 2 cores).
+//! measured side runs on a multi-threaded runtime with 2 workers (the machines have 2 cores). Other
+//! work on the machine (builds, tests) skews the figures by 20-30 %: run it on a quiet machine.
+//! A run that lost or duplicated anything does not count; the bench exits with status 1 after the
+//! table when any run did.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,7 +39,7 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::runtime::{Builder, Runtime};
 use tokio::sync::{broadcast, oneshot};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
-use wsm::backends::memory::MemoryBus;
+use wsm::backends::memory::{MemoryBus, Subscription};
 use wsm::backends::redis::{RedisConfig, RedisPublisher};
 use wsm::backends::Publisher;
 use wsm::connection::{
@@ -383,7 +385,7 @@ struct Delivered {
     last: Option<Bytes>,
 }
 
-async fn drain(mut events: broadcast::Receiver<Bytes>, expected: u64) -> Delivered {
+async fn drain(mut events: Subscription, expected: u64) -> Delivered {
     let (mut delivered, mut lagged) = (0u64, 0u64);
     let (mut first, mut last) = (None, None);
     while delivered + lagged < expected {

@@ -62,65 +62,125 @@ pub struct FrameSource {
     pub source: Arc<str>,
 }
 
-/// Writes one frame's CloudEvent JSON into `out`.
+/// Writes frames' CloudEvent JSON. Text frames carry the frame text as a JSON string in `data`
+/// (`datacontenttype` `application/json`, as a Dapr `PublishEvent<string>` does); binary frames carry
+/// `data_base64`. The extensions say where the frame came from (`websocketId`, `websocketUrl`), when
+/// (`timestamp`), what it was (`contentType`), and where it sits in the connection's stream (`seq`,
+/// `epoch`). The event `id` is `<connection>:<epoch>:<seq>`: unique per source, and the same when a
+/// batch is retried, so consumers can drop duplicates.
 ///
-/// Text frames carry the frame text as a JSON string in `data` (`datacontenttype`
-/// `application/json`, as a Dapr `PublishEvent<string>` does); binary frames carry `data_base64`. The
-/// extensions say where the frame came from (`websocketId`, `websocketUrl`), when (`timestamp`), what
-/// it was (`contentType`), and where it sits in the connection's stream (`seq`, `epoch`). The event
-/// `id` is `<connection>:<epoch>:<seq>`: unique per source, and stable across a retried batch so
-/// consumers can drop duplicates.
+/// Everything that is the same for every frame of a connection is rendered once, and the time's
+/// date part once per second: this runs for every frame.
+pub struct FrameEncoder {
+    /// `{"specversion":"1.0","id":"<connection>:`
+    head: Vec<u8>,
+    /// `","source":…,"type":…,"websocketId":…,"websocketUrl":…,"time":"`
+    middle: Vec<u8>,
+    clock_secs: u64,
+    clock_prefix: [u8; 19],
+}
+
+impl FrameEncoder {
+    pub fn new(from: &FrameSource) -> Self {
+        let mut head = b"{\"specversion\":\"1.0\",\"id\":".to_vec();
+        json_str(&mut head, &format!("{}:", from.connection_id));
+        head.pop(); // reopen the id string: epoch and seq follow
+        let mut middle = b"\",\"source\":".to_vec();
+        json_str(&mut middle, &from.source);
+        middle.extend_from_slice(b",\"type\":\"");
+        middle.extend_from_slice(FRAME_EVENT_TYPE.as_bytes());
+        middle.extend_from_slice(b"\",\"websocketId\":");
+        json_str(&mut middle, &from.connection_id);
+        middle.extend_from_slice(b",\"websocketUrl\":");
+        json_str(&mut middle, &from.url);
+        middle.extend_from_slice(b",\"time\":\"");
+        FrameEncoder {
+            head,
+            middle,
+            clock_secs: u64::MAX,
+            clock_prefix: [b'0'; 19],
+        }
+    }
+
+    /// Appends one frame's CloudEvent JSON to `out`.
+    pub fn encode(&mut self, frame: &InboundFrame, out: &mut Vec<u8>) {
+        let mut time = [0u8; 27];
+        self.format_time(frame.received_at, &mut time);
+        out.extend_from_slice(&self.head);
+        push_u64(out, frame.epoch);
+        out.push(b':');
+        push_u64(out, frame.seq);
+        out.extend_from_slice(&self.middle);
+        out.extend_from_slice(&time);
+        out.extend_from_slice(b"\",\"timestamp\":\"");
+        out.extend_from_slice(&time);
+        out.extend_from_slice(b"\",\"seq\":");
+        push_u64(out, frame.seq);
+        out.extend_from_slice(b",\"epoch\":");
+        push_u64(out, frame.epoch);
+        match std::str::from_utf8(&frame.payload) {
+            Ok(text) if frame.text => {
+                out.extend_from_slice(
+                    b",\"contentType\":\"text/plain\",\"datacontenttype\":\"application/json\",\"data\":",
+                );
+                json_str(out, text);
+            }
+            // Binary frames (and, defensively, text that is not UTF-8) travel as base64.
+            _ => {
+                out.extend_from_slice(
+                    b",\"contentType\":\"application/octet-stream\",\"datacontenttype\":\"application/octet-stream\",\"data_base64\":\"",
+                );
+                let start = out.len();
+                let len = base64::encoded_len(frame.payload.len(), true).unwrap_or(0);
+                out.resize(start + len, 0);
+                let written = base64::engine::general_purpose::STANDARD
+                    .encode_slice(&frame.payload, &mut out[start..])
+                    .unwrap_or(0);
+                out.truncate(start + written);
+                out.push(b'"');
+            }
+        }
+        out.push(b'}');
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (UTC).
+    fn format_time(&mut self, at: SystemTime, out: &mut [u8; 27]) {
+        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        if since.as_secs() != self.clock_secs {
+            self.clock_secs = since.as_secs();
+            let whole = std::time::UNIX_EPOCH + Duration::from_secs(self.clock_secs);
+            let text = humantime::format_rfc3339_seconds(whole).to_string();
+            let n = text.len().min(19);
+            self.clock_prefix[..n].copy_from_slice(&text.as_bytes()[..n]);
+        }
+        out[..19].copy_from_slice(&self.clock_prefix);
+        out[19] = b'.';
+        let mut micros = since.subsec_micros();
+        for slot in out[20..26].iter_mut().rev() {
+            *slot = b'0' + (micros % 10) as u8;
+            micros /= 10;
+        }
+        out[26] = b'Z';
+    }
+}
+
+/// One frame's CloudEvent JSON (see [`FrameEncoder`]); for callers that encode a single frame.
 pub fn encode_frame(frame: &InboundFrame, from: &FrameSource, out: &mut Vec<u8>) {
-    let time = humantime::format_rfc3339_micros(frame.received_at).to_string();
-    out.extend_from_slice(b"{\"specversion\":\"1.0\",\"id\":");
-    json_str(
-        out,
-        &format!("{}:{}:{}", from.connection_id, frame.epoch, frame.seq),
-    );
-    out.extend_from_slice(b",\"source\":");
-    json_str(out, &from.source);
-    out.extend_from_slice(b",\"type\":\"");
-    out.extend_from_slice(FRAME_EVENT_TYPE.as_bytes());
-    out.extend_from_slice(b"\",\"time\":\"");
-    out.extend_from_slice(time.as_bytes());
-    let content_type = match std::str::from_utf8(&frame.payload) {
-        Ok(text) if frame.text => {
-            out.extend_from_slice(b"\",\"datacontenttype\":\"application/json\",\"data\":");
-            json_str(out, text);
-            "text/plain"
+    FrameEncoder::new(from).encode(frame, out);
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
-        // Binary frames (and, defensively, text that is not UTF-8) travel as base64.
-        _ => {
-            out.extend_from_slice(
-                b"\",\"datacontenttype\":\"application/octet-stream\",\"data_base64\":\"",
-            );
-            let engine = &base64::engine::general_purpose::STANDARD;
-            let start = out.len();
-            out.resize(
-                start + base64::encoded_len(frame.payload.len(), true).unwrap_or(0),
-                0,
-            );
-            let written = engine
-                .encode_slice(&frame.payload, &mut out[start..])
-                .unwrap_or(0);
-            out.truncate(start + written);
-            out.push(b'"');
-            "application/octet-stream"
-        }
-    };
-    out.extend_from_slice(b",\"websocketId\":");
-    json_str(out, &from.connection_id);
-    out.extend_from_slice(b",\"websocketUrl\":");
-    json_str(out, &from.url);
-    out.extend_from_slice(b",\"timestamp\":\"");
-    out.extend_from_slice(time.as_bytes());
-    out.extend_from_slice(b"\",\"contentType\":\"");
-    out.extend_from_slice(content_type.as_bytes());
-    out.extend_from_slice(b"\",\"seq\":");
-    out.extend_from_slice(frame.seq.to_string().as_bytes());
-    out.extend_from_slice(b",\"epoch\":");
-    out.extend_from_slice(frame.epoch.to_string().as_bytes());
-    out.push(b'}');
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 fn json_str(out: &mut Vec<u8>, s: &str) {
@@ -138,6 +198,7 @@ pub fn spawn_publisher(
     options: PublishOptions,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let mut encoder = FrameEncoder::new(&from);
         let mut batch: Vec<InboundFrame> = Vec::with_capacity(options.max_batch);
         let mut events: Vec<Vec<u8>> = Vec::with_capacity(options.max_batch);
         while let Some(first) = frames.recv().await {
@@ -162,8 +223,8 @@ pub fn spawn_publisher(
                     .map_or(batch.len(), |n| start + n);
                 events.clear();
                 for frame in &batch[start..end] {
-                    let mut event = Vec::with_capacity(frame.payload.len() + 320);
-                    encode_frame(frame, &from, &mut event);
+                    let mut event = Vec::with_capacity(frame.payload.len() * 2 + 400);
+                    encoder.encode(frame, &mut event);
                     events.push(event);
                 }
                 let sent = publish_with_retry(
@@ -262,7 +323,70 @@ fn emit(lifecycle: &dyn LifecycleSink, from: &FrameSource, kind: LifecycleKind, 
     });
 }
 
-/// For tests of consumers: the receive time of an event built by [`encode_frame`].
-pub fn now() -> SystemTime {
-    SystemTime::now()
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::connection::PublishQueue;
+
+    /// A frame as the socket task would queue it (the queue only supplies the byte budget).
+    async fn frame(payload: &'static [u8], text: bool, seq: u64, at: SystemTime) -> InboundFrame {
+        let (queue, mut rx) = PublishQueue::new(4, 1 << 20);
+        queue
+            .test_push(
+                Arc::from("t"),
+                bytes::Bytes::from_static(payload),
+                text,
+                seq,
+                3,
+                at,
+            )
+            .await;
+        rx.recv().await.expect("queued")
+    }
+
+    fn source() -> FrameSource {
+        FrameSource {
+            connection_id: "c-1".into(),
+            url: "wss://x/\"ws\"".into(),
+            source: "websocketmanager".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn text_frames_become_cloudevents_with_every_extension() {
+        let at = std::time::UNIX_EPOCH + Duration::from_micros(1_795_490_931_000_042);
+        let f = frame(br#"{"e":"depthUpdate","s":"<&>"}"#, true, 17, at).await;
+        let mut encoder = FrameEncoder::new(&source());
+        let mut out = Vec::new();
+        encoder.encode(&f, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("valid JSON");
+        let expected_time = humantime::format_rfc3339_micros(at).to_string();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "specversion": "1.0", "id": "c-1:3:17", "source": "websocketmanager",
+                "type": "com.dapr.event.sent", "time": expected_time, "timestamp": expected_time,
+                "datacontenttype": "application/json", "data": r#"{"e":"depthUpdate","s":"<&>"}"#,
+                "websocketId": "c-1", "websocketUrl": "wss://x/\"ws\"", "contentType": "text/plain",
+                "seq": 17, "epoch": 3,
+            })
+        );
+        assert_eq!(expected_time, "2026-11-24T03:28:51.000042Z");
+    }
+
+    #[tokio::test]
+    async fn binary_frames_carry_data_base64_and_the_clock_follows_seconds() {
+        let mut encoder = FrameEncoder::new(&source());
+        for (secs, micros) in [(1_000u64, 999_999u64), (1_001, 0), (86_400 * 400, 5)] {
+            let at = std::time::UNIX_EPOCH + Duration::from_micros(secs * 1_000_000 + micros);
+            let f = frame(&[0, 1, 254, 255], false, 1, at).await;
+            let mut out = Vec::new();
+            encoder.encode(&f, &mut out);
+            let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(v["data_base64"], "AAH+/w==");
+            assert_eq!(v["contentType"], "application/octet-stream");
+            assert!(v.get("data").is_none());
+            assert_eq!(v["time"], humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
 }

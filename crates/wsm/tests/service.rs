@@ -10,8 +10,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use feed_server::{FeedConfig, FeedHandle, FeedServer, ReceivedMessage};
 use serde_json::Value;
-use tokio::sync::broadcast;
-use wsm::backends::memory::{MemoryBus, MemoryStateStore};
+use wsm::backends::memory::{MemoryBus, MemoryStateStore, Subscription};
 use wsm::backends::{BackendError, Concurrency, Publisher, StateStore};
 use wsm::connection::{BackoffPolicy, OutboundMessage, Status};
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
@@ -75,7 +74,7 @@ fn connect_req(url: String) -> ConnectRequest {
     }
 }
 
-async fn next_event(rx: &mut broadcast::Receiver<Bytes>) -> Value {
+async fn next_event(rx: &mut Subscription) -> Value {
     let bytes = tokio::time::timeout(HANG, rx.recv())
         .await
         .expect("an event within the hang bound")

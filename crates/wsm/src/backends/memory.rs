@@ -125,14 +125,21 @@ impl StateStore for MemoryStateStore {
     }
 }
 
-/// How many published events a slow subscriber may fall behind before it starts losing the oldest
-/// (it is told how many it lost).
-pub const SUBSCRIBER_BUFFER: usize = 65_536;
+/// How many published batches a subscriber may fall behind before publishers wait for it.
+pub const SUBSCRIBER_BATCHES: usize = 1024;
+/// How long a publisher waits for a stuck subscriber before it publishes anyway; that subscriber then
+/// loses the oldest batches (and is told how many).
+pub const SUBSCRIBER_PATIENCE: Duration = Duration::from_secs(5);
 
-/// The in-process pub/sub bus. Publishing to a topic nobody subscribes to costs a map lookup.
+type Batch = Arc<[Bytes]>;
+
+/// The in-process pub/sub bus. A publish call is one message (the whole batch), so a subscriber costs
+/// one channel operation per batch, not per event. Publishers wait while a subscriber is
+/// `SUBSCRIBER_BATCHES` behind, so a subscriber that keeps up loses nothing. Publishing to a topic
+/// nobody subscribes to costs a map lookup.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBus {
-    topics: Arc<Mutex<HashMap<String, broadcast::Sender<Bytes>>>>,
+    topics: Arc<Mutex<HashMap<String, broadcast::Sender<Batch>>>>,
 }
 
 impl MemoryBus {
@@ -141,12 +148,48 @@ impl MemoryBus {
     }
 
     /// Receives every event published to `topic` from now on, in publish order.
-    pub fn subscribe(&self, topic: &str) -> broadcast::Receiver<Bytes> {
+    pub fn subscribe(&self, topic: &str) -> Subscription {
         let mut topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-        topics
+        let receiver = topics
             .entry(topic.to_owned())
-            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BUFFER).0)
-            .subscribe()
+            .or_insert_with(|| broadcast::channel(SUBSCRIBER_BATCHES).0)
+            .subscribe();
+        Subscription {
+            receiver,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+}
+
+/// One subscriber's view of a topic: events one at a time, in order.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Batch>,
+    pending: std::collections::VecDeque<Bytes>,
+}
+
+impl Subscription {
+    /// The next event. `Lagged(n)`: this subscriber was stuck for longer than
+    /// `SUBSCRIBER_PATIENCE` and lost `n` batches.
+    pub async fn recv(&mut self) -> Result<Bytes, broadcast::error::RecvError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            let batch = self.receiver.recv().await?;
+            self.pending.extend(batch.iter().cloned());
+        }
+    }
+
+    /// The next event if one is ready.
+    pub fn try_recv(&mut self) -> Result<Bytes, broadcast::error::TryRecvError> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(event);
+            }
+            let batch = self.receiver.try_recv()?;
+            self.pending.extend(batch.iter().cloned());
+        }
     }
 }
 
@@ -160,10 +203,27 @@ impl Publisher for MemoryBus {
                 _ => return Ok(()),
             }
         };
-        for event in events {
-            // Err only means every subscriber left meanwhile; nothing to deliver to.
-            let _ = sender.send(Bytes::copy_from_slice(event));
+        let batch: Batch = events.iter().map(|e| Bytes::copy_from_slice(e)).collect();
+        // Backpressure: wait (bounded) for the slowest subscriber rather than overwrite its backlog.
+        let deadline = Instant::now() + SUBSCRIBER_PATIENCE;
+        let mut spins = 0u32;
+        while sender.len() >= SUBSCRIBER_BATCHES && sender.receiver_count() > 0 {
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    topic,
+                    "a memory-bus subscriber is stuck; it loses its oldest events"
+                );
+                break;
+            }
+            spins += 1;
+            if spins < 64 {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
+        // Err only means every subscriber left meanwhile; nothing to deliver to.
+        let _ = sender.send(batch);
         Ok(())
     }
 
@@ -222,6 +282,30 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         assert_eq!(store.get("k").await.unwrap(), None);
         assert_eq!(store.get_bulk(&["k".into()]).await.unwrap(), vec![None]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_slow_subscriber_slows_publishers_down_instead_of_losing_events() {
+        let bus = MemoryBus::new();
+        let mut slow = bus.subscribe("t");
+        let total = SUBSCRIBER_BATCHES as u64 * 3;
+        let publisher = {
+            let bus = bus.clone();
+            tokio::spawn(async move {
+                for i in 0..total {
+                    bus.publish("t", &[i.to_string().into_bytes()])
+                        .await
+                        .unwrap();
+                }
+            })
+        };
+        for i in 0..total {
+            if i % 700 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(slow.recv().await.expect("no lag"), i.to_string());
+        }
+        publisher.await.unwrap();
     }
 
     #[tokio::test]

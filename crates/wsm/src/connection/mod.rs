@@ -177,6 +177,35 @@ impl PublishQueue {
         (queue, rx)
     }
 
+    /// Queues a frame directly, as the socket task does; for tests of what consumes the queue.
+    #[doc(hidden)]
+    pub async fn test_push(
+        &self,
+        topic: Arc<str>,
+        payload: Bytes,
+        text: bool,
+        seq: u64,
+        epoch: u64,
+        received_at: SystemTime,
+    ) {
+        let cost = self.cost(payload.len());
+        let Ok(budget) = Arc::clone(&self.budget).acquire_many_owned(cost).await else {
+            return;
+        };
+        let _ = self
+            .frames
+            .send(InboundFrame {
+                topic,
+                payload,
+                text,
+                seq,
+                epoch,
+                received_at,
+                _budget: budget,
+            })
+            .await;
+    }
+
     fn cost(&self, len: usize) -> u32 {
         u32::try_from(len)
             .unwrap_or(u32::MAX)

@@ -194,7 +194,10 @@ impl SocketTask {
     /// while a topic is set. When the publish queue is full, the socket is not read until it drains
     /// (commands are still served meanwhile).
     async fn received(&mut self, socket: &mut Socket, payload: Bytes, text: bool) -> Option<End> {
-        let matched = if text {
+        // Frames are inspected only while a correlated request is pending.
+        let matched = if self.correlator.pending() == 0 {
+            false
+        } else if text {
             std::str::from_utf8(&payload)
                 .map(|t| self.correlator.match_text(t))
                 .unwrap_or(false)
@@ -207,8 +210,7 @@ impl SocketTask {
         let topic = self.topic.clone()?;
         self.seq += 1;
         let (seq, epoch, received_at) = (self.seq, self.epoch, SystemTime::now());
-        let queue = self.ch.frames.clone();
-        let cost = queue.cost(payload.len());
+        let cost = self.ch.frames.cost(payload.len());
         let frame = |budget| InboundFrame {
             topic,
             payload,
@@ -219,20 +221,25 @@ impl SocketTask {
             _budget: budget,
         };
         // Fast path: room in both budgets.
-        let budget = match Arc::clone(&queue.budget).try_acquire_many_owned(cost) {
-            Ok(budget) => match queue.frames.try_reserve() {
+        let fast = &self.ch.frames;
+        let (budget, closed) = match Arc::clone(&fast.budget).try_acquire_many_owned(cost) {
+            Ok(budget) => match fast.frames.try_reserve() {
                 Ok(slot) => {
                     slot.send(frame(budget));
                     return None;
                 }
-                Err(mpsc::error::TrySendError::Closed(())) => return self.queue_closed(),
-                Err(mpsc::error::TrySendError::Full(())) => Some(budget),
+                Err(mpsc::error::TrySendError::Closed(())) => (None, true),
+                Err(mpsc::error::TrySendError::Full(())) => (Some(budget), false),
             },
-            Err(_) => None,
+            Err(_) => (None, false),
         };
+        if closed {
+            return self.queue_closed();
+        }
         self.degraded(
             "the publish queue is full; not reading from upstream until the bus catches up",
         );
+        let queue = self.ch.frames.clone();
         let wait = async {
             let budget = match budget {
                 Some(budget) => budget,
