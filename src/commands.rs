@@ -24,10 +24,33 @@ pub struct Context<'a, T: Transport + ?Sized> {
 }
 
 /// A successful command's reply fields after `command` and `success`, in reply order.
-pub type Extras = Vec<(&'static str, Value)>;
+pub type Extras = Vec<(&'static str, Extra)>;
+
+/// One reply field's value: a JSON value, or JSON already serialized from a typed response (`list`
+/// rows go straight from WSM's response structs to the reply without a `Value` tree).
+#[derive(Debug, Clone)]
+pub enum Extra {
+    Value(Value),
+    Raw(Box<RawValue>),
+}
+
+impl<T: Into<Value>> From<T> for Extra {
+    fn from(value: T) -> Self {
+        Extra::Value(value.into())
+    }
+}
+
+impl serde::Serialize for Extra {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Extra::Value(v) => v.serialize(serializer),
+            Extra::Raw(raw) => raw.serialize(serializer),
+        }
+    }
+}
 
 /// The outcome of one command: the name to report and either the success extras or the error.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Reply {
     /// The canonical command name, or `"error"` when the event named no command we know.
     pub command: &'static str,
@@ -470,17 +493,11 @@ fn run<T: Transport + ?Sized>(
         }
         Command::List { filters } => {
             let resp = wsm.list(&ListRequest { filters })?;
-            let rows: Vec<Value> = resp
-                .connections
-                .into_iter()
-                .map(|c| {
-                    json!({
-                        "id": c.id, "url": c.url, "status": c.status, "topic": c.topic,
-                        "instance_id": c.instance_id, "tags": c.tags,
-                    })
-                })
-                .collect();
-            extras.push(("connections", rows.into()));
+            // Rows are `{id,url,status,topic,instance_id,tags}`: `Connection`'s own serialization.
+            let rows = serde_json::value::to_raw_value(&resp.connections).map_err(|e| {
+                ReplyError::internal(format!("could not encode the list reply: {e}"))
+            })?;
+            extras.push(("connections", Extra::Raw(rows)));
         }
         Command::Disconnect { id } => {
             let result = wsm.disconnect(&id);
@@ -514,7 +531,7 @@ fn run<T: Transport + ?Sized>(
         Command::GetTags { id } => {
             let tags = wsm.get_tags(&id)?;
             extras.push(("id", id.into()));
-            extras.push(("tags", json!(tags)));
+            extras.push(("tags", json!(tags).into()));
         }
         Command::Stop => {
             let closed = stop(ctx)?;
