@@ -12,28 +12,11 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-const CFLAGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread"];
+mod support;
 
-/// The plugin's shared library: `CONTROLLER_LIB` if set, else the one cargo built next to this test
-/// (same logic as `tests/support/mod.rs::lib_path`).
-fn lib_path() -> PathBuf {
-    if let Some(path) = std::env::var_os("CONTROLLER_LIB") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("current test executable");
-    let deps = exe.parent().expect("target/<profile>/deps directory");
-    let file = format!(
-        "{}controller{}",
-        std::env::consts::DLL_PREFIX,
-        std::env::consts::DLL_SUFFIX
-    );
-    let candidates = [deps.join(&file), deps.join("..").join(&file)];
-    candidates
-        .iter()
-        .find(|path| path.exists())
-        .unwrap_or_else(|| panic!("built plugin not found at {candidates:?}"))
-        .clone()
-}
+use support::lib_path;
+
+const CFLAGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread"];
 
 /// A scratch directory for this test process.
 fn work_dir() -> &'static Path {
