@@ -132,6 +132,17 @@ impl Sidecar {
 
 /// The error for a non-success answer to `what`, by status (module docs); `key` names the key a
 /// conflict is about.
+/// The whole body of a successful answer; a broken read is `Unavailable` (retrying may work).
+async fn read_body(response: Response, what: &str) -> Result<bytes::Bytes, BackendError> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| BackendError::Unavailable {
+            backend: BACKEND,
+            reason: format!("{what}: reading the body failed: {e}"),
+        })
+}
+
 async fn status_error(response: Response, what: &str, key: Option<&str>) -> BackendError {
     let status = response.status();
     let body = match response.bytes().await {
@@ -236,13 +247,7 @@ impl StateStore for DaprStateStore {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_owned();
-                let value = response
-                    .bytes()
-                    .await
-                    .map_err(|e| BackendError::Unavailable {
-                        backend: BACKEND,
-                        reason: format!("{what}: reading the body failed: {e}"),
-                    })?;
+                let value = read_body(response, &what).await?;
                 Ok(Some(Versioned {
                     value: value.to_vec(),
                     etag,
@@ -275,13 +280,7 @@ impl StateStore for DaprStateStore {
         if !response.status().is_success() {
             return Err(status_error(response, &what, None).await);
         }
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| BackendError::Unavailable {
-                backend: BACKEND,
-                reason: format!("{what}: reading the body failed: {e}"),
-            })?;
+        let body = read_body(response, &what).await?;
         let items: Vec<BulkItem<'_>> =
             serde_json::from_slice(&body).map_err(|e| BackendError::Unavailable {
                 backend: BACKEND,
