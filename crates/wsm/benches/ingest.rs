@@ -68,17 +68,25 @@ const HANG: Duration = Duration::from_secs(120);
 enum Path {
     Bare,
     Memory,
+    MemoryJson,
     Redis,
     Naive,
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Bare, Path::Memory, Path::Redis, Path::Naive];
+    const ALL: [Path; 5] = [
+        Path::Bare,
+        Path::Memory,
+        Path::MemoryJson,
+        Path::Redis,
+        Path::Naive,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Path::Bare => "bare",
             Path::Memory => "memory",
+            Path::MemoryJson => "memory-json",
             Path::Redis => "redis",
             Path::Naive => "naive",
         }
@@ -88,6 +96,7 @@ impl Path {
         match self {
             Path::Bare => "bare tokio-tungstenite client",
             Path::Memory => "wsm → memory bus",
+            Path::MemoryJson => "wsm → memory bus, JSON reader",
             Path::Redis => "wsm → Redis Streams",
             Path::Naive => "naive bridge (XADD, pipelines ≤ 256)",
         }
@@ -97,7 +106,7 @@ impl Path {
 struct Settings {
     smoke: bool,
     /// Frames per run, by path (`Path::ALL` order).
-    frames: [u64; 4],
+    frames: [u64; 5],
     runs: usize,
     paths: Vec<Path>,
 }
@@ -115,7 +124,7 @@ impl Settings {
         if smoke {
             return Settings {
                 smoke,
-                frames: [3000; 4],
+                frames: [3000; 5],
                 runs: 1,
                 paths,
             };
@@ -125,7 +134,8 @@ impl Settings {
             smoke,
             frames: [
                 env_or("BENCH_BARE_FRAMES", 10_000_000),
-                env_or("BENCH_FRAMES", 5_000_000),
+                env_or("BENCH_FRAMES", 10_000_000),
+                env_or("BENCH_FRAMES", 10_000_000) / 2,
                 redis,
                 redis,
             ],
@@ -381,40 +391,55 @@ struct Delivered {
     events: u64,
     lagged: u64,
     done: Instant,
-    first: Option<Bytes>,
-    last: Option<Bytes>,
+    first: Option<u64>,
+    last: Option<u64>,
 }
 
-async fn drain(mut events: Subscription, expected: u64) -> Delivered {
+/// Counts events as the bus delivers them and notes the `seq` of the first and last. With `json`,
+/// each event is read as CloudEvent JSON (what `wsm tail` or a gRPC subscriber would do); without,
+/// as it travels on the bus.
+async fn drain(mut events: Subscription, expected: u64, json: bool) -> Delivered {
     let (mut delivered, mut lagged) = (0u64, 0u64);
     let (mut first, mut last) = (None, None);
     while delivered + lagged < expected {
-        match events.recv().await {
-            Ok(event) => {
-                delivered += 1;
-                if first.is_none() {
-                    first = Some(event);
-                } else {
-                    last = Some(event);
+        let seq = if json {
+            match events.recv().await {
+                Ok(event) => seq_of(&event),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    lagged += n;
+                    continue;
                 }
+                Err(broadcast::error::RecvError::Closed) => break,
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => lagged += n,
-            Err(broadcast::error::RecvError::Closed) => break,
+        } else {
+            match events.recv_event().await {
+                Ok(event) => event.frame().map(|(_, frame)| frame.seq),
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    lagged += n;
+                    continue;
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            }
+        };
+        delivered += 1;
+        if first.is_none() {
+            first = Some(seq);
         }
+        last = Some(seq);
     }
     Delivered {
         events: delivered,
         lagged,
         done: Instant::now(),
-        first,
-        last,
+        first: first.flatten(),
+        last: last.flatten(),
     }
 }
 
-async fn memory(base: &str, count: u64) -> Run {
+async fn memory(base: &str, count: u64, json: bool) -> Run {
     let expected = count + 1;
     let bus = MemoryBus::new();
-    let subscriber = tokio::spawn(drain(bus.subscribe(TOPIC), expected));
+    let subscriber = tokio::spawn(drain(bus.subscribe(TOPIC), expected, json));
     let wsm = Wsm::open(feed_url(base, count), Arc::new(bus.clone())).await;
     let started = wsm.subscribe().await;
     let delivered = tokio::time::timeout(HANG, subscriber)
@@ -435,8 +460,7 @@ async fn memory(base: &str, count: u64) -> Run {
             delivered.events
         ));
     }
-    let first = delivered.first.as_deref().and_then(seq_of);
-    let last = delivered.last.as_deref().and_then(seq_of);
+    let (first, last) = (delivered.first, delivered.last);
     if (first, last) != (Some(1), Some(expected)) && delivered.lagged == 0 {
         problems.push(format!(
             "memory: seq of the first and last events are {first:?} and {last:?}, expected 1 and {expected}"
@@ -643,7 +667,8 @@ fn measure(
             let run = runtime.block_on(async {
                 match path {
                     Path::Bare => bare(base, count).await,
-                    Path::Memory => memory(base, count).await,
+                    Path::Memory => memory(base, count, false).await,
+                    Path::MemoryJson => memory(base, count, true).await,
                     Path::Redis => wsm_redis(base, &redis_url, count).await,
                     Path::Naive => naive(base, &redis_url, count).await,
                 }
@@ -697,7 +722,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("bench runtime");
-    let [bare_n, memory_n, redis_n, _] = settings.frames;
+    let [bare_n, memory_n, _, redis_n, _] = settings.frames;
     println!(
         "ingest: one connection, ~{FRAME_SIZE}-byte text frames at max rate; frames per run: \
          {bare_n} (bare), {memory_n} (memory), {redis_n} (redis, naive); {} run(s) each{}",
@@ -709,7 +734,7 @@ fn main() {
         }
     );
 
-    let mut rates: [Option<f64>; 4] = [None; 4];
+    let mut rates: [Option<f64>; 5] = [None; 5];
     let mut problems = Vec::new();
     let mut lossy = Vec::new();
     for (n, path) in Path::ALL.into_iter().enumerate() {
@@ -738,7 +763,7 @@ fn main() {
     let _ = stop_feed.send(());
     let _ = feed_thread.join();
 
-    let [bare, memory, redis, naive] = rates;
+    let [bare, memory, memory_json, redis, naive] = rates;
     println!();
     println!("| figure | frames/s | baseline | ratio | goal |");
     println!("|---|---:|---:|---:|---|");
@@ -759,6 +784,16 @@ fn main() {
         );
     };
     row("memory bus vs bare client", memory, bare, 0.8);
+    if memory_json.is_some() {
+        println!(
+            "| memory bus, JSON reader (not a goal: the reader encodes) | {} | {} | {} | — |",
+            fmt(memory_json),
+            fmt(bare),
+            memory_json
+                .zip(bare)
+                .map_or("—".to_owned(), |(v, b)| format!("{:.2}", v / b)),
+        );
+    }
     row("Redis vs naive bridge", redis, naive, 0.75);
     row("Redis vs memory bus", redis, memory, 0.5);
     if let Some(r) = redis {

@@ -5,7 +5,8 @@
 //! Layers, each in its own module:
 //! - [`service`]: the rules of the API (validation, ownership, errors), transport-agnostic;
 //! - [`connection`]: one socket's life (dial, read task, writes, correlation, reconnect, keepalive);
-//! - [`publish`]: frames to CloudEvents on the bus, batched, in order;
+//! - [`frames`]: a received frame on its way to the bus, and its CloudEvent JSON;
+//! - [`publish`]: frames to the bus, batched, in order;
 //! - [`lifecycle`]: connection lifecycle events on `websocketmanager.lifecycle`;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
 //! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
@@ -13,6 +14,7 @@
 pub mod backends;
 pub mod connection;
 pub mod error;
+pub mod frames;
 pub mod lifecycle;
 pub mod model;
 pub mod publish;

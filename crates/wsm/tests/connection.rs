@@ -7,10 +7,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use feed_server::{FeedConfig, FeedHandle, FeedServer, ReceivedMessage};
 use serde_json::Value;
-use tokio::sync::mpsc;
 use wsm::connection::{
-    BackoffPolicy, Connection, ConnectionOptions, ConnectionSpec, DialError, InboundFrame,
-    LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage, PublishQueue, SendError, Status,
+    BackoffPolicy, Connection, ConnectionOptions, ConnectionSpec, DialError, FrameReceiver,
+    InboundFrame, LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage, PublishQueue,
+    SendError, Status,
 };
 
 /// Generous bound against hangs only.
@@ -64,7 +64,7 @@ async fn open(
     spec: ConnectionSpec,
     options: ConnectionOptions,
     queue: usize,
-) -> (Connection, mpsc::Receiver<InboundFrame>, Arc<Recorder>) {
+) -> (Connection, FrameReceiver, Arc<Recorder>) {
     let (tx, rx) = PublishQueue::new(queue, 8 << 20);
     let recorder = Arc::new(Recorder::default());
     let conn = Connection::open(spec, options, tx, recorder.clone())
@@ -81,7 +81,7 @@ fn sequence_number(frame: &InboundFrame) -> u64 {
         .expect("depth update has u")
 }
 
-async fn next(rx: &mut mpsc::Receiver<InboundFrame>) -> InboundFrame {
+async fn next(rx: &mut FrameReceiver) -> InboundFrame {
     tokio::time::timeout(HANG, rx.recv())
         .await
         .expect("a frame within the hang bound")

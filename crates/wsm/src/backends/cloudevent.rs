@@ -561,6 +561,11 @@ impl Style {
     }
 }
 
+/// Appends `s` (valid UTF-8) as a JSON string the way Go's `encoding/json` writes it.
+pub(crate) fn write_go_str(s: &[u8], out: &mut Vec<u8>) {
+    write_str(s, Style::GoStd, out);
+}
+
 /// Appends `s` (valid UTF-8) as a JSON string in `style`.
 fn write_str(s: &[u8], style: Style, out: &mut Vec<u8>) {
     out.push(b'"');

@@ -11,6 +11,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::{BackendError, Concurrency, Publisher, StateStore, Versioned};
+use crate::frames::{encode_frame, Frame, FrameBatch, FrameEncoder, FrameSource};
 
 #[derive(Debug)]
 struct Entry {
@@ -131,12 +132,29 @@ pub const SUBSCRIBER_BATCHES: usize = 1024;
 /// loses the oldest batches (and is told how many).
 pub const SUBSCRIBER_PATIENCE: Duration = Duration::from_secs(5);
 
-type Batch = Arc<[Bytes]>;
+/// One publish call's events, shared by every subscriber.
+#[derive(Debug, Clone)]
+enum Batch {
+    /// Received frames, kept as they are: nothing is encoded unless a reader asks for JSON.
+    Frames(Arc<FrameBatch>),
+    /// CloudEvent JSON (lifecycle events).
+    Encoded(Arc<[Bytes]>),
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        match self {
+            Batch::Frames(batch) => batch.frames.len(),
+            Batch::Encoded(events) => events.len(),
+        }
+    }
+}
 
 /// The in-process pub/sub bus. A publish call is one message (the whole batch), so a subscriber costs
-/// one channel operation per batch, not per event. Publishers wait while a subscriber is
-/// `SUBSCRIBER_BATCHES` behind, so a subscriber that keeps up loses nothing. Publishing to a topic
-/// nobody subscribes to costs a map lookup.
+/// one channel operation per batch, not per event. Frames travel as they were received, shared, and
+/// become CloudEvent JSON only when a reader asks for it ([`Subscription::recv`]). Publishers wait
+/// while a subscriber is `SUBSCRIBER_BATCHES` behind, so a subscriber that keeps up loses nothing.
+/// Publishing to a topic nobody subscribes to costs a map lookup.
 #[derive(Debug, Default, Clone)]
 pub struct MemoryBus {
     topics: Arc<Mutex<HashMap<String, broadcast::Sender<Batch>>>>,
@@ -156,54 +174,22 @@ impl MemoryBus {
             .subscribe();
         Subscription {
             receiver,
-            pending: std::collections::VecDeque::new(),
-        }
-    }
-}
-
-/// One subscriber's view of a topic: events one at a time, in order.
-#[derive(Debug)]
-pub struct Subscription {
-    receiver: broadcast::Receiver<Batch>,
-    pending: std::collections::VecDeque<Bytes>,
-}
-
-impl Subscription {
-    /// The next event. `Lagged(n)`: this subscriber was stuck for longer than
-    /// `SUBSCRIBER_PATIENCE` and lost `n` batches.
-    pub async fn recv(&mut self) -> Result<Bytes, broadcast::error::RecvError> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(event);
-            }
-            let batch = self.receiver.recv().await?;
-            self.pending.extend(batch.iter().cloned());
+            current: None,
+            next: 0,
+            encoder: None,
         }
     }
 
-    /// The next event if one is ready.
-    pub fn try_recv(&mut self) -> Result<Bytes, broadcast::error::TryRecvError> {
-        loop {
-            if let Some(event) = self.pending.pop_front() {
-                return Ok(event);
-            }
-            let batch = self.receiver.try_recv()?;
-            self.pending.extend(batch.iter().cloned());
-        }
+    /// The topic's sender, if anyone listens.
+    fn listened(&self, topic: &str) -> Option<broadcast::Sender<Batch>> {
+        let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+        topics
+            .get(topic)
+            .filter(|sender| sender.receiver_count() > 0)
+            .cloned()
     }
-}
 
-#[async_trait]
-impl Publisher for MemoryBus {
-    async fn publish(&self, topic: &str, events: &[Vec<u8>]) -> Result<(), BackendError> {
-        let sender = {
-            let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
-            match topics.get(topic) {
-                Some(sender) if sender.receiver_count() > 0 => sender.clone(),
-                _ => return Ok(()),
-            }
-        };
-        let batch: Batch = events.iter().map(|e| Bytes::copy_from_slice(e)).collect();
+    async fn deliver(&self, topic: &str, sender: broadcast::Sender<Batch>, batch: Batch) {
         // Backpressure: wait (bounded) for the slowest subscriber rather than overwrite its backlog.
         let deadline = Instant::now() + SUBSCRIBER_PATIENCE;
         let mut spins = 0u32;
@@ -224,6 +210,147 @@ impl Publisher for MemoryBus {
         }
         // Err only means every subscriber left meanwhile; nothing to deliver to.
         let _ = sender.send(batch);
+    }
+}
+
+/// One event as a subscriber receives it.
+#[derive(Debug, Clone)]
+pub enum BusEvent {
+    /// A received frame: the `index`th of a shared batch.
+    Frame {
+        batch: Arc<FrameBatch>,
+        index: usize,
+    },
+    /// An event published as CloudEvent JSON.
+    Encoded(Bytes),
+}
+
+impl BusEvent {
+    /// The frame and its connection, for a frame event.
+    pub fn frame(&self) -> Option<(&FrameSource, &Frame)> {
+        match self {
+            BusEvent::Frame { batch, index } => {
+                batch.frames.get(*index).map(|f| (&*batch.source, f))
+            }
+            BusEvent::Encoded(_) => None,
+        }
+    }
+
+    /// The event's CloudEvent JSON.
+    pub fn to_json(&self) -> Bytes {
+        match self {
+            BusEvent::Encoded(json) => json.clone(),
+            BusEvent::Frame { .. } => match self.frame() {
+                Some((source, frame)) => encode_frame(frame, source).into(),
+                None => Bytes::new(),
+            },
+        }
+    }
+}
+
+/// One subscriber's view of a topic: events one at a time, in order.
+#[derive(Debug)]
+pub struct Subscription {
+    receiver: broadcast::Receiver<Batch>,
+    /// The batch being read, and the index of its next event.
+    current: Option<Batch>,
+    next: usize,
+    /// The encoder of the last connection whose frames `recv` turned into JSON.
+    encoder: Option<(Arc<FrameSource>, FrameEncoder)>,
+}
+
+impl Subscription {
+    /// The next event as CloudEvent JSON. `Lagged(n)`: this subscriber was stuck for longer than
+    /// `SUBSCRIBER_PATIENCE` and lost `n` batches.
+    pub async fn recv(&mut self) -> Result<Bytes, broadcast::error::RecvError> {
+        let event = self.recv_event().await?;
+        Ok(self.json(event))
+    }
+
+    /// The next event if one is ready, as CloudEvent JSON.
+    pub fn try_recv(&mut self) -> Result<Bytes, broadcast::error::TryRecvError> {
+        let event = self.try_recv_event()?;
+        Ok(self.json(event))
+    }
+
+    /// The next event as it travels on the bus; frames are not encoded.
+    pub async fn recv_event(&mut self) -> Result<BusEvent, broadcast::error::RecvError> {
+        loop {
+            if let Some(event) = self.take() {
+                return Ok(event);
+            }
+            self.current = Some(self.receiver.recv().await?);
+            self.next = 0;
+        }
+    }
+
+    /// The next event if one is ready, as it travels on the bus.
+    pub fn try_recv_event(&mut self) -> Result<BusEvent, broadcast::error::TryRecvError> {
+        loop {
+            if let Some(event) = self.take() {
+                return Ok(event);
+            }
+            self.current = Some(self.receiver.try_recv()?);
+            self.next = 0;
+        }
+    }
+
+    fn take(&mut self) -> Option<BusEvent> {
+        let batch = self.current.as_ref()?;
+        if self.next >= batch.len() {
+            self.current = None;
+            return None;
+        }
+        let index = self.next;
+        self.next += 1;
+        Some(match batch {
+            Batch::Frames(batch) => BusEvent::Frame {
+                batch: Arc::clone(batch),
+                index,
+            },
+            Batch::Encoded(events) => BusEvent::Encoded(events[index].clone()),
+        })
+    }
+
+    fn json(&mut self, event: BusEvent) -> Bytes {
+        let BusEvent::Frame { batch, index } = &event else {
+            return event.to_json();
+        };
+        let Some(frame) = batch.frames.get(*index) else {
+            return Bytes::new();
+        };
+        let encoder = match &mut self.encoder {
+            Some((source, encoder)) if Arc::ptr_eq(source, &batch.source) => encoder,
+            slot => {
+                let encoder = FrameEncoder::new(&batch.source);
+                &mut slot.insert((Arc::clone(&batch.source), encoder)).1
+            }
+        };
+        let mut out = Vec::with_capacity(frame.payload.len() + 512);
+        encoder.encode(frame, &mut out);
+        out.into()
+    }
+}
+
+#[async_trait]
+impl Publisher for MemoryBus {
+    async fn publish(&self, topic: &str, events: &[Vec<u8>]) -> Result<(), BackendError> {
+        if let Some(sender) = self.listened(topic) {
+            let batch: Arc<[Bytes]> = events.iter().map(|e| Bytes::copy_from_slice(e)).collect();
+            self.deliver(topic, sender, Batch::Encoded(batch)).await;
+        }
+        Ok(())
+    }
+
+    async fn publish_frames(
+        &self,
+        topic: &str,
+        batch: &Arc<FrameBatch>,
+    ) -> Result<(), BackendError> {
+        if let Some(sender) = self.listened(topic) {
+            self.deliver(topic, sender, Batch::Frames(Arc::clone(batch)))
+                .await;
+        }
         Ok(())
     }
 

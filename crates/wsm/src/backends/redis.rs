@@ -41,7 +41,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::cloudevent::{canonical_state_value, EnvelopeWriter, JsonError};
+use super::envelope::FrameEnvelope;
 use super::{dapr_ttl_seconds, BackendError, Concurrency, Publisher, StateStore, Versioned};
+use crate::frames::FrameBatch;
 
 const BACKEND: &str = "redis";
 
@@ -643,7 +645,8 @@ impl RedisPublisher {
         &self,
         conn: &mut StreamConn,
         topic: &str,
-        events: &[Vec<u8>],
+        count: usize,
+        write_event: &mut (dyn FnMut(usize, &mut Vec<u8>) -> Result<(), JsonError> + Send),
     ) -> std::io::Result<(usize, Option<String>, Option<(usize, JsonError)>)> {
         // Everything before the envelope is the same for every event of the batch.
         let max_len = self.max_len_approx.map(|n| n.to_string());
@@ -666,14 +669,13 @@ impl RedisPublisher {
         let (counts_tx, mut counts_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
         let StreamConn { read, write, line } = conn;
         let writing = async {
-            let mut writer = EnvelopeWriter::new(&self.pubsub_name);
             let mut envelope = Vec::with_capacity(1024);
             let mut buf = Vec::with_capacity(WRITE_CHUNK + 4096);
             let (mut sent, mut in_buf) = (0, 0);
             let mut invalid = None;
-            for (n, event) in events.iter().enumerate() {
+            for n in 0..count {
                 envelope.clear();
-                if let Err(e) = writer.write(event, topic, &mut envelope) {
+                if let Err(e) = write_event(n, &mut envelope) {
                     invalid = Some((n, e));
                     break;
                 }
@@ -714,10 +716,16 @@ impl RedisPublisher {
     }
 }
 
-#[async_trait]
-impl Publisher for RedisPublisher {
-    async fn publish(&self, topic: &str, events: &[Vec<u8>]) -> Result<(), BackendError> {
-        if events.is_empty() {
+impl RedisPublisher {
+    /// Publishes `count` events whose envelopes `write_event` writes, in order, on the publishing
+    /// connection (opened again if the last call lost it).
+    async fn publish_with(
+        &self,
+        topic: &str,
+        count: usize,
+        write_event: &mut (dyn FnMut(usize, &mut Vec<u8>) -> Result<(), JsonError> + Send),
+    ) -> Result<(), BackendError> {
+        if count == 0 {
             return Ok(());
         }
         if topic.is_empty() {
@@ -726,7 +734,7 @@ impl Publisher for RedisPublisher {
                 reason: "publishing to an empty topic name".to_owned(),
             });
         }
-        let what = format!("publishing {} events to stream {topic}", events.len());
+        let what = format!("publishing {count} events to stream {topic}");
         let mut guard = self.conn.lock().await;
         let mut conn = match guard.take() {
             Some(conn) => conn,
@@ -734,7 +742,7 @@ impl Publisher for RedisPublisher {
         };
         let outcome = tokio::time::timeout(
             self.response_timeout,
-            self.send_batch(&mut conn, topic, events),
+            self.send_batch(&mut conn, topic, count, write_event),
         )
         .await;
         let (sent, refused, invalid) = match outcome {
@@ -758,9 +766,8 @@ impl Publisher for RedisPublisher {
             return Err(BackendError::Rejected {
                 backend: BACKEND,
                 reason: format!(
-                    "event {n} of {} for topic {topic} is not a CloudEvent JSON object ({e}); \
-                     the {sent} events before it were published",
-                    events.len()
+                    "event {n} of {count} for topic {topic} is not a CloudEvent JSON object ({e}); \
+                     the {sent} events before it were published"
                 ),
             });
         }
@@ -771,6 +778,31 @@ impl Publisher for RedisPublisher {
                 reason: format!("{what}: Redis refused: {e}"),
             }),
         }
+    }
+}
+
+#[async_trait]
+impl Publisher for RedisPublisher {
+    async fn publish(&self, topic: &str, events: &[Vec<u8>]) -> Result<(), BackendError> {
+        let mut writer = EnvelopeWriter::new(&self.pubsub_name);
+        let mut write_event = |n: usize, out: &mut Vec<u8>| writer.write(&events[n], topic, out);
+        self.publish_with(topic, events.len(), &mut write_event)
+            .await
+    }
+
+    /// Frames skip the generic re-encoding: [`FrameEnvelope`] writes Dapr's envelope directly.
+    async fn publish_frames(
+        &self,
+        topic: &str,
+        batch: &Arc<FrameBatch>,
+    ) -> Result<(), BackendError> {
+        let mut envelope = FrameEnvelope::new(&batch.source, &self.pubsub_name, topic);
+        let mut write_event = |n: usize, out: &mut Vec<u8>| {
+            envelope.write(&batch.frames[n], out);
+            Ok(())
+        };
+        self.publish_with(topic, batch.frames.len(), &mut write_event)
+            .await
     }
 
     async fn ping(&self) -> Result<(), BackendError> {

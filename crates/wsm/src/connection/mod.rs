@@ -16,6 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 pub use backoff::{Backoff, BackoffPolicy};
 pub use dial::DialError;
 
+use crate::frames::Frame;
+
 use correlation::Correlator;
 
 /// Per-connection behaviour, with documented defaults.
@@ -139,77 +141,209 @@ pub trait LifecycleSink: Send + Sync + 'static {
     fn emit(&self, event: LifecycleEvent);
 }
 
-/// A received message on its way to the bus. It holds its bytes' share of the publish queue's byte
-/// budget until it is dropped (after publishing).
+/// Most frames the socket task hands over at once; a burst of small frames costs one queue
+/// operation per run instead of one per frame.
+const RUN_FRAMES: u32 = 256;
+/// Most payload bytes per run, so a run of large frames is handed over early.
+const RUN_BYTES: u32 = 256 << 10;
+
+/// Consecutive received frames for one topic, handed from the socket task to the publisher at
+/// once. It holds its share of the publish queue's budgets until it is dropped (after publishing).
 #[derive(Debug)]
+pub struct FrameRun {
+    pub topic: Arc<str>,
+    pub frames: Vec<Frame>,
+    _budget: Budget,
+}
+
+/// A run's share of the queue's frame and byte budgets, returned when dropped.
+#[derive(Debug)]
+struct Budget {
+    _frames: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+/// One frame with its topic, for consumers that take frames one at a time.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InboundFrame {
     pub topic: Arc<str>,
     pub payload: Bytes,
     pub text: bool,
-    /// Per-connection publish counter: +1 per published frame, so consumers see gaps.
     pub seq: u64,
-    /// +1 on every (re)connect.
     pub epoch: u64,
     pub received_at: SystemTime,
-    _budget: OwnedSemaphorePermit,
 }
 
 /// The bounded queue between a socket and its publisher: bounded in frames and in bytes, so neither
 /// many small frames nor a few huge ones can grow memory without bound while the bus is slow.
 #[derive(Debug, Clone)]
 pub struct PublishQueue {
-    frames: mpsc::Sender<InboundFrame>,
-    budget: Arc<Semaphore>,
+    runs: mpsc::Sender<FrameRun>,
+    frame_budget: Arc<Semaphore>,
+    byte_budget: Arc<Semaphore>,
+    max_frames: u32,
     max_bytes: u32,
 }
 
 impl PublishQueue {
     /// A queue of at most `frames` frames and `bytes` payload bytes (a single frame larger than the
     /// whole budget takes all of it).
-    pub fn new(frames: usize, bytes: usize) -> (PublishQueue, mpsc::Receiver<InboundFrame>) {
+    pub fn new(frames: usize, bytes: usize) -> (PublishQueue, FrameReceiver) {
         let max_bytes = u32::try_from(bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
-        let (tx, rx) = mpsc::channel(frames.max(1));
+        let max_frames = u32::try_from(frames.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
+        // Every run holds at least one frame of the budget, so the channel never fills first.
+        let (tx, rx) = mpsc::channel(max_frames as usize);
         let queue = PublishQueue {
-            frames: tx,
-            budget: Arc::new(Semaphore::new(max_bytes as usize)),
+            runs: tx,
+            frame_budget: Arc::new(Semaphore::new(max_frames as usize)),
+            byte_budget: Arc::new(Semaphore::new(max_bytes as usize)),
+            max_frames,
             max_bytes,
         };
-        (queue, rx)
+        (
+            queue,
+            FrameReceiver {
+                runs: rx,
+                current: None,
+            },
+        )
     }
 
-    /// Queues a frame directly, as the socket task does; for tests of what consumes the queue.
+    /// Queues a one-frame run, as the socket task does; for tests of what consumes the queue.
     #[doc(hidden)]
-    pub async fn test_push(
-        &self,
-        topic: Arc<str>,
-        payload: Bytes,
-        text: bool,
-        seq: u64,
-        epoch: u64,
-        received_at: SystemTime,
-    ) {
-        let cost = self.cost(payload.len());
-        let Ok(budget) = Arc::clone(&self.budget).acquire_many_owned(cost).await else {
+    pub async fn test_push(&self, topic: Arc<str>, frame: Frame) {
+        let cost = self.cost(frame.payload.len());
+        let Some(budget) = self.budget(1, cost).await else {
             return;
         };
         let _ = self
-            .frames
-            .send(InboundFrame {
+            .runs
+            .send(FrameRun {
                 topic,
-                payload,
-                text,
-                seq,
-                epoch,
-                received_at,
+                frames: vec![frame],
                 _budget: budget,
             })
             .await;
     }
 
+    /// The byte-budget cost of a frame: its length, at least 1, at most the whole budget.
     fn cost(&self, len: usize) -> u32 {
         u32::try_from(len)
             .unwrap_or(u32::MAX)
             .clamp(1, self.max_bytes)
+    }
+
+    /// Most frames and cost of one run.
+    fn run_limits(&self) -> (usize, u32) {
+        (
+            RUN_FRAMES.min(self.max_frames) as usize,
+            RUN_BYTES.min(self.max_bytes),
+        )
+    }
+
+    fn try_budget(&self, frames: u32, bytes: u32) -> Option<Budget> {
+        let bytes = bytes.min(self.max_bytes);
+        let frames = frames.min(self.max_frames);
+        let frame_permit = Arc::clone(&self.frame_budget)
+            .try_acquire_many_owned(frames)
+            .ok()?;
+        let byte_permit = Arc::clone(&self.byte_budget)
+            .try_acquire_many_owned(bytes)
+            .ok()?;
+        Some(Budget {
+            _frames: frame_permit,
+            _bytes: byte_permit,
+        })
+    }
+
+    /// Waits for budget; `None` if the queue was closed.
+    async fn budget(&self, frames: u32, bytes: u32) -> Option<Budget> {
+        let bytes = bytes.min(self.max_bytes);
+        let frames = frames.min(self.max_frames);
+        let frame_permit = Arc::clone(&self.frame_budget)
+            .acquire_many_owned(frames)
+            .await
+            .ok()?;
+        let byte_permit = Arc::clone(&self.byte_budget)
+            .acquire_many_owned(bytes)
+            .await
+            .ok()?;
+        Some(Budget {
+            _frames: frame_permit,
+            _bytes: byte_permit,
+        })
+    }
+}
+
+/// The publisher's end of a [`PublishQueue`]: whole runs, or frames one at a time.
+#[derive(Debug)]
+pub struct FrameReceiver {
+    runs: mpsc::Receiver<FrameRun>,
+    /// A run being taken apart by `recv`, and what is left of it.
+    current: Option<(FrameRun, std::vec::IntoIter<Frame>)>,
+}
+
+impl FrameReceiver {
+    /// The next run (or what `recv` left of one); `None` once the socket side is gone.
+    pub async fn recv_run(&mut self) -> Option<FrameRun> {
+        match self.rest() {
+            Some(run) => Some(run),
+            None => self.runs.recv().await,
+        }
+    }
+
+    /// The next run if one is waiting.
+    pub fn try_recv_run(&mut self) -> Option<FrameRun> {
+        self.rest().or_else(|| self.runs.try_recv().ok())
+    }
+
+    /// The next frame; `None` once the socket side is gone.
+    pub async fn recv(&mut self) -> Option<InboundFrame> {
+        loop {
+            if let Some(frame) = self.next_of_current() {
+                return Some(frame);
+            }
+            let mut run = self.runs.recv().await?;
+            let frames = std::mem::take(&mut run.frames).into_iter();
+            self.current = Some((run, frames));
+        }
+    }
+
+    /// The next frame if one is waiting.
+    pub fn try_recv(&mut self) -> Result<InboundFrame, mpsc::error::TryRecvError> {
+        loop {
+            if let Some(frame) = self.next_of_current() {
+                return Ok(frame);
+            }
+            let mut run = self.runs.try_recv()?;
+            let frames = std::mem::take(&mut run.frames).into_iter();
+            self.current = Some((run, frames));
+        }
+    }
+
+    fn next_of_current(&mut self) -> Option<InboundFrame> {
+        let (run, frames) = self.current.as_mut()?;
+        match frames.next() {
+            Some(frame) => Some(InboundFrame {
+                topic: Arc::clone(&run.topic),
+                payload: frame.payload,
+                text: frame.text,
+                seq: frame.seq,
+                epoch: frame.epoch,
+                received_at: frame.received_at,
+            }),
+            None => {
+                // The run is used up: its budget goes back.
+                self.current = None;
+                None
+            }
+        }
+    }
+
+    fn rest(&mut self) -> Option<FrameRun> {
+        let (mut run, frames) = self.current.take()?;
+        run.frames = frames.collect();
+        (!run.frames.is_empty()).then_some(run)
     }
 }
 

@@ -7,19 +7,20 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::correlation::{self, Correlator};
 use super::dial::{self, Socket};
 use super::{
-    Command, ConnectionOptions, ConnectionSpec, InboundFrame, LifecycleEvent, LifecycleKind,
+    Command, ConnectionOptions, ConnectionSpec, FrameRun, LifecycleEvent, LifecycleKind,
     LifecycleSink, OutboundMessage, PublishQueue, SendError, Status,
 };
+use crate::frames::Frame;
 
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -49,6 +50,11 @@ pub(super) struct SocketTask {
     ch: Channels,
     correlator: Arc<Correlator>,
     topic: Option<Arc<str>>,
+    /// Frames received in the current burst, not yet handed to the publish queue, their topic and
+    /// their byte-budget cost.
+    pending: Vec<Frame>,
+    pending_topic: Option<Arc<str>>,
+    pending_cost: u32,
     seq: u64,
     epoch: u64,
     replay: Vec<OutboundMessage>,
@@ -72,6 +78,9 @@ impl SocketTask {
             ch,
             correlator,
             topic: None,
+            pending: Vec::new(),
+            pending_topic: None,
+            pending_cost: 0,
             seq: 0,
             replay,
             last_degraded: None,
@@ -151,24 +160,7 @@ impl SocketTask {
                 }
                 message = socket.next() => {
                     pong_deadline = None;
-                    let message = match message {
-                        None => return End::Dropped("the upstream closed the TCP connection".into()),
-                        Some(Err(e)) => return End::Dropped(format!("read failed: {e}")),
-                        Some(Ok(message)) => message,
-                    };
-                    let (payload, text) = match message {
-                        Message::Text(text) => (Bytes::from(text), true),
-                        Message::Binary(bytes) => (bytes, false),
-                        Message::Close(frame) => {
-                            let why = frame
-                                .map(|f| format!("{} {}", u16::from(f.code), f.reason))
-                                .unwrap_or_else(|| "no close code".into());
-                            return End::Dropped(format!("the upstream closed the connection ({why})"));
-                        }
-                        // Pongs are queued by tungstenite and flushed with the next read or write.
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
-                    };
-                    if let Some(end) = self.received(socket, payload, text).await {
+                    if let Some(end) = self.burst(socket, message).await {
                         return end;
                     }
                 }
@@ -190,10 +182,59 @@ impl SocketTask {
         }
     }
 
-    /// A received message: a correlated response goes to its waiter; anything else is published
-    /// while a topic is set. When the publish queue is full, the socket is not read until it drains
-    /// (commands are still served meanwhile).
-    async fn received(&mut self, socket: &mut Socket, payload: Bytes, text: bool) -> Option<End> {
+    /// Handles `first` and then every message that is already readable, up to one run, and hands
+    /// the frames to the publish queue as one run: a fast feed costs one queue operation per run,
+    /// not per frame. Nothing stays pending when this returns.
+    async fn burst(
+        &mut self,
+        socket: &mut Socket,
+        first: Option<Result<Message, WsError>>,
+    ) -> Option<End> {
+        let mut message = first;
+        loop {
+            let end = match message {
+                None => Some(End::Dropped(
+                    "the upstream closed the TCP connection".into(),
+                )),
+                Some(Err(e)) => Some(End::Dropped(format!("read failed: {e}"))),
+                Some(Ok(message)) => self.received(message),
+            };
+            let (max_frames, max_bytes) = self.ch.frames.run_limits();
+            if end.is_some() || self.pending.len() >= max_frames || self.pending_cost >= max_bytes {
+                if let Some(end) = self.flush(socket).await {
+                    return Some(end);
+                }
+                if end.is_some() {
+                    return end;
+                }
+            }
+            // Another message without waiting? (A read that would block registers this task's
+            // waker again in the caller's select.)
+            match socket.next().now_or_never() {
+                Some(next) => message = next,
+                None => break,
+            }
+        }
+        self.flush(socket).await
+    }
+
+    /// One received message: a correlated response goes to its waiter; a data frame joins the
+    /// pending run while a topic is set; `Some` when the message ends the connection.
+    fn received(&mut self, message: Message) -> Option<End> {
+        let (payload, text) = match message {
+            Message::Text(text) => (Bytes::from(text), true),
+            Message::Binary(bytes) => (bytes, false),
+            Message::Close(frame) => {
+                let why = frame
+                    .map(|f| format!("{} {}", u16::from(f.code), f.reason))
+                    .unwrap_or_else(|| "no close code".into());
+                return Some(End::Dropped(format!(
+                    "the upstream closed the connection ({why})"
+                )));
+            }
+            // Pongs are queued by tungstenite and flushed with the next read or write.
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+        };
         // Frames are inspected only while a correlated request is pending.
         let matched = if self.correlator.pending() == 0 {
             false
@@ -207,50 +248,63 @@ impl SocketTask {
         if matched {
             return None;
         }
-        let topic = self.topic.clone()?;
+        let topic = self.topic.as_ref()?;
+        if self.pending_topic.as_ref() != Some(topic) {
+            // A run has one topic; the socket task flushes before any command, so a pending run
+            // always has the current topic.
+            self.pending_topic = Some(Arc::clone(topic));
+        }
         self.seq += 1;
-        let (seq, epoch, received_at) = (self.seq, self.epoch, SystemTime::now());
-        let cost = self.ch.frames.cost(payload.len());
-        let frame = |budget| InboundFrame {
-            topic,
+        self.pending_cost = self
+            .pending_cost
+            .saturating_add(u32::try_from(payload.len()).unwrap_or(u32::MAX).max(1));
+        self.pending.push(Frame {
             payload,
             text,
-            seq,
-            epoch,
-            received_at,
-            _budget: budget,
-        };
+            seq: self.seq,
+            epoch: self.epoch,
+            received_at: SystemTime::now(),
+        });
+        None
+    }
+
+    /// Hands the pending run to the publish queue. When the queue is full, the socket is not read
+    /// until it drains (commands are still served meanwhile).
+    async fn flush(&mut self, socket: &mut Socket) -> Option<End> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let (max_frames, _) = self.ch.frames.run_limits();
+        let frames = std::mem::replace(&mut self.pending, Vec::with_capacity(max_frames));
+        let cost = std::mem::take(&mut self.pending_cost);
+        let topic = self.pending_topic.clone()?;
+        let count = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+        let queue = self.ch.frames.clone();
         // Fast path: room in both budgets.
-        let fast = &self.ch.frames;
-        let (budget, closed) = match Arc::clone(&fast.budget).try_acquire_many_owned(cost) {
-            Ok(budget) => match fast.frames.try_reserve() {
-                Ok(slot) => {
-                    slot.send(frame(budget));
-                    return None;
-                }
-                Err(mpsc::error::TrySendError::Closed(())) => (None, true),
-                Err(mpsc::error::TrySendError::Full(())) => (Some(budget), false),
-            },
-            Err(_) => (None, false),
-        };
-        if closed {
-            return self.queue_closed();
+        if let Some(budget) = queue.try_budget(count, cost) {
+            return match queue.runs.try_send(FrameRun {
+                topic,
+                frames,
+                _budget: budget,
+            }) {
+                Ok(()) => None,
+                Err(_) => self.queue_closed(),
+            };
         }
         self.degraded(
             "the publish queue is full; not reading from upstream until the bus catches up",
         );
-        let queue = self.ch.frames.clone();
         let wait = async {
-            let budget = match budget {
-                Some(budget) => budget,
-                None => Arc::clone(&queue.budget)
-                    .acquire_many_owned(cost)
-                    .await
-                    .map_err(|_| ())?,
-            };
-            let slot = queue.frames.reserve().await.map_err(|_| ())?;
-            slot.send(frame(budget));
-            Ok::<(), ()>(())
+            let budget = queue.budget(count, cost).await.ok_or(())?;
+            queue
+                .runs
+                .send(FrameRun {
+                    topic,
+                    frames,
+                    _budget: budget,
+                })
+                .await
+                .map_err(|_| ())
         };
         let mut wait = std::pin::pin!(wait);
         loop {
