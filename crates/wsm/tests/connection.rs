@@ -481,3 +481,37 @@ async fn handshake_sends_custom_headers_and_offers_subprotocols() {
     assert_eq!(protocols.as_deref(), Some("v2.feed, v1.feed"));
     assert_eq!(conn.status(), Status::Connected);
 }
+
+#[tokio::test]
+async fn a_fast_feed_arrives_in_runs_that_hold_the_queue_budget_until_dropped() {
+    let feed = feed(0).await; // as fast as the socket takes it: frames arrive back to back
+    let (conn, mut rx, _) = open(spec(feed.url("/stream?count=20000")), fast_options(), 4096).await;
+    conn.set_topic(Some("runs")).await.unwrap();
+    let (mut frames, mut runs, mut largest, mut last_seq) = (0usize, 0usize, 0usize, 0u64);
+    let mut held = Vec::new();
+    while frames < 20000 {
+        let run = tokio::time::timeout(HANG, rx.recv_run())
+            .await
+            .expect("a run within the hang bound")
+            .expect("queue open");
+        assert_eq!(&*run.topic, "runs");
+        assert!(run.frames.len() <= 4096, "a run fits the frame budget");
+        for frame in &run.frames {
+            assert_eq!(frame.seq, last_seq + 1, "seq has no gaps across runs");
+            last_seq = frame.seq;
+        }
+        frames += run.frames.len();
+        runs += 1;
+        largest = largest.max(run.frames.len());
+        // Runs are at most a quarter of this queue: holding three leaves room for the next.
+        held.push(run);
+        if held.len() == 3 {
+            held.clear(); // hands the budget back
+        }
+    }
+    assert!(
+        largest > 1 && runs < frames,
+        "back-to-back frames are handed over in runs ({runs} runs for {frames} frames)"
+    );
+    conn.close(1000, "done").await;
+}

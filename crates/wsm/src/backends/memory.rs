@@ -248,6 +248,46 @@ impl BusEvent {
     }
 }
 
+/// Events of one publish call, as [`Subscription::recv_batch`] hands them out.
+#[derive(Debug, Clone)]
+pub struct BusBatch {
+    batch: Batch,
+    start: usize,
+}
+
+/// One event of a [`BusBatch`], borrowed.
+#[derive(Debug, Clone, Copy)]
+pub enum BusEventRef<'a> {
+    Frame(&'a FrameSource, &'a Frame),
+    Encoded(&'a Bytes),
+}
+
+impl BusBatch {
+    pub fn len(&self) -> usize {
+        self.batch.len() - self.start
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The events in publish order.
+    pub fn iter(&self) -> impl Iterator<Item = BusEventRef<'_>> {
+        let (frames, encoded): (&[Frame], &[Bytes]) = match &self.batch {
+            Batch::Frames(batch) => (&batch.frames[self.start..], &[]),
+            Batch::Encoded(events) => (&[], &events[self.start..]),
+        };
+        let source = match &self.batch {
+            Batch::Frames(batch) => Some(&*batch.source),
+            Batch::Encoded(_) => None,
+        };
+        frames
+            .iter()
+            .filter_map(move |f| source.map(|s| BusEventRef::Frame(s, f)))
+            .chain(encoded.iter().map(BusEventRef::Encoded))
+    }
+}
+
 /// One subscriber's view of a topic: events one at a time, in order.
 #[derive(Debug)]
 pub struct Subscription {
@@ -293,6 +333,24 @@ impl Subscription {
             self.current = Some(self.receiver.try_recv()?);
             self.next = 0;
         }
+    }
+
+    /// The rest of the current batch, or the next whole batch: for readers that go through many
+    /// events at once (it costs nothing per event).
+    pub async fn recv_batch(&mut self) -> Result<BusBatch, broadcast::error::RecvError> {
+        if let Some(rest) = self.rest() {
+            return Ok(rest);
+        }
+        Ok(BusBatch {
+            batch: self.receiver.recv().await?,
+            start: 0,
+        })
+    }
+
+    fn rest(&mut self) -> Option<BusBatch> {
+        let batch = self.current.take()?;
+        let start = std::mem::take(&mut self.next);
+        (start < batch.len()).then_some(BusBatch { batch, start })
     }
 
     fn take(&mut self) -> Option<BusEvent> {
@@ -448,5 +506,70 @@ mod tests {
             assert_eq!(rx.recv().await.unwrap(), "1");
             assert_eq!(rx.recv().await.unwrap(), "2");
         }
+    }
+
+    fn frames(seqs: std::ops::RangeInclusive<u64>) -> Arc<FrameBatch> {
+        Arc::new(FrameBatch {
+            source: Arc::new(FrameSource {
+                connection_id: "c1".into(),
+                url: "ws://feed/ws".into(),
+                source: "websocketmanager".into(),
+            }),
+            frames: seqs
+                .map(|seq| Frame {
+                    payload: Bytes::from(format!("frame {seq}")),
+                    text: true,
+                    seq,
+                    epoch: 1,
+                    received_at: std::time::SystemTime::now(),
+                })
+                .collect(),
+        })
+    }
+
+    #[tokio::test]
+    async fn frames_travel_unencoded_and_readers_get_them_as_json_events_or_batches() {
+        let bus = MemoryBus::new();
+        let mut json = bus.subscribe("t");
+        let mut events = bus.subscribe("t");
+        let mut batches = bus.subscribe("t");
+        let batch = frames(1..=3);
+        bus.publish_frames("t", &batch).await.unwrap();
+        bus.publish("t", &[b"{\"lifecycle\":1}".to_vec()])
+            .await
+            .unwrap();
+
+        for frame in &batch.frames {
+            let expected = encode_frame(frame, &batch.source);
+            assert_eq!(json.recv().await.unwrap(), expected);
+        }
+        assert_eq!(json.recv().await.unwrap(), "{\"lifecycle\":1}");
+
+        let first = events.recv_event().await.unwrap();
+        let (source, frame) = first.frame().expect("a frame event");
+        assert_eq!((&*source.connection_id, frame.seq), ("c1", 1));
+        assert_eq!(
+            first.to_json(),
+            encode_frame(&batch.frames[0], &batch.source)
+        );
+        // The rest of a batch that was partly read one event at a time.
+        let rest = events.recv_batch().await.unwrap();
+        let seqs: Vec<u64> = rest
+            .iter()
+            .map(|e| match e {
+                BusEventRef::Frame(_, f) => f.seq,
+                BusEventRef::Encoded(_) => 0,
+            })
+            .collect();
+        assert_eq!(seqs, [2, 3]);
+        let encoded = events.recv_batch().await.unwrap();
+        assert!(matches!(
+            encoded.iter().next(),
+            Some(BusEventRef::Encoded(_))
+        ));
+
+        assert_eq!(batches.recv_batch().await.unwrap().len(), 3);
+        assert_eq!(batches.recv_batch().await.unwrap().len(), 1);
+        assert!(batches.try_recv().is_err(), "nothing else was published");
     }
 }

@@ -143,7 +143,7 @@ pub trait LifecycleSink: Send + Sync + 'static {
 
 /// Most frames the socket task hands over at once; a burst of small frames costs one queue
 /// operation per run instead of one per frame.
-const RUN_FRAMES: u32 = 256;
+const RUN_FRAMES: u32 = 1024;
 /// Most payload bytes per run, so a run of large frames is handed over early.
 const RUN_BYTES: u32 = 256 << 10;
 
