@@ -26,6 +26,8 @@
 //! surrogate escapes become U+FFFD, and duplicate object keys keep the last value. Nesting deeper
 //! than [`MAX_DEPTH`] is refused (Go allows 10 000; WSM's events and records are a few levels deep).
 
+use crate::frames::push_u64;
+
 /// Deepest nesting of arrays and objects accepted; deeper input is refused rather than risking the
 /// stack of a tokio worker.
 pub const MAX_DEPTH: usize = 512;
@@ -641,7 +643,7 @@ fn write_lossy_f64(mut v: f64, out: &mut Vec<u8>) {
     }
     const EXP: u64 = 1_000_000;
     let lval = (v * EXP as f64 + 0.5) as u64;
-    push_u64(lval / EXP, out);
+    push_u64(out, lval / EXP);
     let mut fval = lval % EXP;
     if fval == 0 {
         return;
@@ -655,20 +657,6 @@ fn write_lossy_f64(mut v: f64, out: &mut Vec<u8>) {
     }
     let len = digits.iter().rposition(|&d| d != b'0').map_or(0, |p| p + 1);
     out.extend_from_slice(&digits[..len]);
-}
-
-fn push_u64(mut v: u64, out: &mut Vec<u8>) {
-    let mut buf = [0u8; 20];
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&buf[at..]);
 }
 
 /// An object member's key while writing: the input's bytes (plain), or decoded bytes kept in the

@@ -43,7 +43,7 @@ use tokio::sync::Mutex;
 use super::cloudevent::{canonical_state_value, EnvelopeWriter, JsonError};
 use super::envelope::FrameEnvelope;
 use super::{dapr_ttl_seconds, BackendError, Concurrency, Publisher, StateStore, Versioned};
-use crate::frames::FrameBatch;
+use crate::frames::{push_u64, FrameBatch};
 
 const BACKEND: &str = "redis";
 
@@ -478,25 +478,10 @@ impl std::fmt::Debug for RedisPublisher {
     }
 }
 
-/// Appends `n` in decimal, without allocating.
-fn push_decimal(buf: &mut Vec<u8>, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf.extend_from_slice(&digits[at..]);
-}
-
 /// A RESP bulk string.
 fn push_bulk(buf: &mut Vec<u8>, arg: &[u8]) {
     buf.push(b'$');
-    push_decimal(buf, arg.len());
+    push_u64(buf, arg.len() as u64);
     buf.extend_from_slice(b"\r\n");
     buf.extend_from_slice(arg);
     buf.extend_from_slice(b"\r\n");
@@ -505,7 +490,7 @@ fn push_bulk(buf: &mut Vec<u8>, arg: &[u8]) {
 /// A RESP command.
 fn push_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
     buf.push(b'*');
-    push_decimal(buf, args.len());
+    push_u64(buf, args.len() as u64);
     buf.extend_from_slice(b"\r\n");
     for arg in args {
         push_bulk(buf, arg);
