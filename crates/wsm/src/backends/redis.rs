@@ -487,6 +487,9 @@ fn push_bulk(buf: &mut Vec<u8>, arg: &[u8]) {
     buf.extend_from_slice(b"\r\n");
 }
 
+/// Writes the envelope of a batch's `n`th event.
+type WriteEvent<'a> = dyn FnMut(usize, &mut Vec<u8>) -> Result<(), JsonError> + Send + 'a;
+
 /// A RESP command.
 fn push_command(buf: &mut Vec<u8>, args: &[&[u8]]) {
     buf.push(b'*');
@@ -631,7 +634,7 @@ impl RedisPublisher {
         conn: &mut StreamConn,
         topic: &str,
         count: usize,
-        write_event: &mut (dyn FnMut(usize, &mut Vec<u8>) -> Result<(), JsonError> + Send),
+        write_event: &mut WriteEvent<'_>,
     ) -> std::io::Result<(usize, Option<String>, Option<(usize, JsonError)>)> {
         // Everything before the envelope is the same for every event of the batch.
         let max_len = self.max_len_approx.map(|n| n.to_string());
@@ -708,7 +711,7 @@ impl RedisPublisher {
         &self,
         topic: &str,
         count: usize,
-        write_event: &mut (dyn FnMut(usize, &mut Vec<u8>) -> Result<(), JsonError> + Send),
+        write_event: &mut WriteEvent<'_>,
     ) -> Result<(), BackendError> {
         if count == 0 {
             return Ok(());
