@@ -273,18 +273,10 @@ impl BusBatch {
 
     /// The events in publish order.
     pub fn iter(&self) -> impl Iterator<Item = BusEventRef<'_>> {
-        let (frames, encoded): (&[Frame], &[Bytes]) = match &self.batch {
-            Batch::Frames(batch) => (&batch.frames[self.start..], &[]),
-            Batch::Encoded(events) => (&[], &events[self.start..]),
-        };
-        let source = match &self.batch {
-            Batch::Frames(batch) => Some(&*batch.source),
-            Batch::Encoded(_) => None,
-        };
-        frames
-            .iter()
-            .filter_map(move |f| source.map(|s| BusEventRef::Frame(s, f)))
-            .chain(encoded.iter().map(BusEventRef::Encoded))
+        (self.start..self.batch.len()).map(move |i| match &self.batch {
+            Batch::Frames(batch) => BusEventRef::Frame(&batch.source, &batch.frames[i]),
+            Batch::Encoded(events) => BusEventRef::Encoded(&events[i]),
+        })
     }
 }
 
