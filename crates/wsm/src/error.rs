@@ -10,9 +10,13 @@ pub enum ServiceError {
     InvalidArgument(String),
     #[error("Connection not found")]
     NotFound { id: String },
-    /// Not connected, or owned by another instance.
+    /// Not connected.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// The connection is owned by another instance (FAILED_PRECONDITION; counted as an ownership
+    /// miss, the case forwarding to the owner serves).
+    #[error("Connection owned by different instance: {owner}")]
+    NotOwner { id: String, owner: String },
     #[error("Request timeout")]
     DeadlineExceeded,
     /// Handshake failure, or the state store is unreachable.
@@ -31,7 +35,9 @@ impl ServiceError {
         match self {
             ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT",
             ServiceError::NotFound { .. } => "NOT_FOUND",
-            ServiceError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            ServiceError::FailedPrecondition(_) | ServiceError::NotOwner { .. } => {
+                "FAILED_PRECONDITION"
+            }
             ServiceError::DeadlineExceeded => "DEADLINE_EXCEEDED",
             ServiceError::Unavailable(_) => "UNAVAILABLE",
             ServiceError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",

@@ -3,6 +3,7 @@
 //! connection records in a shared store.
 //!
 //! Layers, each in its own module:
+//! - [`api`]: the gRPC service and the HTTP port (health, metrics, `/v1/invoke`), API keys;
 //! - [`service`]: the rules of the API (validation, ownership, errors), transport-agnostic;
 //! - [`connection`]: one socket's life (dial, read task, writes, correlation, reconnect, keepalive);
 //! - [`frames`]: a received frame on its way to the bus, and its CloudEvent JSON;
@@ -11,13 +12,16 @@
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
 //! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
 
+pub mod api;
 pub mod backends;
+pub mod config;
 pub mod connection;
 pub mod error;
 pub mod frames;
 pub mod lifecycle;
 pub mod model;
 pub mod publish;
+pub mod server;
 pub mod service;
 pub mod store;
 

@@ -36,6 +36,9 @@ pub struct ConnectionRecord {
     /// +1 on every (re)connect, across instances.
     #[serde(default)]
     pub epoch: u64,
+    /// The connection's own keepalive interval, when it asked for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ping_interval_ms: Option<u64>,
 }
 
 /// An [`OutboundMessage`] in record JSON: the payload as base64.

@@ -3,6 +3,7 @@
 //! gRPC and HTTP layers translate to and from these calls.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -10,10 +11,10 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::backends::{Publisher, StateStore};
+use crate::backends::{BackendError, Publisher, StateStore};
 use crate::connection::{
     Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink,
-    OutboundMessage, PublishQueue, SendError, Status,
+    OutboundMessage, PublishQueue, QueueDepth, ReceiveStats, SendError, Status,
 };
 use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
@@ -74,11 +75,40 @@ pub struct ConnectRequest {
     pub headers: BTreeMap<String, String>,
     pub subprotocols: Vec<String>,
     pub on_connect: Vec<OutboundMessage>,
+    /// This connection's keepalive Ping interval; `None` = the server's.
+    pub ping_interval: Option<Duration>,
 }
 
 struct Live {
     connection: Connection,
     publisher: JoinHandle<()>,
+    /// The depth of the connection's publish queue.
+    queue: QueueDepth,
+}
+
+/// Counts of lifecycle events, for the metrics.
+#[derive(Debug, Default)]
+pub struct LifecycleCounts {
+    pub reconnects: AtomicU64,
+    pub degraded: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// What the service can tell about itself now, for `/metrics`.
+#[derive(Debug, Clone)]
+pub struct ServiceSnapshot {
+    /// This instance's live connections by status, in `Status` order
+    /// (connecting, connected, reconnecting, disconnected).
+    pub by_status: [(Status, usize); 4],
+    /// Frames waiting in publish queues, all connections.
+    pub queued_frames: usize,
+    pub received_frames: u64,
+    pub received_bytes: u64,
+    pub reconnects: u64,
+    pub degraded: u64,
+    pub errors: u64,
+    /// Lifecycle events dropped because the lifecycle publisher was behind.
+    pub lifecycle_dropped: u64,
 }
 
 struct Inner {
@@ -88,6 +118,8 @@ struct Inner {
     lifecycle: Arc<BusLifecycle>,
     live: Mutex<HashMap<String, Live>>,
     metrics: Arc<PublishMetrics>,
+    received: Arc<ReceiveStats>,
+    events: Arc<LifecycleCounts>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -122,11 +154,15 @@ impl WebSocketService {
             );
         }
         let (status_tx, status_rx) = mpsc::channel(4096);
+        let events = Arc::new(LifecycleCounts::default());
         let lifecycle = BusLifecycle::start(
             Arc::clone(&bus),
             config.instance_id.as_str().into(),
             config.app_id.as_str().into(),
-            Some(Arc::new(StatusObserver(status_tx))),
+            Some(Arc::new(StatusObserver {
+                statuses: status_tx,
+                counts: Arc::clone(&events),
+            })),
         );
         let inner = Arc::new(Inner {
             config,
@@ -135,6 +171,8 @@ impl WebSocketService {
             lifecycle,
             live: Mutex::new(HashMap::new()),
             metrics: Arc::new(PublishMetrics::default()),
+            received: Arc::default(),
+            events,
             refresher: Mutex::new(None),
         });
         tokio::spawn(write_statuses(Arc::downgrade(&inner), status_rx));
@@ -165,6 +203,42 @@ impl WebSocketService {
         &self.inner.store
     }
 
+    /// Whether the state store and the bus answer (for `/ready`): each one's error, if any.
+    pub async fn readiness(&self) -> [(&'static str, Result<(), BackendError>); 2] {
+        let state = self.inner.store.repository().state().ping().await;
+        let pubsub = self.inner.bus.ping().await;
+        [("state", state), ("pubsub", pubsub)]
+    }
+
+    /// Counters and gauges of this instance, for the metrics.
+    pub fn snapshot(&self) -> ServiceSnapshot {
+        let mut by_status = [
+            (Status::Connecting, 0),
+            (Status::Connected, 0),
+            (Status::Reconnecting, 0),
+            (Status::Disconnected, 0),
+        ];
+        let mut queued_frames = 0;
+        for live in lock(&self.inner.live).values() {
+            let status = live.connection.status();
+            if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
+                slot.1 += 1;
+            }
+            queued_frames += live.queue.frames();
+        }
+        let events = &self.inner.events;
+        ServiceSnapshot {
+            by_status,
+            queued_frames,
+            received_frames: self.inner.received.frames.load(Ordering::Relaxed),
+            received_bytes: self.inner.received.bytes.load(Ordering::Relaxed),
+            reconnects: events.reconnects.load(Ordering::Relaxed),
+            degraded: events.degraded.load(Ordering::Relaxed),
+            errors: events.errors.load(Ordering::Relaxed),
+            lifecycle_dropped: self.inner.lifecycle.dropped(),
+        }
+    }
+
     /// Opens a connection owned by this instance. A failed handshake leaves no record.
     pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectionRecord, ServiceError> {
         validate_url(&req.url)?;
@@ -190,6 +264,7 @@ impl WebSocketService {
             on_connect: req.on_connect.iter().map(StoredMessage::from).collect(),
             replay: Vec::new(),
             epoch: 0,
+            ping_interval_ms: req.ping_interval.map(|d| d.as_millis() as u64),
         };
         let spec = ConnectionSpec {
             id: id.clone(),
@@ -201,7 +276,7 @@ impl WebSocketService {
             replay: Vec::new(),
             epoch: 0,
         };
-        let live = self.open(spec).await?;
+        let live = self.open(spec, req.ping_interval).await?;
         let record = ConnectionRecord {
             status: live.connection.status(),
             epoch: live.connection.epoch(),
@@ -220,7 +295,11 @@ impl WebSocketService {
     }
 
     /// Dials and wires the socket to a fresh publisher task.
-    async fn open(&self, spec: ConnectionSpec) -> Result<Live, ServiceError> {
+    async fn open(
+        &self,
+        spec: ConnectionSpec,
+        ping_interval: Option<Duration>,
+    ) -> Result<Live, ServiceError> {
         let from = FrameSource {
             connection_id: spec.id.as_str().into(),
             url: spec.url.as_str().into(),
@@ -235,28 +314,29 @@ impl WebSocketService {
             attempt: 0,
             epoch: spec.epoch,
         });
-        let (queue, frames) = PublishQueue::new(
+        let (mut queue, frames) = PublishQueue::new(
             self.inner.config.publish_queue_frames,
             self.inner.config.publish_queue_bytes,
         );
-        let connection = Connection::open(
-            spec,
-            self.inner.config.connection.clone(),
-            queue,
-            Arc::clone(&lifecycle),
-        )
-        .await
-        .map_err(|e| {
-            lifecycle.emit(LifecycleEvent {
-                kind: LifecycleKind::Error,
-                connection_id: Arc::clone(&from.connection_id),
-                url: Arc::clone(&from.url),
-                reason: e.to_string(),
-                attempt: 0,
-                epoch: 0,
-            });
-            ServiceError::Unavailable(e.to_string())
-        })?;
+        queue.count_into(Arc::clone(&self.inner.received));
+        let depth = queue.depth();
+        let mut options = self.inner.config.connection.clone();
+        if let Some(interval) = ping_interval {
+            options.ping_interval = interval;
+        }
+        let connection = Connection::open(spec, options, queue, Arc::clone(&lifecycle))
+            .await
+            .map_err(|e| {
+                lifecycle.emit(LifecycleEvent {
+                    kind: LifecycleKind::Error,
+                    connection_id: Arc::clone(&from.connection_id),
+                    url: Arc::clone(&from.url),
+                    reason: e.to_string(),
+                    attempt: 0,
+                    epoch: 0,
+                });
+                ServiceError::Unavailable(e.to_string())
+            })?;
         let publisher = publish::spawn_publisher(
             frames,
             from,
@@ -268,6 +348,7 @@ impl WebSocketService {
         Ok(Live {
             connection,
             publisher,
+            queue: depth,
         })
     }
 
@@ -437,10 +518,10 @@ impl WebSocketService {
     async fn owned(&self, id: &str) -> Result<ConnectionRecord, ServiceError> {
         let record = self.existing(id).await?;
         if record.instance_id != self.inner.config.instance_id {
-            return Err(ServiceError::FailedPrecondition(format!(
-                "Connection owned by different instance: {}",
-                record.instance_id
-            )));
+            return Err(ServiceError::NotOwner {
+                id: id.to_owned(),
+                owner: record.instance_id,
+            });
         }
         Ok(record)
     }
@@ -529,16 +610,29 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Forwards status-changing lifecycle events to the status writer (never blocks the socket task).
-struct StatusObserver(mpsc::Sender<LifecycleEvent>);
+/// Counts lifecycle events and forwards status-changing ones to the status writer (never blocks the
+/// socket task).
+struct StatusObserver {
+    statuses: mpsc::Sender<LifecycleEvent>,
+    counts: Arc<LifecycleCounts>,
+}
 
 impl LifecycleSink for StatusObserver {
     fn emit(&self, event: LifecycleEvent) {
+        let counter = match event.kind {
+            LifecycleKind::Reconnecting => Some(&self.counts.reconnects),
+            LifecycleKind::Degraded => Some(&self.counts.degraded),
+            LifecycleKind::Error => Some(&self.counts.errors),
+            _ => None,
+        };
+        if let Some(counter) = counter {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
         if matches!(
             event.kind,
             LifecycleKind::Connected | LifecycleKind::Reconnecting | LifecycleKind::Disconnected
         ) {
-            let _ = self.0.try_send(event);
+            let _ = self.statuses.try_send(event);
         }
     }
 }

@@ -28,6 +28,7 @@ fn record(id: &str, instance: &str) -> ConnectionRecord {
         on_connect: Vec::new(),
         replay: Vec::new(),
         epoch: 1,
+        ping_interval_ms: None,
     }
 }
 

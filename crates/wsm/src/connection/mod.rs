@@ -174,11 +174,33 @@ pub struct InboundFrame {
     pub received_at: SystemTime,
 }
 
+/// Data messages (text and binary) received from upstream, published or not. The socket task adds
+/// its counts once per burst, so a fast feed pays nothing per frame.
+#[derive(Debug, Default)]
+pub struct ReceiveStats {
+    pub frames: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+}
+
+/// How many frames a publish queue holds now (taken from its budget, not yet published).
+#[derive(Debug, Clone)]
+pub struct QueueDepth {
+    budget: Arc<Semaphore>,
+    max: usize,
+}
+
+impl QueueDepth {
+    pub fn frames(&self) -> usize {
+        self.max.saturating_sub(self.budget.available_permits())
+    }
+}
+
 /// The bounded queue between a socket and its publisher: bounded in frames and in bytes, so neither
 /// many small frames nor a few huge ones can grow memory without bound while the bus is slow.
 #[derive(Debug, Clone)]
 pub struct PublishQueue {
     runs: mpsc::Sender<FrameRun>,
+    stats: Arc<ReceiveStats>,
     frame_budget: Arc<Semaphore>,
     byte_budget: Arc<Semaphore>,
     max_frames: u32,
@@ -195,6 +217,7 @@ impl PublishQueue {
         let (tx, rx) = mpsc::channel(max_frames as usize);
         let queue = PublishQueue {
             runs: tx,
+            stats: Arc::default(),
             frame_budget: Arc::new(Semaphore::new(max_frames as usize)),
             byte_budget: Arc::new(Semaphore::new(max_bytes as usize)),
             max_frames,
@@ -207,6 +230,25 @@ impl PublishQueue {
                 current: None,
             },
         )
+    }
+
+    /// Counts this connection's received messages into `stats` (shared by every connection of a
+    /// service, for its metrics).
+    pub fn count_into(&mut self, stats: Arc<ReceiveStats>) {
+        self.stats = stats;
+    }
+
+    fn stats(&self) -> &ReceiveStats {
+        &self.stats
+    }
+
+    /// A reader of this queue's depth that does not keep the queue open (the publisher ends when
+    /// the last `PublishQueue` is dropped).
+    pub fn depth(&self) -> QueueDepth {
+        QueueDepth {
+            budget: Arc::clone(&self.frame_budget),
+            max: self.max_frames as usize,
+        }
     }
 
     /// Queues a one-frame run, as the socket task does; for tests of what consumes the queue.

@@ -3,6 +3,7 @@
 //! pings, and on a drop reconnects with backoff and replays `on_connect` and the replay messages
 //! before it reports the connection active again.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -71,6 +72,9 @@ pub(super) struct SocketTask {
     epoch: u64,
     replay: Vec<OutboundMessage>,
     last_degraded: Option<Instant>,
+    /// Data messages and bytes received in the current burst, added to the shared stats at its end.
+    received_frames: u64,
+    received_bytes: u64,
 }
 
 impl SocketTask {
@@ -97,6 +101,8 @@ impl SocketTask {
             seq: 0,
             replay,
             last_degraded: None,
+            received_frames: 0,
+            received_bytes: 0,
         }
     }
 
@@ -203,6 +209,26 @@ impl SocketTask {
         socket: &mut Socket,
         first: Option<Result<Message, WsError>>,
     ) -> Option<End> {
+        let end = self.burst_runs(socket, first).await;
+        if self.received_frames > 0 {
+            let stats = self.ch.frames.stats();
+            stats
+                .frames
+                .fetch_add(self.received_frames, Ordering::Relaxed);
+            stats
+                .bytes
+                .fetch_add(self.received_bytes, Ordering::Relaxed);
+            self.received_frames = 0;
+            self.received_bytes = 0;
+        }
+        end
+    }
+
+    async fn burst_runs(
+        &mut self,
+        socket: &mut Socket,
+        first: Option<Result<Message, WsError>>,
+    ) -> Option<End> {
         self.burst_clock = BurstClock::default();
         let mut next = Some(first);
         loop {
@@ -273,6 +299,8 @@ impl SocketTask {
             // Pongs are queued by tungstenite and flushed with the next read or write.
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
         };
+        self.received_frames += 1;
+        self.received_bytes += payload.len() as u64;
         // Frames are inspected only while a correlated request is pending.
         let matched = if self.correlator.pending() == 0 {
             false

@@ -1,0 +1,32 @@
+//! WSM's network surface, in front of [`crate::service`]:
+//! - [`grpc`]: `virtufin.WebSocketManager` over tonic (h2c), with reflection and `grpc.health.v1`;
+//! - [`http`]: `/health`, `/ready`, `/metrics` and `POST /v1/invoke/{Method}` (proto3-JSON);
+//! - [`invoke`]: the proto3-JSON transcoding `/v1/invoke` uses, driven by the schema's descriptors;
+//! - [`metrics`]: the Prometheus text `/metrics` serves;
+//! - [`auth`]: the optional `x-api-key` check both ports share;
+//! - [`tail`]: what `Subscribe` streams (the memory bus, or a Redis stream).
+//!
+//! Both ports call the same [`grpc::GrpcApi`] methods, so an RPC behaves the same whichever way it
+//! arrives.
+
+pub mod auth;
+mod convert;
+pub mod grpc;
+pub mod http;
+pub mod invoke;
+pub mod metrics;
+pub mod status;
+pub mod tail;
+
+/// The code generated from `schemas/websocketmanager.proto`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("virtufin");
+
+    /// The schema's encoded `FileDescriptorSet`: served by reflection, read by [`super::invoke`].
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/websocketmanager.bin"));
+
+    /// The fully qualified service name, as reflection and `/v1/invoke` know it.
+    pub const SERVICE_NAME: &str = "virtufin.WebSocketManager";
+}

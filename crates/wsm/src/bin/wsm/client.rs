@@ -1,0 +1,454 @@
+//! The client commands: each is one gRPC call to a running server, its answer printed for people
+//! (tables, plain values) or, with `--json`, for scripts.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
+use wsm::api::auth::API_KEY_HEADER;
+use wsm::api::proto::{self, web_socket_manager_client::WebSocketManagerClient};
+use wsm::api::status::code_name;
+
+#[derive(Args, Debug, Clone)]
+pub struct Target {
+    /// The server's gRPC address.
+    #[arg(
+        long,
+        env = "WSM_SERVER",
+        default_value = "http://127.0.0.1:5002",
+        global = true
+    )]
+    server: String,
+    /// API key sent in `x-api-key`.
+    #[arg(long, env = "WSM_API_KEY", hide_env_values = true, global = true)]
+    api_key: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClientCommand {
+    /// Open a connection; prints its id and status.
+    Connect {
+        #[command(flatten)]
+        target: Target,
+        /// ws:// or wss:// URL.
+        url: String,
+        /// Reconnect after a drop, with backoff.
+        #[arg(long)]
+        auto_reconnect: bool,
+        /// Tag KEY=VALUE (repeatable).
+        #[arg(long = "tag", value_parser = key_value)]
+        tags: Vec<(String, String)>,
+        /// Handshake header NAME=VALUE (repeatable; never listed or logged).
+        #[arg(long = "header", value_parser = key_value)]
+        headers: Vec<(String, String)>,
+        /// Subprotocol offer (repeatable, in preference order).
+        #[arg(long = "subprotocol")]
+        subprotocols: Vec<String>,
+        /// Message sent after every (re)connect (repeatable, in order; JSON text).
+        #[arg(long = "on-connect")]
+        on_connect: Vec<String>,
+        /// Keepalive Ping interval for this connection, in ms (0 = the server's).
+        #[arg(long, default_value_t = 0)]
+        ping_interval_ms: i32,
+    },
+    /// List connections (all instances), optionally filtered by tags.
+    List {
+        #[command(flatten)]
+        target: Target,
+        /// Only connections with tag KEY=VALUE (repeatable; all must match).
+        #[arg(long = "tag", value_parser = key_value)]
+        tags: Vec<(String, String)>,
+        /// Print the proto3-JSON response instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Close a connection and remove its record.
+    Disconnect {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Publish a connection's frames to a topic.
+    Publish {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        topic: String,
+    },
+    /// Stop publishing a connection's frames.
+    StopPublish {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+    },
+    /// Send a correlated request and print the response.
+    Send {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        message: String,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Wait this long for the response, in ms (0 = the server's default).
+        #[arg(long, default_value_t = 0)]
+        timeout_ms: i32,
+    },
+    /// Send a message without waiting for a response.
+    SendRaw {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        message: String,
+        #[arg(long, default_value = "application/json")]
+        content_type: String,
+        /// Re-send after every reconnect (e.g. a SUBSCRIBE).
+        #[arg(long)]
+        replay: bool,
+    },
+    /// Show a connection's tags; `KEY` shows one; `KEY=VALUE`s set them.
+    Tag {
+        #[command(flatten)]
+        target: Target,
+        id: String,
+        /// `KEY` to read one tag, or one or more `KEY=VALUE` to set.
+        items: Vec<String>,
+    },
+    /// Stream the events published to a topic, as they are published.
+    Tail {
+        #[command(flatten)]
+        target: Target,
+        topic: String,
+        /// Print each CloudEvent's JSON instead of `seq`, `epoch`, connection and data.
+        #[arg(long)]
+        json: bool,
+        /// Exit after this many events (0 = never).
+        #[arg(long, short = 'c', default_value_t = 0)]
+        count: u64,
+    },
+}
+
+fn key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {s:?}"))
+}
+
+type Client =
+    WebSocketManagerClient<tonic::service::interceptor::InterceptedService<Channel, ApiKeyHeader>>;
+
+/// Adds the API key to every call.
+#[derive(Clone)]
+pub struct ApiKeyHeader(Option<MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for ApiKeyHeader {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert(API_KEY_HEADER, key.clone());
+        }
+        Ok(request)
+    }
+}
+
+impl Target {
+    async fn client(&self) -> Result<Client, Status> {
+        let endpoint = Endpoint::from_shared(self.server.clone())
+            .map_err(|e| Status::invalid_argument(format!("--server {:?}: {e}", self.server)))?
+            .connect_timeout(Duration::from_secs(5));
+        let channel = endpoint.connect().await.map_err(|e| {
+            Status::unavailable(format!(
+                "cannot reach the WebSocket Manager at {}: {e}",
+                self.server
+            ))
+        })?;
+        let key = match &self.api_key {
+            Some(key) => Some(key.parse().map_err(|_| {
+                Status::invalid_argument("--api-key holds characters a header cannot carry")
+            })?),
+            None => None,
+        };
+        Ok(
+            WebSocketManagerClient::with_interceptor(channel, ApiKeyHeader(key))
+                .max_decoding_message_size(usize::MAX),
+        )
+    }
+}
+
+impl ClientCommand {
+    pub async fn run(self) -> ExitCode {
+        match self.execute().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(status) => {
+                eprintln!("error: {}: {}", code_name(status.code()), status.message());
+                ExitCode::from(1)
+            }
+        }
+    }
+
+    async fn execute(self) -> Result<(), Status> {
+        match self {
+            ClientCommand::Connect {
+                target,
+                url,
+                auto_reconnect,
+                tags,
+                headers,
+                subprotocols,
+                on_connect,
+                ping_interval_ms,
+            } => {
+                let req = proto::ConnectRequest {
+                    url,
+                    auto_reconnect,
+                    tags: tags.into_iter().collect(),
+                    headers: headers.into_iter().collect(),
+                    subprotocols,
+                    on_connect: on_connect
+                        .into_iter()
+                        .map(|m| proto::OutboundMessage {
+                            message: m.into_bytes(),
+                            content_type: "application/json".into(),
+                        })
+                        .collect(),
+                    ping_interval_ms,
+                };
+                let resp = target.client().await?.connect(req).await?.into_inner();
+                println!("{} {}", resp.id, resp.status);
+            }
+            ClientCommand::List { target, tags, json } => {
+                let filters = tags
+                    .into_iter()
+                    .map(|(key, value)| proto::TagFilter { key, value })
+                    .collect();
+                let resp = target
+                    .client()
+                    .await?
+                    .list(proto::ListRequest { filters })
+                    .await?
+                    .into_inner();
+                if json {
+                    println!("{}", list_json(&resp));
+                } else {
+                    print!("{}", table(&resp.connections));
+                }
+            }
+            ClientCommand::Disconnect { target, id } => {
+                target
+                    .client()
+                    .await?
+                    .disconnect(proto::DisconnectRequest { id })
+                    .await?;
+            }
+            ClientCommand::Publish { target, id, topic } => {
+                let req = proto::StartPublishRequest { id, topic };
+                target.client().await?.start_publish(req).await?;
+            }
+            ClientCommand::StopPublish { target, id } => {
+                target
+                    .client()
+                    .await?
+                    .stop_publish(proto::StopPublishRequest { id })
+                    .await?;
+            }
+            ClientCommand::Send {
+                target,
+                id,
+                message,
+                content_type,
+                timeout_ms,
+            } => {
+                let req = proto::SendRequest {
+                    id,
+                    message: message.into_bytes(),
+                    timeout_ms,
+                    content_type,
+                };
+                let resp = target.client().await?.send(req).await?.into_inner();
+                print_bytes(&resp.response);
+            }
+            ClientCommand::SendRaw {
+                target,
+                id,
+                message,
+                content_type,
+                replay,
+            } => {
+                let req = proto::SendRawRequest {
+                    id,
+                    message: message.into_bytes(),
+                    content_type,
+                    replay_on_reconnect: replay,
+                };
+                target.client().await?.send_raw(req).await?;
+            }
+            ClientCommand::Tag { target, id, items } => tag(target, id, items).await?,
+            ClientCommand::Tail {
+                target,
+                topic,
+                json,
+                count,
+            } => tail(target, topic, json, count).await?,
+        }
+        Ok(())
+    }
+}
+
+async fn tag(target: Target, id: String, items: Vec<String>) -> Result<(), Status> {
+    let mut client = target.client().await?;
+    match items.as_slice() {
+        [] => {
+            let tags = client
+                .get_tags(proto::GetTagsRequest { id })
+                .await?
+                .into_inner()
+                .tags;
+            let mut tags: Vec<_> = tags.into_iter().collect();
+            tags.sort();
+            for (k, v) in tags {
+                println!("{k}={v}");
+            }
+        }
+        [key] if !key.contains('=') => {
+            let req = proto::GetTagRequest {
+                id,
+                key: key.clone(),
+            };
+            println!("{}", client.get_tag(req).await?.into_inner().value);
+        }
+        items => {
+            let mut tags = HashMap::new();
+            for item in items {
+                let (k, v) = key_value(item).map_err(Status::invalid_argument)?;
+                tags.insert(k, v);
+            }
+            // Set each named tag and keep the others: read, merge, write.
+            let mut all = client
+                .get_tags(proto::GetTagsRequest { id: id.clone() })
+                .await?
+                .into_inner()
+                .tags;
+            all.extend(tags);
+            client
+                .set_tags(proto::SetTagsRequest { id, tags: all })
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn tail(target: Target, topic: String, json: bool, count: u64) -> Result<(), Status> {
+    let mut stream = target
+        .client()
+        .await?
+        .subscribe(proto::SubscribeRequest { topic })
+        .await?
+        .into_inner();
+    let mut seen = 0u64;
+    let stdout = std::io::stdout();
+    while let Some(event) = stream.message().await? {
+        let mut out = stdout.lock();
+        let line = if json {
+            event.cloud_event
+        } else {
+            format!(
+                "seq={} epoch={} connection={} {}",
+                event.seq,
+                event.epoch,
+                event.connection_id,
+                event_data(&event.cloud_event)
+            )
+        };
+        // A closed pipe (`wsm tail … | head`) ends the command quietly.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            return Ok(());
+        }
+        seen += 1;
+        if count > 0 && seen >= count {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// The event's `data` (text) or `data_base64`, for one-line display.
+fn event_data(cloud_event: &str) -> String {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(cloud_event) else {
+        return cloud_event.to_owned();
+    };
+    match (value.get("data"), value.get("data_base64")) {
+        (Some(serde_json::Value::String(s)), _) => s.clone(),
+        (Some(other), _) => other.to_string(),
+        (None, Some(b64)) => format!("base64:{}", b64.as_str().unwrap_or_default()),
+        (None, None) => cloud_event.to_owned(),
+    }
+}
+
+fn print_bytes(bytes: &[u8]) {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => println!("{text}"),
+        Err(_) => {
+            use base64::Engine as _;
+            println!(
+                "base64:{}",
+                base64::engine::general_purpose::STANDARD.encode(bytes)
+            );
+        }
+    }
+}
+
+fn list_json(resp: &proto::ListResponse) -> String {
+    let rows: Vec<serde_json::Value> = resp
+        .connections
+        .iter()
+        .map(|c| {
+            let tags: std::collections::BTreeMap<_, _> = c.tags.iter().collect();
+            serde_json::json!({
+                "id": c.id, "url": c.url, "status": c.status, "topic": c.topic,
+                "instanceId": c.instance_id, "tags": tags, "createdAt": c.created_at,
+                "epoch": c.epoch.to_string(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "connections": rows }).to_string()
+}
+
+/// An aligned table: ID, STATUS, TOPIC, INSTANCE, EPOCH, URL, TAGS.
+fn table(connections: &[proto::WebSocketConnection]) -> String {
+    let header = ["ID", "STATUS", "TOPIC", "INSTANCE", "EPOCH", "URL", "TAGS"].map(String::from);
+    let mut rows = vec![header.to_vec()];
+    for c in connections {
+        let mut tags: Vec<_> = c.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        tags.sort();
+        rows.push(vec![
+            c.id.clone(),
+            c.status.clone(),
+            if c.topic.is_empty() {
+                "-".into()
+            } else {
+                c.topic.clone()
+            },
+            c.instance_id.clone(),
+            c.epoch.to_string(),
+            c.url.clone(),
+            tags.join(","),
+        ]);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,152 @@
+//! `wsm serve`'s settings: command-line flags, each with an environment variable behind it (a flag
+//! given on the command line wins). Parsing checks types and ranges, so a bad value stops the process
+//! at start with a message naming the flag, never later with a vague failure.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::api::auth::ApiKeys;
+use crate::connection::{BackoffPolicy, ConnectionOptions};
+use crate::service::ServiceConfig;
+
+/// Which implementation backs the state store or the pub/sub.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// In process; nothing to install. State dies with the process; the bus is readable with
+    /// `wsm tail`.
+    Memory,
+    /// Redis directly, in Dapr's layout (state hashes, Redis Streams).
+    Redis,
+    /// The Dapr sidecar's HTTP API.
+    Dapr,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address both ports listen on.
+    #[arg(long, env = "WSM_BIND", default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// HTTP port: /health, /ready, /metrics, /v1/invoke (0 = any free port, printed at start).
+    #[arg(short = 's', long, env = "WSM_HTTP_PORT", default_value_t = 5001)]
+    pub http_port: u16,
+    /// gRPC port (h2c) (0 = any free port, printed at start).
+    #[arg(short = 'g', long, env = "WSM_GRPC_PORT", default_value_t = 5002)]
+    pub grpc_port: u16,
+    /// State store backend.
+    #[arg(long, env = "WSM_STATE", value_enum, default_value = "memory")]
+    pub state: Backend,
+    /// Pub/sub backend.
+    #[arg(long, env = "WSM_PUBSUB", value_enum, default_value = "memory")]
+    pub pubsub: Backend,
+    /// Redis for the redis backends: redis://[user:password@]host:port[/db].
+    #[arg(long, env = "WSM_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
+    pub redis_url: String,
+    /// Dapr pub/sub component name (and `pubsubname` in Redis envelopes).
+    #[arg(short = 'n', long, env = "WSM_PUBSUB_NAME", default_value = "pubsub")]
+    pub pubsub_name: String,
+    /// Dapr state store component name.
+    #[arg(
+        short = 't',
+        long,
+        env = "WSM_STATE_STORE_NAME",
+        default_value = "statestore"
+    )]
+    pub state_store_name: String,
+    /// The Dapr sidecar's HTTP port, for the dapr backends.
+    #[arg(long, env = "DAPR_HTTP_PORT", default_value_t = 3500)]
+    pub dapr_http_port: u16,
+    /// App id: the CloudEvent `source`, and the Redis key prefix (`<app-id>||<key>`), as Dapr uses it.
+    #[arg(long, env = "APP_ID", default_value = "websocketmanager")]
+    pub app_id: String,
+    /// This instance's id (default: HOSTNAME, else a random UUID).
+    #[arg(long, env = "HOSTNAME")]
+    pub instance_id: Option<String>,
+    /// Log filter: error, warn, info, debug, trace, or a tracing directive list.
+    #[arg(short = 'l', long, env = "WSM_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+    /// Accepted API keys (comma list); when set, every call but /health, /ready and gRPC health
+    /// must carry one in `x-api-key`.
+    #[arg(
+        long,
+        env = "WSM_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Vec<String>,
+    /// Allow Connect to loopback, private, link-local and CGNAT addresses.
+    #[arg(long, env = "WSM_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_private_networks: bool,
+    /// Hosts Connect may reach whatever they resolve to (comma list: names, `*.suffix`, IPs, CIDRs).
+    #[arg(long, env = "WSM_ALLOWED_HOSTS", default_value = "")]
+    pub allowed_hosts: String,
+    /// Most connections this instance holds (0 = no limit).
+    #[arg(long, env = "WSM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Largest message accepted from an upstream or in a request, in bytes.
+    #[arg(long, env = "WSM_MAX_MESSAGE_BYTES", default_value_t = 16 << 20, value_parser = clap::value_parser!(u64).range(1024..=(256 << 20)))]
+    pub max_message_bytes: u64,
+    /// Connection record TTL (30–3600 s); the owner refreshes it.
+    #[arg(long, env = "CONNECTION_RECORD_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
+    pub record_ttl_seconds: u64,
+    /// Remove every connection record at start.
+    #[arg(long, env = "CLEAR_ALL_ON_START", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub clear_all_on_start: bool,
+    /// First reconnect delay in ms (doubles per attempt, capped at 30 s, plus jitter).
+    #[arg(long, env = "WSM_RECONNECT_BASE_MS", default_value_t = 1000)]
+    pub reconnect_base_ms: u64,
+    /// Reconnect attempts per outage (0 = forever).
+    #[arg(long, env = "WSM_RECONNECT_ATTEMPTS", default_value_t = 5)]
+    pub reconnect_attempts: u32,
+    /// Keepalive Ping interval in ms, unless a connection asks for its own.
+    #[arg(long, env = "WSM_PING_INTERVAL_MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub ping_interval_ms: u64,
+    /// On SIGTERM, how long queued frames may take to reach the bus, in ms.
+    #[arg(long, env = "WSM_SHUTDOWN_FLUSH_MS", default_value_t = 10_000)]
+    pub shutdown_flush_ms: u64,
+}
+
+impl ServeArgs {
+    /// The service's settings.
+    pub fn service_config(&self) -> ServiceConfig {
+        let defaults = ServiceConfig::default();
+        let connection = ConnectionOptions {
+            ping_interval: Duration::from_millis(self.ping_interval_ms),
+            backoff: BackoffPolicy {
+                base: Duration::from_millis(self.reconnect_base_ms),
+                max_attempts: self.reconnect_attempts,
+                ..BackoffPolicy::default()
+            },
+            max_message_size: self.max_message_bytes as usize,
+            ..ConnectionOptions::default()
+        };
+        ServiceConfig {
+            instance_id: self
+                .instance_id
+                .clone()
+                .filter(|id| !id.trim().is_empty())
+                .unwrap_or(defaults.instance_id),
+            app_id: self.app_id.clone(),
+            connection,
+            record_ttl: Duration::from_secs(self.record_ttl_seconds),
+            max_connections: self.max_connections,
+            clear_all_on_start: self.clear_all_on_start,
+            ..defaults
+        }
+    }
+
+    pub fn api_keys(&self) -> ApiKeys {
+        ApiKeys::new(&self.api_keys)
+    }
+
+    pub fn shutdown_flush(&self) -> Duration {
+        Duration::from_millis(self.shutdown_flush_ms)
+    }
+
+    /// The largest request body or gRPC message: a maximal message, base64-encoded in JSON, plus
+    /// room for the other fields.
+    pub fn max_request_bytes(&self) -> usize {
+        (self.max_message_bytes as usize).saturating_mul(4) / 3 + (64 << 10)
+    }
+}

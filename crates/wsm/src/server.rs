@@ -1,0 +1,256 @@
+//! `wsm serve`: the backends chosen by configuration, the service, and both ports, wired together;
+//! and the graceful shutdown (SPEC 5, "Operations"): stop accepting, close every socket with 1001,
+//! flush what is queued for the bus, and leave the records for a successor instance.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::api::grpc::GrpcApi;
+use crate::api::proto::{web_socket_manager_server::WebSocketManagerServer, FILE_DESCRIPTOR_SET};
+use crate::api::tail::TopicTail;
+use crate::backends::dapr::{DaprConfig, DaprPublisher, DaprStateStore};
+use crate::backends::memory::{MemoryBus, MemoryStateStore};
+use crate::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore};
+use crate::backends::{Publisher, StateStore};
+use crate::config::{Backend, ServeArgs};
+use crate::service::WebSocketService;
+
+/// How long in-flight calls (and open `Subscribe` streams) get to end once shutdown begins.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {addr} ({port}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        port: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Backend(String),
+}
+
+/// A started server: its addresses, and a handle to stop it.
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
+    pub service: WebSocketService,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Waits until the server has shut down.
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// The backends the configuration names.
+pub async fn backends(
+    args: &ServeArgs,
+) -> Result<(Arc<dyn StateStore>, Arc<dyn Publisher>, TopicTail), StartError> {
+    let redis = RedisConfig {
+        url: args.redis_url.clone(),
+        key_prefix: Some(args.app_id.clone()),
+        pubsub_name: args.pubsub_name.clone(),
+        ..RedisConfig::default()
+    };
+    let dapr = DaprConfig {
+        base_url: format!("http://127.0.0.1:{}", args.dapr_http_port),
+        store_name: args.state_store_name.clone(),
+        pubsub_name: args.pubsub_name.clone(),
+        ..DaprConfig::default()
+    };
+    let unreachable = |what: &str, e: &dyn std::fmt::Display| {
+        StartError::Backend(format!("the {what} backend cannot start: {e}"))
+    };
+    let state: Arc<dyn StateStore> = match args.state {
+        Backend::Memory => Arc::new(MemoryStateStore::new()),
+        Backend::Redis => Arc::new(
+            RedisStateStore::connect(&redis)
+                .await
+                .map_err(|e| unreachable("redis state", &e))?,
+        ),
+        Backend::Dapr => {
+            Arc::new(DaprStateStore::new(&dapr).map_err(|e| unreachable("dapr state", &e))?)
+        }
+    };
+    let (bus, tail): (Arc<dyn Publisher>, TopicTail) = match args.pubsub {
+        Backend::Memory => {
+            let bus = MemoryBus::new();
+            (Arc::new(bus.clone()), TopicTail::Memory(bus))
+        }
+        Backend::Redis => (
+            Arc::new(
+                RedisPublisher::connect(&redis)
+                    .await
+                    .map_err(|e| unreachable("redis pub/sub", &e))?,
+            ),
+            TopicTail::Redis {
+                url: args.redis_url.clone(),
+            },
+        ),
+        Backend::Dapr => (
+            Arc::new(DaprPublisher::new(&dapr).map_err(|e| unreachable("dapr pub/sub", &e))?),
+            TopicTail::Unsupported(
+                "Subscribe reads the memory or redis pub/sub; with dapr, subscribe through the sidecar"
+                    .into(),
+            ),
+        ),
+    };
+    Ok((state, bus, tail))
+}
+
+/// Starts everything and serves until `shutdown` resolves; then shuts down gracefully.
+pub async fn start(
+    args: &ServeArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Running, StartError> {
+    let config = args.service_config();
+    let (state, bus, tail) = backends(args).await?;
+    let service = WebSocketService::start(config, state, bus)
+        .await
+        .map_err(|e| StartError::Backend(e.to_string()))?;
+
+    let bind = |port: u16, name: &'static str| {
+        let addr = SocketAddr::new(args.bind, port);
+        async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind {
+                    addr,
+                    port: name,
+                    source,
+                })
+        }
+    };
+    let http_listener = bind(args.http_port, "HTTP").await?;
+    let grpc_listener = bind(args.grpc_port, "gRPC").await?;
+    let http_addr = http_listener
+        .local_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|e| StartError::Config(e.to_string()))?;
+
+    let keys = args.api_keys();
+    let api = GrpcApi::new(service.clone(), tail);
+    let max_request = args.max_request_bytes();
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<WebSocketManagerServer<GrpcApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| StartError::Config(format!("gRPC reflection: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| StartError::Config(format!("gRPC reflection: {e}")))?;
+    let wsm = WebSocketManagerServer::new(api.clone())
+        .max_decoding_message_size(max_request)
+        .max_encoding_message_size(max_request);
+
+    // Stop accepting on both ports when told; in-flight calls get `DRAIN` to finish.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection,
+            keys.interceptor(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            reflection_v1alpha,
+            keys.interceptor(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            wsm,
+            keys.interceptor(),
+        ))
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc_listener),
+            stopped(stop_rx.clone()),
+        );
+    let router = crate::api::http::router(api, keys, max_request);
+    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx));
+    let grpc = tokio::spawn(async move {
+        if let Err(e) = grpc.await {
+            tracing::error!(error = %e, "the gRPC server failed");
+        }
+    });
+    let http = tokio::spawn(async move {
+        if let Err(e) = http.await {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+
+    let flush = args.shutdown_flush();
+    let svc = service.clone();
+    let done = tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!(
+            "shutting down: no new calls; closing sockets with 1001 and flushing queued frames"
+        );
+        health_reporter
+            .set_not_serving::<WebSocketManagerServer<GrpcApi>>()
+            .await;
+        let _ = stop_tx.send(true);
+        svc.shutdown(flush).await;
+        for (name, task) in [("gRPC", grpc), ("HTTP", http)] {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(DRAIN, task).await.is_err() {
+                tracing::warn!(
+                    "the {name} port still had calls open after {DRAIN:?}; they are cut"
+                );
+                abort.abort();
+            }
+        }
+        tracing::info!("shut down; connection records are kept for a successor instance");
+    });
+    Ok(Running {
+        http_addr,
+        grpc_addr,
+        service,
+        done,
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn termination() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(
+            tokio::signal::unix::SignalKind::terminate(),
+        ) {
+            Ok(term) => term,
+            Err(e) => {
+                tracing::warn!(error = %e, "SIGTERM cannot be handled; only SIGINT stops the server gracefully");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
