@@ -65,6 +65,8 @@ pub struct FeedStats {
     pub received_total: u64,
     /// The open connections, by id.
     pub sessions: Vec<ConnectionStats>,
+    /// Close frames clients sent, by close code (1005: a close frame without a code).
+    pub client_close_codes: BTreeMap<u16, u64>,
 }
 
 /// One open connection in [`FeedStats`].
@@ -93,6 +95,7 @@ struct State {
     sessions: BTreeMap<u64, Session>,
     received: VecDeque<Received>,
     received_total: u64,
+    close_codes: BTreeMap<u16, u64>,
 }
 
 pub(crate) struct Registry {
@@ -188,6 +191,12 @@ impl Registry {
         self.bump();
     }
 
+    /// A client's close frame, by its code.
+    pub(crate) fn record_close(&self, code: u16) {
+        *self.state().close_codes.entry(code).or_default() += 1;
+        self.bump();
+    }
+
     pub(crate) fn add_frames_sent(&self, n: u64) {
         self.frames_sent_total.fetch_add(n, Ordering::Relaxed);
     }
@@ -259,6 +268,7 @@ impl Registry {
                     received: s.received,
                 })
                 .collect(),
+            client_close_codes: state.close_codes.clone(),
         }
     }
 

@@ -251,7 +251,8 @@ impl Session {
                     }
                 }
             }
-            Message::Close(_) => {
+            Message::Close(frame) => {
+                registry.record_close(frame.map_or(1005, |f| u16::from(f.code)));
                 // tungstenite answers the close; nothing may follow that answer.
                 self.closing = true;
                 self.update_streams();
