@@ -638,3 +638,157 @@ fn script_mode_suite_under_valgrind() {
         stderr(&out)
     );
 }
+
+/// The WSM server (memory backends) and a feed server, in a runtime of their own, for as long as the
+/// test holds this.
+struct LiveWsm {
+    runtime: tokio::runtime::Runtime,
+    http: String,
+    grpc: String,
+    feed: feed_server::FeedHandle,
+}
+
+fn live_wsm() -> LiveWsm {
+    use clap::Parser as _;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: wsm::config::ServeArgs,
+    }
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let cli = Cli::parse_from([
+        "wsm",
+        "--bind",
+        "127.0.0.1",
+        "-s",
+        "0",
+        "-g",
+        "0",
+        "--allow-private-networks",
+    ]);
+    let (running, feed) = runtime.block_on(async {
+        let feed = feed_server::FeedServer::start(feed_server::FeedConfig {
+            rate: 50,
+            auto_stream: false,
+            ..feed_server::FeedConfig::default()
+        })
+        .await
+        .expect("feed server starts");
+        let running = wsm::server::start(&cli.args, std::future::pending())
+            .await
+            .expect("wsm starts");
+        (running, feed)
+    });
+    LiveWsm {
+        http: format!("http://{}", running.http_addr),
+        grpc: format!("http://{}", running.grpc_addr),
+        runtime,
+        feed,
+    }
+}
+
+#[test]
+fn http_mode_against_the_real_wsm_server() {
+    use wsm::api::proto::{web_socket_manager_client::WebSocketManagerClient, SubscribeRequest};
+
+    let live = live_wsm();
+    let url = live.feed.url("/ws");
+    let create = format!(r#"{{"command":"create","url":"{url}","tags":{{"desk":"demo"}}}}"#);
+    let out = run(&[], &["--gateway", &live.http, &create]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reply = &stdout_lines(&out)[0];
+    assert_eq!(reply["success"], true, "{reply}");
+    assert_eq!(reply["status"], "connected", "{reply}");
+    let id = reply["id"].as_str().expect("create names the connection").to_owned();
+
+    // Read the topic from the start, over gRPC, while the harness drives the rest.
+    let mut events = live.runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(live.grpc.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("the gRPC port accepts");
+        WebSocketManagerClient::new(channel)
+            .subscribe(SubscribeRequest {
+                topic: "md.btcusdt".into(),
+            })
+            .await
+            .expect("Subscribe opens")
+            .into_inner()
+    });
+    let commands = [
+        format!(r#"{{"command":"subscribe","id":"{id}","params":["btcusdt@depth@100ms"]}}"#),
+        format!(r#"{{"command":"publish","id":"{id}","topic":"md.btcusdt"}}"#),
+        r#"{"command":"list","filters":{"desk":"demo"}}"#.to_owned(),
+        format!(r#"{{"command":"get_tags","id":"{id}"}}"#),
+        r#"{"command":"disconnect","id":"no-such-id"}"#.to_owned(),
+    ];
+    let args: Vec<&str> = ["--gateway", live.http.as_str()]
+        .into_iter()
+        .chain(commands.iter().map(String::as_str))
+        .collect();
+    let out = run(&[], &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let replies = stdout_lines(&out);
+    assert_eq!(
+        replies[0],
+        json!({"command":"subscribe","success":true,"id":id,"request_id":1})
+    );
+    assert_eq!(
+        replies[1],
+        json!({"command":"publish","success":true,"id":id,"topic":"md.btcusdt"})
+    );
+    let rows = replies[2]["connections"].as_array().expect("list rows");
+    assert_eq!(rows.len(), 1, "{}", replies[2]);
+    assert_eq!(rows[0]["id"], id.as_str());
+    assert_eq!(rows[0]["status"], "connected");
+    assert_eq!(rows[0]["topic"], "md.btcusdt");
+    assert_eq!(replies[3]["tags"], json!({"desk":"demo"}));
+    assert_eq!(
+        replies[4],
+        json!({"command":"disconnect","success":false,"code":"NOT_FOUND","message":"Connection not found"})
+    );
+
+    // The SUBSCRIBE reached the upstream, and its frames are published in order.
+    let subscribed = live.feed.subscriptions();
+    assert_eq!(
+        subscribed.values().next(),
+        Some(&vec!["btcusdt@depth@100ms".to_owned()]),
+        "{subscribed:?}"
+    );
+    let seqs: Vec<u64> = live.runtime.block_on(async {
+        let mut seqs = Vec::new();
+        while seqs.len() < 3 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), events.message())
+                .await
+                .expect("frames arrive within 10 s")
+                .expect("the stream stays open")
+                .expect("the stream does not end");
+            assert_eq!(event.connection_id, id);
+            seqs.push(event.seq);
+        }
+        seqs
+    });
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "consecutive seqs: {seqs:?}"
+    );
+
+    // `stop` disconnects what this worker created (a worker lives for one host process).
+    let create_and_stop = [create.as_str(), r#"{"command":"stop"}"#];
+    let args: Vec<&str> = ["--gateway", live.http.as_str()]
+        .into_iter()
+        .chain(create_and_stop)
+        .collect();
+    let out = run(&[], &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let replies = stdout_lines(&out);
+    assert_eq!(replies[1]["message"], "disconnected 1 connections", "{}", replies[1]);
+    let list = run(&[], &["--gateway", &live.http, r#"{"command":"list"}"#]);
+    let rows = stdout_lines(&list)[0]["connections"].clone();
+    assert_eq!(
+        rows.as_array().map(Vec::len),
+        Some(1),
+        "only the first connection is left: {rows}"
+    );
+}
