@@ -8,11 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Tools the tests run for real: redis-server (the Redis-backed tests start their own, never a
-# shared one), valgrind (the C host harness's leak check) and a C compiler (the harness itself).
+# shared one), valgrind (the C host harness's leak check), a C compiler (the harness itself) and curl
+# (the demo's readiness check).
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
 command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing ${missing[*]} (apt-get)"

@@ -699,7 +699,10 @@ fn http_mode_against_the_real_wsm_server() {
     let reply = &stdout_lines(&out)[0];
     assert_eq!(reply["success"], true, "{reply}");
     assert_eq!(reply["status"], "connected", "{reply}");
-    let id = reply["id"].as_str().expect("create names the connection").to_owned();
+    let id = reply["id"]
+        .as_str()
+        .expect("create names the connection")
+        .to_owned();
 
     // Read the topic from the start, over gRPC, while the harness drives the rest.
     let mut events = live.runtime.block_on(async {
@@ -783,7 +786,11 @@ fn http_mode_against_the_real_wsm_server() {
     let out = run(&[], &args);
     assert!(out.status.success(), "{}", stderr(&out));
     let replies = stdout_lines(&out);
-    assert_eq!(replies[1]["message"], "disconnected 1 connections", "{}", replies[1]);
+    assert_eq!(
+        replies[1]["message"], "disconnected 1 connections",
+        "{}",
+        replies[1]
+    );
     let list = run(&[], &["--gateway", &live.http, r#"{"command":"list"}"#]);
     let rows = stdout_lines(&list)[0]["connections"].clone();
     assert_eq!(

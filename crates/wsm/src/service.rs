@@ -290,7 +290,7 @@ impl WebSocketService {
             self.inner.store.forget_local(&id);
             return Err(e.into());
         }
-        tracing::info!(connection = %id, url = %record.url, "connected");
+        tracing::info!(connection = %id, url = %crate::connection::loggable_url(&record.url), "connected");
         Ok(record)
     }
 

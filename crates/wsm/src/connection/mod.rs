@@ -20,6 +20,35 @@ use crate::frames::Frame;
 
 use correlation::Correlator;
 
+/// A URL as logs show it: without userinfo (`user:password@`) and with query values hidden, since
+/// feeds often carry tokens there. Lists and events keep the full URL; logs are read more widely.
+pub fn loggable_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = match path.split_once('?') {
+        Some((path, query)) => {
+            let keys: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((key, _)) => format!("{key}=…"),
+                    None => pair.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", keys.join("&"))
+        }
+        None => path.to_owned(),
+    };
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
 /// Per-connection behaviour, with documented defaults.
 #[derive(Debug, Clone)]
 pub struct ConnectionOptions {
@@ -558,5 +587,20 @@ impl Connection {
         {
             let _ = closed.await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_url;
+
+    #[test]
+    fn logged_urls_hide_credentials_and_query_values() {
+        assert_eq!(
+            loggable_url("wss://user:secret@feed.example:443/ws?token=abc&x=1"),
+            "wss://feed.example:443/ws?token=…&x=…"
+        );
+        assert_eq!(loggable_url("ws://127.0.0.1:9/ws"), "ws://127.0.0.1:9/ws");
+        assert_eq!(loggable_url("ws://h?flag"), "ws://h?flag");
     }
 }

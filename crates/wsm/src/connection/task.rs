@@ -130,7 +130,7 @@ impl SocketTask {
                 self.finish(&format!("{reason}; auto_reconnect is off"));
                 return;
             }
-            tracing::warn!(connection = %self.id, url = %self.url, %reason, "connection lost; reconnecting");
+            tracing::warn!(connection = %self.id, url = %super::loggable_url(&self.url), %reason, "connection lost; reconnecting");
             match self.reconnect(reason).await {
                 Ok((next, attempts)) => {
                     socket = next;
@@ -520,7 +520,7 @@ impl SocketTask {
         self.correlator.clear();
         self.set_status(Status::Disconnected);
         self.emit(LifecycleKind::Disconnected, reason, 0);
-        tracing::info!(connection = %self.id, url = %self.url, reason, "connection ended");
+        tracing::info!(connection = %self.id, url = %super::loggable_url(&self.url), reason, "connection ended");
     }
 
     fn set_status(&self, status: Status) {
