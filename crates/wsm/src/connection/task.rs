@@ -461,6 +461,12 @@ impl SocketTask {
             match self.while_down(dial).await {
                 None => return Err(None),
                 Some(Ok(socket)) => return Ok((socket, attempt)),
+                Some(Err(e @ dial::DialError::Refused(_))) => {
+                    // The name may now resolve elsewhere (rebinding, a moved host): the policy is
+                    // checked on every attempt, and a refusal fails the attempt like any other.
+                    tracing::warn!(connection = %self.id, attempt, reason = %e, "reconnect refused by the network policy");
+                    reason = e.to_string();
+                }
                 Some(Err(e)) => {
                     tracing::warn!(connection = %self.id, attempt, error = %e, "reconnect attempt failed");
                     reason = e.to_string();
