@@ -52,6 +52,7 @@ use wsm::connection::{
     OutboundMessage, PublishQueue,
 };
 use wsm::publish::{spawn_publisher, FrameSource, PublishMetrics, PublishOptions};
+use wsm::security::NetworkPolicy;
 use wsm_testkit::RedisServer;
 
 /// Starts the stream of a connection opened with `streams=0`; its reply is one more text frame.
@@ -339,7 +340,11 @@ impl Wsm {
             url,
             ..ConnectionSpec::default()
         };
-        let mut options = ConnectionOptions::default();
+        let mut options = ConnectionOptions {
+            // The feed server listens on loopback.
+            network: NetworkPolicy::allow_private(),
+            ..ConnectionOptions::default()
+        };
         if let Some(bytes) = read_buffer {
             options.read_buffer_size = bytes;
         }

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::api::auth::ApiKeys;
 use crate::connection::{BackoffPolicy, ConnectionOptions};
+use crate::security::{parse_allowed_hosts, NetworkPolicy};
 use crate::service::ServiceConfig;
 
 /// Which implementation backs the state store or the pub/sub.
@@ -108,8 +109,21 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Where Connect may go: strict unless private networks or hosts are allowed. An invalid
+    /// `--allowed-hosts` entry is an error naming it.
+    pub fn network_policy(&self) -> Result<NetworkPolicy, String> {
+        let allowed = parse_allowed_hosts(&self.allowed_hosts)
+            .map_err(|e| format!("invalid --allowed-hosts / WSM_ALLOWED_HOSTS: {e}"))?;
+        let policy = if self.allow_private_networks {
+            NetworkPolicy::allow_private()
+        } else {
+            NetworkPolicy::strict()
+        };
+        Ok(policy.with_allowed_hosts(allowed))
+    }
+
     /// The service's settings.
-    pub fn service_config(&self) -> ServiceConfig {
+    pub fn service_config(&self) -> Result<ServiceConfig, String> {
         let defaults = ServiceConfig::default();
         let connection = ConnectionOptions {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
@@ -119,9 +133,10 @@ impl ServeArgs {
                 ..BackoffPolicy::default()
             },
             max_message_size: self.max_message_bytes as usize,
+            network: self.network_policy()?,
             ..ConnectionOptions::default()
         };
-        ServiceConfig {
+        Ok(ServiceConfig {
             instance_id: self
                 .instance_id
                 .clone()
@@ -133,7 +148,7 @@ impl ServeArgs {
             max_connections: self.max_connections,
             clear_all_on_start: self.clear_all_on_start,
             ..defaults
-        }
+        })
     }
 
     pub fn api_keys(&self) -> ApiKeys {

@@ -5,7 +5,8 @@ use crate::backends::BackendError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
-    /// Empty URL, bad scheme, empty topic, tag limits, malformed input.
+    /// Empty URL, bad scheme, a target the network policy refuses, empty topic, tag limits,
+    /// malformed input.
     #[error("{0}")]
     InvalidArgument(String),
     #[error("Connection not found")]
@@ -19,7 +20,8 @@ pub enum ServiceError {
     NotOwner { id: String, owner: String },
     #[error("Request timeout")]
     DeadlineExceeded,
-    /// Handshake failure, or the state store is unreachable.
+    /// Handshake failure (including a name that does not resolve), or the state store is
+    /// unreachable.
     #[error("{0}")]
     Unavailable(String),
     /// Instance limits (max connections).

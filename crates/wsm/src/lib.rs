@@ -9,6 +9,7 @@
 //! - [`frames`]: a received frame on its way to the bus, and its CloudEvent JSON;
 //! - [`publish`]: frames to the bus, batched, in order;
 //! - [`lifecycle`]: connection lifecycle events on `websocketmanager.lifecycle`;
+//! - [`security`]: the network policy (SSRF guard) every dial is checked against;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
 //! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
 
@@ -21,6 +22,7 @@ pub mod frames;
 pub mod lifecycle;
 pub mod model;
 pub mod publish;
+pub mod security;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -115,7 +115,7 @@ pub async fn start(
     args: &ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
-    let config = args.service_config();
+    let config = args.service_config().map_err(StartError::Config)?;
     let (state, bus, tail) = backends(args).await?;
     let service = WebSocketService::start(config, state, bus)
         .await

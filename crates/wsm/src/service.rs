@@ -335,7 +335,14 @@ impl WebSocketService {
                     attempt: 0,
                     epoch: 0,
                 });
-                ServiceError::Unavailable(e.to_string())
+                match e {
+                    // The caller asked for a target the network policy refuses: their request is
+                    // at fault, and retrying will not help.
+                    crate::connection::DialError::Refused(refusal) => {
+                        ServiceError::InvalidArgument(refusal.to_string())
+                    }
+                    other => ServiceError::Unavailable(other.to_string()),
+                }
             })?;
         let publisher = publish::spawn_publisher(
             frames,

@@ -12,6 +12,7 @@ use wsm::connection::{
     InboundFrame, LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage, PublishQueue,
     SendError, Status,
 };
+use wsm::security::NetworkPolicy;
 
 /// Generous bound against hangs only.
 const HANG: Duration = Duration::from_secs(20);
@@ -48,8 +49,10 @@ fn spec(url: String) -> ConnectionSpec {
     }
 }
 
+/// Short backoff; loopback allowed (the feed server listens on 127.0.0.1).
 fn fast_options() -> ConnectionOptions {
     ConnectionOptions {
+        network: NetworkPolicy::allow_private(),
         backoff: BackoffPolicy {
             base: Duration::from_millis(50),
             cap: Duration::from_millis(200),

@@ -7,6 +7,8 @@ use std::time::Duration;
 use feed_server::{FeedConfig, FeedServer};
 use serde_json::Value;
 use wsm::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore};
+use wsm::connection::ConnectionOptions;
+use wsm::security::NetworkPolicy;
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 use wsm_testkit::{stream_entries, RedisServer};
 
@@ -26,6 +28,11 @@ async fn one_hundred_thousand_sequenced_frames_reach_the_stream_complete_and_in_
     let service = WebSocketService::start(
         ServiceConfig {
             instance_id: "wsm-redis-1".into(),
+            // The feed server listens on loopback.
+            connection: ConnectionOptions {
+                network: NetworkPolicy::allow_private(),
+                ..ConnectionOptions::default()
+            },
             ..ServiceConfig::default()
         },
         Arc::new(state),

@@ -13,6 +13,7 @@ use serde_json::Value;
 use wsm::backends::memory::{MemoryBus, MemoryStateStore, Subscription};
 use wsm::backends::{BackendError, Concurrency, Publisher, StateStore};
 use wsm::connection::{BackoffPolicy, OutboundMessage, Status};
+use wsm::security::NetworkPolicy;
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 
 const HANG: Duration = Duration::from_secs(20);
@@ -29,6 +30,8 @@ fn config() -> ServiceConfig {
         instance_id: "wsm-test-1".into(),
         ..ServiceConfig::default()
     };
+    // The feed server listens on loopback.
+    config.connection.network = NetworkPolicy::allow_private();
     config.connection.backoff = BackoffPolicy {
         base: Duration::from_millis(50),
         cap: Duration::from_millis(200),

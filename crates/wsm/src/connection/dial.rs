@@ -1,13 +1,23 @@
-//! Opening one WebSocket: the handshake request (headers, subprotocols), TLS for `wss`, the
-//! read-buffer and message-size limits, and a timeout so a slow upstream handshake cannot hang a caller.
+//! Opening one WebSocket: the network policy check, the TCP connection to the checked addresses,
+//! the handshake request (headers, subprotocols), TLS for `wss`, the read-buffer and message-size
+//! limits, and a timeout so a slow resolver or upstream handshake cannot hang a caller.
+//!
+//! The TCP connection is opened here, to exactly the addresses the policy accepted, and the
+//! WebSocket/TLS handshake runs over it (Host header and SNI still from the URL). Letting the
+//! WebSocket library resolve the name again would open a window for DNS rebinding: a second answer
+//! could point at an address that was never checked.
+
+use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{ConnectionOptions, ConnectionSpec};
+use crate::security::{Refusal, ResolveError};
 
 pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -18,6 +28,16 @@ pub enum DialError {
     InvalidUrl { url: String, reason: String },
     #[error("invalid header {name}: {reason}")]
     InvalidHeader { name: String, reason: String },
+    /// The network policy refuses the target: the caller's request, not the upstream, is at fault.
+    #[error(transparent)]
+    Refused(Refusal),
+    /// The host name did not resolve; it may later, so this is an upstream failure.
+    #[error("could not resolve {host} for {url}: {reason}")]
+    Resolve {
+        url: String,
+        host: String,
+        reason: String,
+    },
     #[error("handshake with {url} timed out after {timeout_ms} ms")]
     Timeout { url: String, timeout_ms: u128 },
     #[error("handshake with {url} failed: {reason}")]
@@ -34,7 +54,56 @@ pub fn socket_config(options: &ConnectionOptions) -> WebSocketConfig {
         .max_frame_size(Some(options.max_message_size))
 }
 
+/// Checks the target against `options.network`, connects to a checked address and handshakes, all
+/// within `options.connect_timeout`.
 pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<Socket, DialError> {
+    let request = request(spec)?;
+    let (host, port) = host_and_port(&request, &spec.url)?;
+    let failed = |reason: String| DialError::Failed {
+        url: spec.url.clone(),
+        reason,
+    };
+    let handshake = async {
+        let addrs = options
+            .network
+            .resolve(&host, port)
+            .await
+            .map_err(|e| match e {
+                ResolveError::Refused(refusal) => {
+                    DialError::Refused(refusal.with_target(spec.url.as_str()))
+                }
+                ResolveError::Lookup { host, reason } => DialError::Resolve {
+                    url: spec.url.clone(),
+                    host,
+                    reason,
+                },
+            })?;
+        let stream = connect(&addrs).await.map_err(failed)?;
+        // TCP_NODELAY: requests and pongs should not wait for Nagle.
+        stream
+            .set_nodelay(true)
+            .map_err(|e| failed(format!("could not set TCP_NODELAY: {e}")))?;
+        tokio_tungstenite::client_async_tls_with_config(
+            request,
+            stream,
+            Some(socket_config(options)),
+            None,
+        )
+        .await
+        .map(|(socket, _response)| socket)
+        .map_err(|e| failed(e.to_string()))
+    };
+    match tokio::time::timeout(options.connect_timeout, handshake).await {
+        Err(_) => Err(DialError::Timeout {
+            url: spec.url.clone(),
+            timeout_ms: options.connect_timeout.as_millis(),
+        }),
+        Ok(result) => result,
+    }
+}
+
+/// The handshake request: the URL (which sets Host), the caller's headers and subprotocols.
+fn request(spec: &ConnectionSpec) -> Result<Request, DialError> {
     let mut request =
         spec.url
             .as_str()
@@ -62,20 +131,33 @@ pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<
         })?;
         headers.insert("Sec-WebSocket-Protocol", value);
     }
-    let handshake = tokio_tungstenite::connect_async_with_config(
-        request,
-        Some(socket_config(options)),
-        true, // TCP_NODELAY: requests and pongs should not wait for Nagle
-    );
-    match tokio::time::timeout(options.connect_timeout, handshake).await {
-        Err(_) => Err(DialError::Timeout {
-            url: spec.url.clone(),
-            timeout_ms: options.connect_timeout.as_millis(),
-        }),
-        Ok(Err(e)) => Err(DialError::Failed {
-            url: spec.url.clone(),
-            reason: e.to_string(),
-        }),
-        Ok(Ok((socket, _response))) => Ok(socket),
+    Ok(request)
+}
+
+/// The URL's host (IPv6 in brackets, as in the URL) and port (80 for `ws`, 443 for `wss`).
+fn host_and_port(request: &Request, url: &str) -> Result<(String, u16), DialError> {
+    let invalid = |reason: &str| DialError::InvalidUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri = request.uri();
+    let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
+    let default_port = match uri.scheme_str() {
+        Some("ws") => 80,
+        Some("wss") => 443,
+        _ => return Err(invalid("the scheme must be ws or wss")),
+    };
+    Ok((host.to_owned(), uri.port_u16().unwrap_or(default_port)))
+}
+
+/// Connects to the first of `addrs` that accepts, in the resolver's order.
+async fn connect(addrs: &[SocketAddr]) -> Result<TcpStream, String> {
+    let mut failures = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(stream) => return Ok(stream),
+            Err(e) => failures.push(format!("{addr}: {e}")),
+        }
     }
+    Err(format!("could not connect to {}", failures.join("; ")))
 }

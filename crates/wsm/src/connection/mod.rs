@@ -17,6 +17,7 @@ pub use backoff::{Backoff, BackoffPolicy};
 pub use dial::DialError;
 
 use crate::frames::Frame;
+use crate::security::NetworkPolicy;
 
 use correlation::Correlator;
 
@@ -68,6 +69,10 @@ pub struct ConnectionOptions {
     pub command_queue: usize,
     /// Most `replay_on_reconnect` messages kept per connection (1024).
     pub max_replay: usize,
+    /// Which addresses may be dialed, checked on every dial including reconnects. Strict by
+    /// default (public addresses only): callers choose the URLs, so reaching loopback or the
+    /// private network must be the operator's explicit choice.
+    pub network: NetworkPolicy,
 }
 
 impl Default for ConnectionOptions {
@@ -81,6 +86,7 @@ impl Default for ConnectionOptions {
             read_buffer_size: 8 << 10,
             command_queue: 256,
             max_replay: 1024,
+            network: NetworkPolicy::strict(),
         }
     }
 }

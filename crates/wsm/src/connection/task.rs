@@ -54,6 +54,9 @@ enum End {
     Dropped(String),
 }
 
+/// Full runs handled before the socket task looks at its commands again.
+const RUNS_PER_BURST: u32 = 8;
+
 pub(super) struct SocketTask {
     id: Arc<str>,
     url: Arc<str>,
@@ -231,12 +234,17 @@ impl SocketTask {
     ) -> Option<End> {
         self.burst_clock = BurstClock::default();
         let mut next = Some(first);
+        let mut runs = 0;
         loop {
             let taken = self.take_ready(socket, next.take());
             if let Some(end) = self.flush(socket).await {
                 return Some(end);
             }
+            runs += 1;
             match taken {
+                // A feed that is always readable must not starve commands (Send, a topic change,
+                // Disconnect): back to the select, which looks at commands first, now and then.
+                Taken::Full if runs >= RUNS_PER_BURST => return None,
                 Taken::Full => continue,
                 Taken::WouldBlock => return None,
                 Taken::End(end) => return Some(end),
@@ -489,6 +497,12 @@ impl SocketTask {
             match self.while_down(dial).await {
                 None => return Err(None),
                 Some(Ok(socket)) => return Ok((socket, attempt)),
+                Some(Err(e @ dial::DialError::Refused(_))) => {
+                    // The name may now resolve elsewhere (rebinding, a moved host): the policy is
+                    // checked on every attempt, and a refusal fails the attempt like any other.
+                    tracing::warn!(connection = %self.id, attempt, reason = %e, "reconnect refused by the network policy");
+                    reason = e.to_string();
+                }
                 Some(Err(e)) => {
                     tracing::warn!(connection = %self.id, attempt, error = %e, "reconnect attempt failed");
                     reason = e.to_string();
