@@ -1,0 +1,221 @@
+//! The `wsm` binary as users run it: `serve`'s flag checks, and every client command against a real
+//! server (in this process) and feed. Errors are `error: <CODE>: <message>` with exit code 1.
+
+use std::process::{Command, Output};
+
+use clap::Parser as _;
+use feed_server::{FeedConfig, FeedServer};
+
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: wsm::config::ServeArgs,
+}
+
+fn wsm(server: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wsm"))
+        .args(args)
+        .env("WSM_SERVER", server)
+        .output()
+        .expect("the wsm binary runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn invalid_serve_flags_exit_1_naming_the_flag() {
+    for (args, names) in [
+        (&["serve", "--http-port", "70000"][..], "--http-port"),
+        (&["serve", "-g", "port"][..], "--grpc-port"),
+        (&["serve", "--state", "postgres"][..], "--state"),
+        (&["serve", "--pubsub", "kafka"][..], "--pubsub"),
+        (
+            &["serve", "--record-ttl-seconds", "5"][..],
+            "--record-ttl-seconds",
+        ),
+    ] {
+        let out = wsm("http://127.0.0.1:1", args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{args:?}: {}", stderr(&out));
+    }
+    // Checked after parsing, before anything starts.
+    let out = wsm(
+        "http://127.0.0.1:1",
+        &[
+            "serve",
+            "-s",
+            "0",
+            "-g",
+            "0",
+            "--allowed-hosts",
+            "10.0.0.1/8",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--allowed-hosts") && stderr(&out).contains("10.0.0.0/8"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_command_against_a_real_server() {
+    let feed = FeedServer::start(FeedConfig {
+        rate: 100,
+        auto_stream: false,
+        ..FeedConfig::default()
+    })
+    .await
+    .expect("the feed server starts");
+    let cli = Cli::parse_from(["wsm", "--bind", "127.0.0.1", "-s", "0", "-g", "0"]);
+    let mut args = cli.args;
+    args.allowed_hosts = "127.0.0.1".into();
+    let running = wsm::server::start(&args, std::future::pending())
+        .await
+        .expect("the server starts");
+    let server = format!("http://{}", running.grpc_addr);
+    let url = feed.url("/ws");
+
+    let run = |args: Vec<String>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            wsm(&server, &args)
+        })
+    };
+    let ok = |out: &Output| {
+        assert!(out.status.success(), "{}", stderr(out));
+        stdout(out)
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    let out = run(s(&[
+        "connect",
+        &url,
+        "--tag",
+        "desk=a",
+        "--header",
+        "Authorization=Bearer secret-token",
+    ]))
+    .await
+    .unwrap();
+    let line = ok(&out);
+    let (id, status) = line.trim().split_once(' ').expect("`<id> <status>`");
+    assert_eq!(status, "connected");
+    let id = id.to_owned();
+
+    let table = ok(&run(s(&["list"])).await.unwrap());
+    let mut lines = table.lines();
+    let header = lines.next().expect("a header row");
+    assert!(header.starts_with("ID") && header.contains("STATUS") && header.contains("TAGS"));
+    let row = lines.next().expect("one row");
+    assert!(row.starts_with(&id) && row.contains("connected") && row.contains("desk=a"));
+    // Columns are aligned: STATUS starts at the same offset in the header and the row.
+    assert_eq!(header.find("STATUS"), row.find("connected"));
+    assert!(
+        !table.contains("secret-token"),
+        "List never shows header values"
+    );
+
+    let json = ok(&run(s(&["list", "--json", "--tag", "desk=a"]))
+        .await
+        .unwrap());
+    let v: serde_json::Value = serde_json::from_str(&json).expect("--json prints JSON");
+    assert_eq!(v["connections"][0]["id"], id.as_str());
+    assert!(!json.contains("secret-token"));
+    let none = ok(&run(s(&["list", "--json", "--tag", "desk=b"]))
+        .await
+        .unwrap());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&none).unwrap()["connections"],
+        serde_json::json!([])
+    );
+
+    ok(&run(s(&["tag", &id, "env=prod", "owner=md"])).await.unwrap());
+    assert_eq!(
+        ok(&run(s(&["tag", &id, "env"])).await.unwrap()).trim(),
+        "prod"
+    );
+    assert_eq!(
+        ok(&run(s(&["tag", &id])).await.unwrap()),
+        "desk=a\nenv=prod\nowner=md\n"
+    );
+
+    // tail from before the first frame: seq starts at 1.
+    let tail = run(s(&["tail", "md.cli", "--count", "3"]));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    ok(&run(s(&["publish", &id, "md.cli"])).await.unwrap());
+    ok(&run(s(&[
+        "send-raw",
+        &id,
+        r#"{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}"#,
+        "--replay",
+    ]))
+    .await
+    .unwrap());
+    let tailed = tokio::time::timeout(std::time::Duration::from_secs(30), tail)
+        .await
+        .expect("tail ends after 3 frames")
+        .unwrap();
+    let tailed = ok(&tailed);
+    let seqs: Vec<&str> = tailed
+        .lines()
+        .map(|l| l.split(' ').next().unwrap_or(""))
+        .collect();
+    assert_eq!(seqs, ["seq=1", "seq=2", "seq=3"], "{tailed}");
+    assert!(tailed.contains(&format!("connection={id}")));
+
+    let reply = ok(&run(s(&[
+        "send",
+        &id,
+        r#"{"op":"ping"}"#,
+        "--timeout-ms",
+        "5000",
+    ]))
+    .await
+    .unwrap());
+    let reply: serde_json::Value = serde_json::from_str(reply.trim()).expect("the echo is JSON");
+    assert_eq!(reply["payload"], serde_json::json!({"op":"ping"}));
+
+    ok(&run(s(&["stop-publish", &id])).await.unwrap());
+    ok(&run(s(&["disconnect", &id])).await.unwrap());
+
+    for (args, expected) in [
+        (
+            s(&["disconnect", &id]),
+            "error: NOT_FOUND: Connection not found",
+        ),
+        (
+            s(&["publish", "nope", ""]),
+            "error: INVALID_ARGUMENT: Topic is required",
+        ),
+        (
+            s(&["connect", "http://example.com/"]),
+            "error: INVALID_ARGUMENT: URL must use ws:// or wss://",
+        ),
+    ] {
+        let out = run(args.clone()).await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = tokio::task::spawn_blocking(|| wsm("http://127.0.0.1:1", &["list"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: UNAVAILABLE: cannot reach the WebSocket Manager"),
+        "{}",
+        stderr(&out)
+    );
+}
