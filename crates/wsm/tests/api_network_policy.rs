@@ -1,32 +1,11 @@
 //! The SSRF guard through the server: Connect to loopback is refused by default with
 //! INVALID_ARGUMENT naming the reason and leaves no record; the configuration allows it.
 
-use clap::Parser as _;
+mod support;
+
 use feed_server::{FeedConfig, FeedServer};
-use tonic::transport::Endpoint;
-use wsm::api::proto::{self, web_socket_manager_client::WebSocketManagerClient};
-
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: wsm::config::ServeArgs,
-}
-
-async fn client(extra: &[&str]) -> WebSocketManagerClient<tonic::transport::Channel> {
-    let argv = ["wsm", "--bind", "127.0.0.1", "-s", "0", "-g", "0"]
-        .into_iter()
-        .chain(extra.iter().copied());
-    let args = Cli::parse_from(argv).args;
-    let running = wsm::server::start(&args, std::future::pending())
-        .await
-        .expect("the server starts");
-    let channel = Endpoint::from_shared(format!("http://{}", running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .expect("the gRPC port accepts");
-    WebSocketManagerClient::new(channel)
-}
+use support::server::Wsm;
+use wsm::api::proto;
 
 fn connect(url: String) -> proto::ConnectRequest {
     proto::ConnectRequest {
@@ -39,7 +18,8 @@ fn connect(url: String) -> proto::ConnectRequest {
 async fn loopback_is_refused_by_default_and_allowed_by_configuration() {
     let feed = FeedServer::start(FeedConfig::default()).await.unwrap();
 
-    let mut strict = client(&[]).await;
+    let strict_server = Wsm::start_strict(&[]).await;
+    let mut strict = strict_server.client().await;
     let err = strict
         .connect(connect(feed.url("/ws")))
         .await
@@ -69,7 +49,8 @@ async fn loopback_is_refused_by_default_and_allowed_by_configuration() {
         &["--allowed-hosts", "127.0.0.1"][..],
         &["--allow-private-networks"][..],
     ] {
-        let mut allowed = client(allow).await;
+        let server = Wsm::start_strict(allow).await;
+        let mut allowed = server.client().await;
         let ok = allowed
             .connect(connect(feed.url("/ws")))
             .await
@@ -77,7 +58,8 @@ async fn loopback_is_refused_by_default_and_allowed_by_configuration() {
         assert_eq!(ok.into_inner().status, "connected");
     }
     // The metadata endpoint stays refused even with private networks allowed.
-    let mut private = client(&["--allow-private-networks"]).await;
+    let private_server = Wsm::start_strict(&["--allow-private-networks"]).await;
+    let mut private = private_server.client().await;
     let err = private
         .connect(connect("ws://169.254.169.254/latest".into()))
         .await

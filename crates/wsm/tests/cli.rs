@@ -1,16 +1,12 @@
 //! The `wsm` binary as users run it: `serve`'s flag checks, and every client command against a real
 //! server (in this process) and feed. Errors are `error: <CODE>: <message>` with exit code 1.
 
+mod support;
+
 use std::process::{Command, Output};
 
-use clap::Parser as _;
 use feed_server::{FeedConfig, FeedServer};
-
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: wsm::config::ServeArgs,
-}
+use support::server::Wsm;
 
 fn wsm(server: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_wsm"))
@@ -74,13 +70,8 @@ async fn every_client_command_against_a_real_server() {
     })
     .await
     .expect("the feed server starts");
-    let cli = Cli::parse_from(["wsm", "--bind", "127.0.0.1", "-s", "0", "-g", "0"]);
-    let mut args = cli.args;
-    args.allowed_hosts = "127.0.0.1".into();
-    let running = wsm::server::start(&args, std::future::pending())
-        .await
-        .expect("the server starts");
-    let server = format!("http://{}", running.grpc_addr);
+    let wsm_server = Wsm::start_strict(&["--allowed-hosts", "127.0.0.1"]).await;
+    let server = format!("http://{}", wsm_server.grpc);
     let url = feed.url("/ws");
 
     let run = |args: Vec<String>| {

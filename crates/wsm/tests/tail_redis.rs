@@ -1,17 +1,12 @@
 //! `Subscribe` (what `wsm tail` reads) with the redis pub/sub: events come from the topic's Redis
 //! stream, from the newest entry on, with the stream ids and the `seq`/`epoch` of each CloudEvent.
 
-use clap::Parser as _;
-use feed_server::{FeedConfig, FeedServer};
-use tonic::transport::Endpoint;
-use wsm::api::proto::{self, web_socket_manager_client::WebSocketManagerClient};
-use wsm_testkit::RedisServer;
+mod support;
 
-#[derive(clap::Parser)]
-struct Cli {
-    #[command(flatten)]
-    args: wsm::config::ServeArgs,
-}
+use feed_server::{FeedConfig, FeedServer};
+use support::server::Wsm;
+use wsm::api::proto;
+use wsm_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_reads_the_redis_stream_in_order_from_the_newest_entry() {
@@ -39,30 +34,8 @@ async fn subscribe_reads_the_redis_stream_in_order_from_the_newest_entry() {
         .unwrap();
 
     let url = redis.url();
-    let argv = [
-        "wsm",
-        "--bind",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-g",
-        "0",
-        "--pubsub",
-        "redis",
-        "--redis-url",
-        &url,
-        "--allowed-hosts",
-        "127.0.0.1",
-    ];
-    let running = wsm::server::start(&Cli::parse_from(argv).args, std::future::pending())
-        .await
-        .expect("the server starts");
-    let channel = Endpoint::from_shared(format!("http://{}", running.grpc_addr))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut client = WebSocketManagerClient::new(channel);
+    let server = Wsm::start(&["--pubsub", "redis", "--redis-url", &url]).await;
+    let mut client = server.client().await;
     let mut events = client
         .subscribe(proto::SubscribeRequest {
             topic: "md.redis".into(),

@@ -66,6 +66,11 @@ struct Cli {
 
 /// `wsm serve` settings: loopback, free ports, connects to loopback allowed, then `extra`.
 pub fn serve_args(extra: &[&str]) -> ServeArgs {
+    strict_serve_args(&[&["--allow-private-networks"][..], extra].concat())
+}
+
+/// `wsm serve` settings with the default (strict) network policy: loopback, free ports, then `extra`.
+pub fn strict_serve_args(extra: &[&str]) -> ServeArgs {
     let base = [
         "wsm",
         "--bind",
@@ -74,7 +79,6 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
         "0",
         "-g",
         "0",
-        "--allow-private-networks",
         "--instance-id",
         "wsm-api-test",
     ];
@@ -96,8 +100,19 @@ impl Wsm {
     }
 
     pub async fn try_start(extra: &[&str]) -> Result<Wsm, StartError> {
+        Wsm::start_with(&serve_args(extra)).await
+    }
+
+    /// Memory backends and the default network policy unless `extra` says otherwise.
+    pub async fn start_strict(extra: &[&str]) -> Wsm {
+        Wsm::start_with(&strict_serve_args(extra))
+            .await
+            .expect("wsm starts")
+    }
+
+    async fn start_with(args: &ServeArgs) -> Result<Wsm, StartError> {
         let (stop, stopped) = oneshot::channel::<()>();
-        let running = wsm::server::start(&serve_args(extra), async {
+        let running = wsm::server::start(args, async {
             let _ = stopped.await;
         })
         .await?;
