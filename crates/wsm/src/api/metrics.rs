@@ -10,6 +10,25 @@ use crate::service::ServiceSnapshot;
 
 /// Renders every metric, with HELP and TYPE lines.
 pub fn render(service: &ServiceSnapshot, publish: &PublishMetrics, api: &ApiMetrics) -> String {
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    // (name, type, help, value) of every unlabelled metric, in exposition order.
+    #[rustfmt::skip]
+    let singles: [(&str, &str, &str, u64); 14] = [
+        ("wsm_frames_received_total", "counter", "Data frames received from upstreams.", service.received_frames),
+        ("wsm_bytes_received_total", "counter", "Payload bytes of the frames received from upstreams.", service.received_bytes),
+        ("wsm_frames_published_total", "counter", "Frames published to pub/sub.", load(&publish.published)),
+        ("wsm_bytes_published_total", "counter", "Payload bytes of the frames published.", load(&publish.published_bytes)),
+        ("wsm_publish_errors_total", "counter", "Failed bus calls (each is retried).", load(&publish.publish_errors)),
+        ("wsm_frames_dropped_total", "counter", "Frames the bus refused for good (never retried).", load(&publish.dropped)),
+        ("wsm_publish_queue_frames", "gauge", "Frames waiting between sockets and the bus.", service.queued_frames as u64),
+        ("wsm_reconnects_total", "counter", "Reconnect attempts begun.", service.reconnects),
+        ("wsm_degraded_total", "counter", "Times a publish queue was full and its socket paused.", service.degraded),
+        ("wsm_connection_errors_total", "counter", "Failed handshakes and connection errors.", service.errors),
+        ("wsm_lifecycle_events_dropped_total", "counter", "Lifecycle events dropped because their publisher was behind.", service.lifecycle_dropped),
+        ("wsm_forwarded_total", "counter", "Calls forwarded to the instance owning the connection.", load(&api.forwarded)),
+        ("wsm_ownership_misses_total", "counter", "Connection-specific calls that reached an instance not owning the connection.", load(&api.ownership_misses)),
+        ("wsm_subscribers", "gauge", "Open Subscribe streams.", load(&api.subscribers)),
+    ];
     let mut out = String::with_capacity(4096);
     let mut m = Writer(&mut out);
     m.family(
@@ -20,107 +39,19 @@ pub fn render(service: &ServiceSnapshot, publish: &PublishMetrics, api: &ApiMetr
     for (status, n) in service.by_status {
         m.sample("wsm_connections", &[("status", status.as_str())], n as u64);
     }
-    m.single(
-        "wsm_frames_received_total",
-        "counter",
-        "Data frames received from upstreams.",
-        service.received_frames,
-    );
-    m.single(
-        "wsm_bytes_received_total",
-        "counter",
-        "Payload bytes of the frames received from upstreams.",
-        service.received_bytes,
-    );
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    m.single(
-        "wsm_frames_published_total",
-        "counter",
-        "Frames published to pub/sub.",
-        load(&publish.published),
-    );
-    m.single(
-        "wsm_bytes_published_total",
-        "counter",
-        "Payload bytes of the frames published.",
-        load(&publish.published_bytes),
-    );
-    m.single(
-        "wsm_publish_errors_total",
-        "counter",
-        "Failed bus calls (each is retried).",
-        load(&publish.publish_errors),
-    );
-    m.single(
-        "wsm_frames_dropped_total",
-        "counter",
-        "Frames the bus refused for good (never retried).",
-        load(&publish.dropped),
-    );
+    for (name, kind, help, value) in singles {
+        m.family(name, kind, help);
+        m.sample(name, &[], value);
+    }
     m.family(
         "wsm_publish_duration_seconds",
         "summary",
         "Duration of bus calls (one call publishes a batch).",
     );
-    let micros = load(&publish.publish_micros);
-    let _ = writeln!(
-        m.0,
-        "wsm_publish_duration_seconds_sum {}",
-        micros as f64 / 1e6
-    );
-    let _ = writeln!(
-        m.0,
-        "wsm_publish_duration_seconds_count {}",
-        load(&publish.publish_calls)
-    );
-    m.single(
-        "wsm_publish_queue_frames",
-        "gauge",
-        "Frames waiting between sockets and the bus.",
-        service.queued_frames as u64,
-    );
-    m.single(
-        "wsm_reconnects_total",
-        "counter",
-        "Reconnect attempts begun.",
-        service.reconnects,
-    );
-    m.single(
-        "wsm_degraded_total",
-        "counter",
-        "Times a publish queue was full and its socket paused.",
-        service.degraded,
-    );
-    m.single(
-        "wsm_connection_errors_total",
-        "counter",
-        "Failed handshakes and connection errors.",
-        service.errors,
-    );
-    m.single(
-        "wsm_lifecycle_events_dropped_total",
-        "counter",
-        "Lifecycle events dropped because their publisher was behind.",
-        service.lifecycle_dropped,
-    );
-    m.single(
-        "wsm_forwarded_total",
-        "counter",
-        "Calls forwarded to the instance owning the connection.",
-        load(&api.forwarded),
-    );
-    m.single(
-        "wsm_ownership_misses_total",
-        "counter",
-        "Connection-specific calls that reached an instance not owning the connection.",
-        load(&api.ownership_misses),
-    );
-    m.single(
-        "wsm_subscribers",
-        "gauge",
-        "Open Subscribe streams.",
-        load(&api.subscribers),
-    );
+    let seconds = load(&publish.publish_micros) as f64 / 1e6;
+    let _ = writeln!(m.0, "wsm_publish_duration_seconds_sum {seconds}");
+    let calls = load(&publish.publish_calls);
+    let _ = writeln!(m.0, "wsm_publish_duration_seconds_count {calls}");
     m.family(
         "wsm_requests_total",
         "counter",
@@ -157,10 +88,5 @@ impl Writer<'_> {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
     }
 }

@@ -175,14 +175,7 @@ async fn tail_redis(
             .ids
             .first()
             .map_or_else(|| "0-0".to_owned(), |e| e.id.clone()),
-        Err(e) => {
-            let _ = tx
-                .send(Err(Status::unavailable(format!(
-                    "reading the Redis stream {topic} failed: {e}; subscribe again"
-                ))))
-                .await;
-            return;
-        }
+        Err(e) => return read_failed(&tx, &topic, &e).await,
     };
     loop {
         let mut xread = redis::cmd("XREAD");
@@ -201,14 +194,7 @@ async fn tail_redis(
         };
         let reply = match reply {
             Ok(reply) => reply.unwrap_or_default(),
-            Err(e) => {
-                let _ = tx
-                    .send(Err(Status::unavailable(format!(
-                        "reading the Redis stream {topic} failed: {e}; subscribe again"
-                    ))))
-                    .await;
-                return;
-            }
+            Err(e) => return read_failed(&tx, &topic, &e).await,
         };
         for key in reply.keys {
             for entry in key.ids {
@@ -221,4 +207,16 @@ async fn tail_redis(
             }
         }
     }
+}
+
+/// Ends a Redis tail with the reason, for the reader.
+async fn read_failed(
+    tx: &mpsc::Sender<Result<PublishedEvent, Status>>,
+    topic: &str,
+    error: &redis::RedisError,
+) {
+    let status = Status::unavailable(format!(
+        "reading the Redis stream {topic} failed: {error}; subscribe again"
+    ));
+    let _ = tx.send(Err(status)).await;
 }
