@@ -18,9 +18,11 @@ pub fn connect_request(req: proto::ConnectRequest) -> Result<ConnectRequest, Ser
         ms if (1..=MAX_PING_INTERVAL_MS).contains(&ms) => {
             Some(Duration::from_millis(ms.unsigned_abs().into()))
         }
-        ms => return Err(ServiceError::InvalidArgument(format!(
+        ms => {
+            return Err(ServiceError::InvalidArgument(format!(
             "ping_interval_ms must be 0 (the server default) to {MAX_PING_INTERVAL_MS}, got {ms}"
-        ))),
+        )))
+        }
     };
     Ok(ConnectRequest {
         url: req.url,
