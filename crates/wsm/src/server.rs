@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::GrpcApi;
 use crate::api::proto::{web_socket_manager_server::WebSocketManagerServer, FILE_DESCRIPTOR_SET};
@@ -185,8 +185,11 @@ pub async fn start(
             wsm,
             keys.interceptor(),
         ))
+        // tonic ignores its own `tcp_nodelay` for a listener passed in: without TCP_NODELAY on
+        // every accepted socket, a reply written after a small frame (a WINDOW_UPDATE) waits for
+        // the client's delayed ACK, about 40 ms.
         .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc_listener),
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
             stopped(stop_rx.clone()),
         );
     let router = crate::api::http::router(api, keys, max_request);

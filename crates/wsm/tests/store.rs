@@ -2,7 +2,7 @@
 //! survive concurrent writers (compare-and-set).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -161,6 +161,127 @@ async fn concurrent_writers_never_lose_index_entries() {
             .unwrap();
         assert_eq!(ids.len(), 25, "instance {n}");
     }
+}
+
+/// A state store that counts writes to the connection index and fails the one numbered `fail`
+/// (1, 2, …; 0 = none). Its reads yield once, as a store across the network would, so other
+/// callers get to queue meanwhile.
+#[derive(Clone, Default)]
+struct IndexWrites {
+    inner: MemoryStateStore,
+    writes: Arc<AtomicUsize>,
+    fail: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl StateStore for IndexWrites {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, BackendError> {
+        tokio::task::yield_now().await;
+        self.inner.get(key).await
+    }
+    async fn get_bulk(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, BackendError> {
+        self.inner.get_bulk(keys).await
+    }
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        concurrency: Concurrency<'_>,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        if key == CONNECTION_INDEX_KEY {
+            let write = self.writes.fetch_add(1, Ordering::SeqCst) + 1;
+            if write == self.fail.load(Ordering::SeqCst) {
+                return Err(BackendError::Unavailable {
+                    backend: "index-writes",
+                    reason: "down".into(),
+                });
+            }
+        }
+        self.inner.set(key, value, concurrency, ttl).await
+    }
+    async fn delete(&self, key: &str, concurrency: Concurrency<'_>) -> Result<(), BackendError> {
+        self.inner.delete(key, concurrency).await
+    }
+    async fn ping(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+}
+
+/// Puts records `0..n` of instance `a` concurrently; the results in id order.
+async fn put_concurrently(store: &Arc<ConnectionStore>, n: usize) -> Vec<bool> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let store = Arc::clone(store);
+            tokio::spawn(async move { store.put(record(&format!("{i:03}"), "a")).await.is_ok() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    results
+}
+
+#[tokio::test]
+async fn concurrent_index_adds_are_written_together() {
+    let state = IndexWrites::default();
+    let store = Arc::new(ConnectionStore::new(
+        Arc::new(state.clone()),
+        Duration::from_secs(300),
+    ));
+    assert!(put_concurrently(&store, 100).await.iter().all(|ok| *ok));
+    assert_eq!(store.repository().load_all().await.unwrap().len(), 100);
+    assert_eq!(
+        store.repository().instance_ids("a").await.unwrap().len(),
+        100
+    );
+    let writes = state.writes.load(Ordering::SeqCst);
+    assert!(writes < 10, "{writes} index writes for 100 concurrent puts");
+}
+
+#[tokio::test]
+async fn a_failed_index_write_leaves_the_other_waiting_ids_to_their_callers() {
+    let state = IndexWrites::default();
+    // The first write holds the first caller's id; the second, the ids queued meanwhile.
+    state.fail.store(2, Ordering::SeqCst);
+    let store = Arc::new(ConnectionStore::new(
+        Arc::new(state.clone()),
+        Duration::from_secs(300),
+    ));
+    let results = put_concurrently(&store, 10).await;
+    // The writer of the failed write is told; the other callers wrote their ids again.
+    assert_eq!(results.iter().filter(|ok| !**ok).count(), 1, "{results:?}");
+    let failed = results.iter().position(|ok| !ok).unwrap();
+    let index = state.get(CONNECTION_INDEX_KEY).await.unwrap().unwrap();
+    let ids: Vec<String> = serde_json::from_slice(&index.value).unwrap();
+    let expected: Vec<String> = (0..10)
+        .filter(|i| *i != failed)
+        .map(|i| format!("{i:03}"))
+        .collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn refresh_updates_each_index_once_and_restores_lost_entries() {
+    let state = IndexWrites::default();
+    let store = Arc::new(ConnectionStore::new(
+        Arc::new(state.clone()),
+        Duration::from_secs(300),
+    ));
+    assert!(put_concurrently(&store, 50).await.iter().all(|ok| *ok));
+    // The shared store lost the index (e.g. a flush); the next refresh lists every record again.
+    state
+        .delete(CONNECTION_INDEX_KEY, Concurrency::LastWrite)
+        .await
+        .unwrap();
+    state.writes.store(0, Ordering::SeqCst);
+    assert_eq!(store.refresh().await, 0);
+    assert_eq!(state.writes.load(Ordering::SeqCst), 1);
+    assert_eq!(store.repository().load_all().await.unwrap().len(), 50);
+    // Nothing to add: no index write at all.
+    assert_eq!(store.refresh().await, 0);
+    assert_eq!(state.writes.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

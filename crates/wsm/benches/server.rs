@@ -1,0 +1,871 @@
+//! The server (issue 5), measured through its gRPC API with its baselines:
+//!
+//! 1. **Send round trip.** One connection to the local feed server's correlation echo; a tonic
+//!    client calls `Send` (text mode, `application/json`, a 100-byte JSON payload) sequentially,
+//!    after a warm-up, and each call is timed. The baseline, measured in the same run against the
+//!    same feed server: a bare tokio-tungstenite client that writes the correlation envelope
+//!    `{"id":"<uuid>","payload":...}` itself and reads the echo. The ratio is what the gRPC hop and
+//!    wsm add to a round trip the client could make directly.
+//! 2. **10,000 idle connections.** `Connect` RPCs to the feed server (with `streams=0`, so the
+//!    connections stay silent) with a bounded number in flight; the time until the last one is
+//!    answered, the server's RSS before and after, and, at the end, `List` must show every one
+//!    `connected`. Then the server holds them idle for a while and its CPU time is read: that
+//!    server runs with `--record-ttl-seconds 30`, so its refresh of every record (every TTL ÷ 3)
+//!    falls into the window.
+//!
+//! The server is the built `wsm` binary, spawned as `wsm serve` (memory state and bus, free ports,
+//! `--allow-private-networks` since the feed is on loopback, `--max-connections 0`). A process of
+//! its own is what a client talks to in production, it keeps the server's runtime apart from the
+//! client's and the feed's, and its RSS can be read from `/proc/<pid>/status`. Each figure gets a
+//! fresh process. The feed server runs in this process on its own thread and single-threaded
+//! runtime; the clients (gRPC and bare) run on another single-threaded runtime.
+//!
+//! `scripts/bench_server.sh` (raises `ulimit -n`, then `cargo bench -p wsm --bench server`)
+//!
+//! Both this process (the feed side) and the server hold one socket per connection, so 10,000
+//! connections need an open-file limit above 10,000; the bench raises its soft limit to the hard
+//! one (the server inherits it) and says so when that is not enough.
+//!
+//! Environment: `BENCH_SENDS` (timed calls per run, default 20 000), `BENCH_WARMUP` (untimed calls
+//! first, default 2 000), `BENCH_RUNS` (runs of figure 1, each timing both paths; default 3),
+//! `BENCH_CONNS` (default 10 000), `BENCH_INFLIGHT` (Connect RPCs in flight, default 128),
+//! `BENCH_IDLE_SECONDS` (the idle window, default 12), `BENCH_ONLY` (`send` or `idle`), `WSM_BIN`
+//! (the `wsm` binary; default the one cargo built for this bench).
+//!
+//! Without `--bench` (`cargo test --all-targets`) it runs a smoke version: 200 calls, 50
+//! connections, a second or two. A run with failed calls, wrong echoes or connections that are not
+//! `connected` exits with status 1 after the table.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use feed_server::{FeedConfig, FeedHandle, FeedServer};
+use futures_util::{SinkExt, StreamExt};
+use tokio::runtime::Builder;
+use tokio::sync::oneshot;
+use tokio_tungstenite::tungstenite::Message;
+use tonic::transport::{Channel, Endpoint};
+use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
+use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
+
+type Client = WebSocketManagerClient<Channel>;
+
+/// Size of the `Send` payload, in bytes.
+const PAYLOAD_SIZE: usize = 100;
+/// The tag every idle connection carries; `List` filters on it.
+const IDLE_TAG: (&str, &str) = ("bench", "idle");
+/// Goals (issue 5).
+const GOAL_SEND_MEDIAN_US: f64 = 250.0;
+const GOAL_ESTABLISH: Duration = Duration::from_secs(10);
+const GOAL_RSS: u64 = 1 << 30;
+/// How often the server re-saves every record it owns in figure 2 (record TTL ÷ 3; the TTL is
+/// set to 30 s, its minimum, so a short idle window sees a refresh).
+const REFRESH_EVERY: Duration = Duration::from_secs(10);
+/// Bound against hangs only.
+const HANG: Duration = Duration::from_secs(300);
+
+struct Settings {
+    smoke: bool,
+    sends: usize,
+    warmup: usize,
+    runs: usize,
+    conns: usize,
+    inflight: usize,
+    /// How long figure 2 watches the server hold its connections idle.
+    idle_window: Duration,
+    send: bool,
+    idle: bool,
+    wsm_bin: PathBuf,
+}
+
+impl Settings {
+    fn from_env() -> Self {
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        let only = std::env::var("BENCH_ONLY").ok();
+        let wanted = |name: &str| {
+            only.as_deref()
+                .is_none_or(|list| list.split(',').any(|n| n.trim() == name))
+        };
+        let (sends, warmup, runs, conns, inflight, idle_seconds) = if smoke {
+            (200, 20, 1, 50, 16, 0.5)
+        } else {
+            (
+                env_or("BENCH_SENDS", 20_000usize).max(1),
+                env_or("BENCH_WARMUP", 2_000usize),
+                env_or("BENCH_RUNS", 3usize).max(1),
+                env_or("BENCH_CONNS", 10_000usize).max(1),
+                env_or("BENCH_INFLIGHT", 128usize).max(1),
+                env_or("BENCH_IDLE_SECONDS", 12.0f64).max(0.0),
+            )
+        };
+        Settings {
+            smoke,
+            sends,
+            warmup,
+            runs,
+            conns,
+            inflight,
+            idle_window: Duration::from_secs_f64(idle_seconds),
+            send: wanted("send"),
+            idle: wanted("idle"),
+            wsm_bin: wsm_bin(),
+        }
+    }
+}
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `WSM_BIN`, else the binary cargo built with this bench, else `wsm` next to the bench's `deps`
+/// directory (target/<profile>/wsm).
+fn wsm_bin() -> PathBuf {
+    if let Some(path) = std::env::var_os("WSM_BIN") {
+        return PathBuf::from(path);
+    }
+    if let Some(path) = option_env!("CARGO_BIN_EXE_wsm") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("the bench's own path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("wsm"))
+        .expect("target/<profile>/wsm")
+}
+
+/// Raises this process's soft open-file limit to the hard limit (children inherit it); returns
+/// the limit in effect.
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the kernel to fill in and read.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 0;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
+
+// ---------------------------------------------------------------------------------------------
+// The feed server and the wsm process
+
+/// A feed server on its own thread and runtime; the handle is shared for its counters.
+struct Feed {
+    base: String,
+    handle: Arc<FeedHandle>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feed {
+    fn start() -> Feed {
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("feed runtime");
+            runtime.block_on(async {
+                let feed = FeedServer::start(FeedConfig {
+                    // Nothing streams: connections opened with `streams=0` only get echoes.
+                    rate: 1,
+                    auto_stream: false,
+                    // Every request is recorded; keep only a few.
+                    record_limit: 1024,
+                    ..FeedConfig::default()
+                })
+                .await
+                .expect("start feed server");
+                let feed = Arc::new(feed);
+                handle_tx.send(Arc::clone(&feed)).expect("send handle");
+                let _ = stop_rx.await;
+                // Sessions of a killed server are gone already; the rest get the grace period.
+                if let Ok(feed) = Arc::try_unwrap(feed) {
+                    feed.shutdown().await;
+                }
+            });
+        });
+        let handle = handle_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("feed server handle");
+        Feed {
+            base: handle.url(""),
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// A silent connection's URL: no depth frames, echoes only.
+    fn url(&self) -> String {
+        format!("{}/ws?streams=0", self.base)
+    }
+
+    fn stop(mut self) {
+        let handle = self.handle;
+        drop(handle);
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A `wsm serve` child process, killed when dropped.
+struct WsmProcess {
+    child: Child,
+    grpc: SocketAddr,
+    /// The last lines it wrote on stderr (its log), for failure reports.
+    log: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl WsmProcess {
+    fn spawn(bin: &PathBuf, extra: &[&str]) -> WsmProcess {
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1",
+                "-s",
+                "0",
+                "-g",
+                "0",
+                "--allow-private-networks",
+                "--max-connections",
+                "0",
+            ])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {} ({e}); build it (cargo build --release -p wsm --bin wsm) or \
+                     set WSM_BIN",
+                    bin.display()
+                )
+            });
+        let log = Arc::new(Mutex::new(VecDeque::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+                if lines.len() == 20 {
+                    lines.pop_front();
+                }
+                lines.push_back(line);
+            }
+        });
+        let stdout = child.stdout.take().expect("stdout");
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("grpc listening on ") {
+                    let _ = addr_tx.send(addr.trim().parse::<SocketAddr>());
+                }
+            }
+        });
+        let grpc = match addr_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(addr)) => addr,
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "wsm serve did not report its gRPC address ({other:?}); its log:\n{}",
+                    log.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                );
+            }
+        };
+        WsmProcess { child, grpc, log }
+    }
+
+    /// `VmRSS` and `VmHWM` (peak) from /proc/<pid>/status, in bytes.
+    fn memory(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/<pid>/status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                .map_or(0, |kb| kb * 1024)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time used so far (user + system), from /proc/<pid>/stat.
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("read /proc/<pid>/stat");
+        // The fields after the command name, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+        let ticks: u64 =
+            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+        Duration::from_secs_f64(ticks as f64 / per_second)
+    }
+
+    fn log_tail(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    async fn client(&self) -> Client {
+        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
+            .expect("endpoint")
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .expect("connect to wsm's gRPC port");
+        WebSocketManagerClient::new(channel).max_decoding_message_size(usize::MAX)
+    }
+}
+
+impl Drop for WsmProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Send round trip
+
+/// A JSON object of exactly `PAYLOAD_SIZE` bytes.
+fn payload() -> String {
+    let head = r#"{"method":"depth","params":{"symbol":"BTCUSDT","limit":20},"pad":""#;
+    let pad = PAYLOAD_SIZE - head.len() - 2;
+    let text = format!("{head}{}\"}}", "x".repeat(pad));
+    assert_eq!(text.len(), PAYLOAD_SIZE);
+    text
+}
+
+/// Whether `response` is the echo of `payload` with a 36-character id: `{"id":"…","payload":…}`.
+fn is_echo(response: &[u8], payload: &str) -> bool {
+    let head = br#"{"id":""#;
+    let tail = format!("\",\"payload\":{payload}}}");
+    response.len() == head.len() + 36 + tail.len()
+        && response.starts_with(head)
+        && response.ends_with(tail.as_bytes())
+}
+
+/// Per-call times of one path in one run, sorted.
+struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    fn new(mut times: Vec<Duration>) -> Self {
+        times.sort_unstable();
+        Latencies(times)
+    }
+
+    fn quantile(&self, q: f64) -> f64 {
+        let at = ((self.0.len() - 1) as f64 * q).round() as usize;
+        self.0[at].as_secs_f64() * 1e6
+    }
+
+    /// Median, p90, p99, max in µs.
+    fn summary(&self) -> [f64; 4] {
+        [
+            self.quantile(0.5),
+            self.quantile(0.9),
+            self.quantile(0.99),
+            self.quantile(1.0),
+        ]
+    }
+}
+
+async fn grpc_calls(
+    client: &mut Client,
+    id: &str,
+    payload: &str,
+    n: usize,
+) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::with_capacity(n);
+    for call in 0..n {
+        let started = Instant::now();
+        let request = SendRequest {
+            id: id.to_owned(),
+            message: payload.as_bytes().to_vec(),
+            timeout_ms: 0,
+            content_type: "application/json".into(),
+        };
+        let response = client
+            .send(request)
+            .await
+            .map_err(|e| format!("Send {call}: {e}"))?;
+        times.push(started.elapsed());
+        let response = response.into_inner().response;
+        if !is_echo(&response, payload) {
+            return Err(format!(
+                "Send {call}: not the echo: {}",
+                String::from_utf8_lossy(&response)
+            ));
+        }
+    }
+    Ok(times)
+}
+
+type Bare =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn bare_calls(ws: &mut Bare, payload: &str, n: usize) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::with_capacity(n);
+    let mut buffer = uuid::Uuid::encode_buffer();
+    for call in 0..n {
+        let started = Instant::now();
+        let id = uuid::Uuid::new_v4();
+        let id = id.hyphenated().encode_lower(&mut buffer);
+        let envelope = format!("{{\"id\":\"{id}\",\"payload\":{payload}}}");
+        ws.send(Message::Text(envelope.into()))
+            .await
+            .map_err(|e| format!("bare send {call}: {e}"))?;
+        let reply = loop {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => break text,
+                Some(Ok(_)) => continue,
+                other => return Err(format!("bare call {call}: the stream ended: {other:?}")),
+            }
+        };
+        times.push(started.elapsed());
+        if !is_echo(reply.as_bytes(), payload) || &reply.as_str()[7..43] != id {
+            return Err(format!("bare call {call}: not the echo: {reply}"));
+        }
+    }
+    Ok(times)
+}
+
+/// Figure 1: per run, both paths' [median, p90, p99, max] in µs.
+struct SendFigure {
+    grpc: Vec<[f64; 4]>,
+    bare: Vec<[f64; 4]>,
+}
+
+async fn send_figure(
+    settings: &Settings,
+    feed: &Feed,
+    problems: &mut Vec<String>,
+) -> Option<SendFigure> {
+    let wsm = WsmProcess::spawn(&settings.wsm_bin, &[]);
+    let mut client = wsm.client().await;
+    let connected = client
+        .connect(ConnectRequest {
+            url: feed.url(),
+            ..ConnectRequest::default()
+        })
+        .await;
+    let id = match connected {
+        Ok(response) => response.into_inner().id,
+        Err(e) => {
+            problems.push(format!("Connect for Send: {e}\n{}", wsm.log_tail()));
+            return None;
+        }
+    };
+    let (mut bare, _) = tokio_tungstenite::connect_async_with_config(feed.url(), None, true)
+        .await
+        .expect("bare client connects");
+    let payload = payload();
+    let mut figure = SendFigure {
+        grpc: Vec::new(),
+        bare: Vec::new(),
+    };
+    let warm = async {
+        grpc_calls(&mut client, &id, &payload, settings.warmup).await?;
+        bare_calls(&mut bare, &payload, settings.warmup).await
+    };
+    if let Err(e) = warm.await {
+        problems.push(format!("warm-up: {e}"));
+        return None;
+    }
+    for run in 0..settings.runs {
+        // Alternate the order, so a drift in the machine's speed does not favour one path.
+        let (grpc, bare_times) = if run % 2 == 0 {
+            let grpc = grpc_calls(&mut client, &id, &payload, settings.sends).await;
+            (grpc, bare_calls(&mut bare, &payload, settings.sends).await)
+        } else {
+            let bare_times = bare_calls(&mut bare, &payload, settings.sends).await;
+            (
+                grpc_calls(&mut client, &id, &payload, settings.sends).await,
+                bare_times,
+            )
+        };
+        let (grpc, bare_times) = match (grpc, bare_times) {
+            (Ok(g), Ok(b)) => (Latencies::new(g), Latencies::new(b)),
+            (g, b) => {
+                problems.extend(g.err());
+                problems.extend(b.err());
+                problems.push(wsm.log_tail());
+                return None;
+            }
+        };
+        let (g, b) = (grpc.summary(), bare_times.summary());
+        println!(
+            "send run {}: {} calls each; gRPC → wsm → feed median {:.1} µs (p90 {:.1}, p99 {:.1}, \
+             max {:.0}); bare client median {:.1} µs (p90 {:.1}, p99 {:.1}, max {:.0})",
+            run + 1,
+            settings.sends,
+            g[0],
+            g[1],
+            g[2],
+            g[3],
+            b[0],
+            b[1],
+            b[2],
+            b[3]
+        );
+        figure.grpc.push(g);
+        figure.bare.push(b);
+    }
+    let _ = bare.close(None).await;
+    Some(figure)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. Idle connections
+
+struct IdleFigure {
+    conns: usize,
+    established: Duration,
+    /// Connect latency: median and p99 in ms.
+    connect_ms: [f64; 2],
+    rss_before: u64,
+    rss_after: u64,
+    peak: u64,
+    connected: usize,
+    listed: usize,
+    feed_side: usize,
+    /// CPU the server used while holding the connections idle, how long that was, how many
+    /// record refreshes fell into it, and the RSS at its end.
+    idle_cpu: Duration,
+    idle_window: Duration,
+    refreshes: f64,
+    rss_idle: u64,
+}
+
+async fn idle_figure(
+    settings: &Settings,
+    feed: &Feed,
+    problems: &mut Vec<String>,
+) -> Option<IdleFigure> {
+    let ttl = REFRESH_EVERY.as_secs() * 3;
+    let wsm = WsmProcess::spawn(
+        &settings.wsm_bin,
+        &["--record-ttl-seconds", &ttl.to_string()],
+    );
+    let spawned = Instant::now();
+    let client = wsm.client().await;
+    // One call first, so the before figure includes a served gRPC connection.
+    if let Err(e) = client.clone().list(ListRequest::default()).await {
+        problems.push(format!("List before: {e}"));
+        return None;
+    }
+    let (rss_before, _) = wsm.memory();
+    let url = feed.url();
+    let started = Instant::now();
+    let calls = futures_util::stream::iter(0..settings.conns)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = ConnectRequest {
+                url: url.clone(),
+                tags: [(IDLE_TAG.0.to_owned(), IDLE_TAG.1.to_owned())].into(),
+                ..ConnectRequest::default()
+            };
+            async move {
+                let sent = Instant::now();
+                let result = client.connect(request).await;
+                (sent.elapsed(), result)
+            }
+        })
+        .buffer_unordered(settings.inflight)
+        .collect::<Vec<_>>();
+    let Ok(results) = tokio::time::timeout(HANG, calls).await else {
+        problems.push(format!("the Connect RPCs did not finish within {HANG:?}"));
+        return None;
+    };
+    let established = started.elapsed();
+    let (rss_after, _) = wsm.memory();
+    let mut latencies = Vec::with_capacity(results.len());
+    let mut failed = 0;
+    for (latency, result) in results {
+        latencies.push(latency);
+        if let Err(e) = result {
+            if failed == 0 {
+                problems.push(format!("Connect failed: {e}"));
+            }
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} of {} Connect calls failed; wsm's log ends:\n{}",
+            settings.conns,
+            wsm.log_tail()
+        ));
+    }
+    let latencies = Latencies::new(latencies);
+    let listed = client
+        .clone()
+        .list(ListRequest {
+            filters: vec![TagFilter {
+                key: IDLE_TAG.0.into(),
+                value: IDLE_TAG.1.into(),
+            }],
+        })
+        .await;
+    let (listed, connected) = match listed {
+        Ok(list) => {
+            let list = list.into_inner().connections;
+            let connected = list.iter().filter(|c| c.status == "connected").count();
+            (list.len(), connected)
+        }
+        Err(e) => {
+            problems.push(format!("List after: {e}"));
+            (0, 0)
+        }
+    };
+    if connected != settings.conns || listed != settings.conns {
+        problems.push(format!(
+            "List shows {listed} connections, {connected} of them connected; expected {} connected",
+            settings.conns
+        ));
+    }
+    // The feed registers a session as its handshake completes, which may trail the client's.
+    feed.handle
+        .wait_for_connections(settings.conns, Duration::from_secs(5))
+        .await;
+    let feed_side = feed.handle.connections();
+    if feed_side != settings.conns {
+        problems.push(format!(
+            "the feed server has {feed_side} connections open; expected {}",
+            settings.conns
+        ));
+    }
+    // Idle: what holding the connections costs, including the owner's record refreshes.
+    let cpu_before = wsm.cpu();
+    let idle_from = spawned.elapsed();
+    tokio::time::sleep(settings.idle_window).await;
+    let idle_cpu = wsm.cpu().saturating_sub(cpu_before);
+    let idle_to = spawned.elapsed();
+    // The refresher runs every REFRESH_EVERY from the server's start.
+    let refreshes = (idle_to.as_secs_f64() / REFRESH_EVERY.as_secs_f64()).floor()
+        - (idle_from.as_secs_f64() / REFRESH_EVERY.as_secs_f64()).floor();
+    let (rss_idle, peak) = wsm.memory();
+    drop(wsm);
+    Some(IdleFigure {
+        conns: settings.conns,
+        established,
+        connect_ms: [
+            latencies.quantile(0.5) / 1000.0,
+            latencies.quantile(0.99) / 1000.0,
+        ],
+        rss_before,
+        rss_after,
+        peak,
+        connected,
+        listed,
+        feed_side,
+        idle_cpu,
+        idle_window: idle_to - idle_from,
+        refreshes,
+        rss_idle,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// The median of each statistic over the runs.
+fn medians(runs: &[[f64; 4]]) -> [f64; 4] {
+    std::array::from_fn(|i| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    })
+}
+
+fn spread(runs: &[[f64; 4]]) -> (f64, f64) {
+    let medians = runs.iter().map(|r| r[0]);
+    (
+        medians.clone().fold(f64::INFINITY, f64::min),
+        medians.fold(0.0, f64::max),
+    )
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 20) as f64
+}
+
+fn main() {
+    let settings = Settings::from_env();
+    let fd_limit = raise_fd_limit();
+    let needed = settings.conns as u64 + 256;
+    println!(
+        "server: wsm at {}; open-file limit {fd_limit}{}{}",
+        settings.wsm_bin.display(),
+        if settings.idle && fd_limit < needed {
+            format!(" — too low for {} connections (needs about {needed}): raise the hard limit (scripts/bench_server.sh does)", settings.conns)
+        } else {
+            String::new()
+        },
+        if settings.smoke {
+            "; smoke run (debug build: the figures mean nothing)"
+        } else {
+            ""
+        }
+    );
+    let feed = Feed::start();
+    let runtime = Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("client runtime");
+    let mut problems = Vec::new();
+    let send = settings
+        .send
+        .then(|| runtime.block_on(send_figure(&settings, &feed, &mut problems)))
+        .flatten();
+    let idle = settings
+        .idle
+        .then(|| runtime.block_on(idle_figure(&settings, &feed, &mut problems)))
+        .flatten();
+    drop(runtime);
+    feed.stop();
+
+    let pass = |ok: bool| match (settings.smoke, ok) {
+        (true, _) => "",
+        (false, true) => " ✅",
+        (false, false) => " ❌",
+    };
+    println!();
+    println!("| figure | value | baseline | ratio | goal |");
+    println!("|---|---|---|---|---|");
+    if let Some(send) = &send {
+        let g = medians(&send.grpc);
+        let b = medians(&send.bare);
+        let (g_lo, g_hi) = spread(&send.grpc);
+        let (b_lo, b_hi) = spread(&send.bare);
+        println!(
+            "| `Send` round trip, gRPC → wsm → feed echo, sequential: median (p90, p99, max) µs; \
+             [fastest – slowest run's median] | {:.0} ({:.0}, {:.0}, {:.0}) [{g_lo:.0} – {g_hi:.0}] \
+             | bare tokio-tungstenite client, same echo: {:.0} ({:.0}, {:.0}, {:.0}) [{b_lo:.0} – {b_hi:.0}] \
+             | {:.2} × (median) | median ≤ {GOAL_SEND_MEDIAN_US} µs{} |",
+            g[0],
+            g[1],
+            g[2],
+            g[3],
+            b[0],
+            b[1],
+            b[2],
+            b[3],
+            g[0] / b[0],
+            pass(g[0] <= GOAL_SEND_MEDIAN_US),
+        );
+    }
+    if let Some(idle) = &idle {
+        let rate = idle.conns as f64 / idle.established.as_secs_f64();
+        println!(
+            "| {} idle connections: all `Connect` calls answered ({} in flight); Connect median \
+             (p99) | {:.2} s = {rate:.0}/s; {:.1} ms ({:.1} ms) | — | — | ≤ {} s{} |",
+            idle.conns,
+            settings.inflight,
+            idle.established.as_secs_f64(),
+            idle.connect_ms[0],
+            idle.connect_ms[1],
+            GOAL_ESTABLISH.as_secs(),
+            pass(idle.established <= GOAL_ESTABLISH),
+        );
+        let grown = idle.rss_after.saturating_sub(idle.rss_before);
+        println!(
+            "| wsm RSS before → after the last Connect (peak, to the end) | {:.1} MiB → {:.1} MiB ({:.1} MiB) | — | — | ≤ 1 GiB{} |",
+            mib(idle.rss_before),
+            mib(idle.rss_after),
+            mib(idle.peak),
+            pass(idle.peak <= GOAL_RSS),
+        );
+        println!(
+            "| RSS per connection ((after − before) ÷ {}) | {:.0} bytes ({:.1} KiB) | — | — | — |",
+            idle.conns,
+            grown as f64 / idle.conns as f64,
+            grown as f64 / idle.conns as f64 / 1024.0,
+        );
+        println!(
+            "| wsm CPU while holding them idle: {:.1} s, {} refresh(es) of every record (TTL {} s) \
+             | {:.2} s CPU = {:.1} % of one core; RSS then {:.1} MiB | — | — | — |",
+            idle.idle_window.as_secs_f64(),
+            idle.refreshes,
+            REFRESH_EVERY.as_secs() * 3,
+            idle.idle_cpu.as_secs_f64(),
+            100.0 * idle.idle_cpu.as_secs_f64() / idle.idle_window.as_secs_f64(),
+            mib(idle.rss_idle),
+        );
+        println!(
+            "| `List` at the end | {} listed, {} `connected`; feed side: {} open | — | — | all {}{} |",
+            idle.listed,
+            idle.connected,
+            idle.feed_side,
+            idle.conns,
+            pass(idle.connected == idle.conns && idle.listed == idle.conns),
+        );
+    }
+    println!();
+    if settings.send {
+        println!(
+            "figure 1: median of {} run(s) × {} calls per path, after {} warm-up calls",
+            settings.runs, settings.sends, settings.warmup
+        );
+    }
+    if settings.idle {
+        println!(
+            "figure 2: {} connections, {} Connect calls in flight, {:.0} s idle",
+            settings.conns,
+            settings.inflight,
+            settings.idle_window.as_secs_f64()
+        );
+    }
+    println!("command: scripts/bench_server.sh (cargo bench -p wsm --bench server)");
+    if !problems.is_empty() {
+        eprintln!("\nFAILURES — these figures do not count:");
+        for problem in &problems {
+            eprintln!("  {problem}");
+        }
+        std::process::exit(1);
+    }
+}
