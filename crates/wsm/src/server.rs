@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::server::TcpIncoming;
@@ -193,6 +194,12 @@ pub async fn start(
             stopped(stop_rx.clone()),
         );
     let router = crate::api::http::router(api, keys, max_request);
+    // As on the gRPC port: answers must not wait for the client's delayed ACK.
+    let http_listener = http_listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
+        }
+    });
     let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx));
     let grpc = tokio::spawn(async move {
         if let Err(e) = grpc.await {
