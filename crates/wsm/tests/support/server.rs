@@ -71,18 +71,14 @@ pub fn serve_args(extra: &[&str]) -> ServeArgs {
 
 /// `wsm serve` settings with the default (strict) network policy: loopback, free ports, then `extra`.
 pub fn strict_serve_args(extra: &[&str]) -> ServeArgs {
-    let base = [
-        "wsm",
-        "--bind",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-g",
-        "0",
-        "--instance-id",
-        "wsm-api-test",
-    ];
-    Cli::parse_from(base.iter().chain(extra).copied()).args
+    let base = ["wsm", "--bind", "127.0.0.1", "-s", "0", "-g", "0"];
+    // A fixed instance id unless the test names its own (several instances on one store).
+    let id: &[&str] = if extra.contains(&"--instance-id") {
+        &[]
+    } else {
+        &["--instance-id", "wsm-api-test"]
+    };
+    Cli::parse_from(base.iter().chain(id).chain(extra).copied()).args
 }
 
 /// A running server; shut down gracefully when dropped (its shutdown future resolves).
