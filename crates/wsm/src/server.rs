@@ -153,16 +153,14 @@ pub async fn start(
         .await;
     // Reflection describes every service served here, health included, so reflection-driven
     // clients (grpcurl, the API gateway) can call grpc.health.v1.Health/Check.
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| StartError::Config(format!("gRPC reflection: {e}")))?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()
-        .map_err(|e| StartError::Config(format!("gRPC reflection: {e}")))?;
+    let described = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| StartError::Config(format!("gRPC reflection: {e}"));
+    let reflection = described().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = described().build_v1alpha().map_err(reflection_error)?;
     let wsm = WebSocketManagerServer::new(api.clone())
         .max_decoding_message_size(max_request)
         .max_encoding_message_size(max_request);

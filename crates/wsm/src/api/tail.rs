@@ -85,7 +85,10 @@ async fn tail_memory(
             event = subscription.recv_event() => event,
         };
         let event = match event {
-            Ok(event) => published(&topic, &event),
+            Ok(event) => {
+                let json = subscription.json(&event);
+                published(&topic, &event, &json)
+            }
             Err(RecvError::Lagged(batches)) => {
                 let _ = tx
                     .send(Err(Status::data_loss(format!(
@@ -102,9 +105,8 @@ async fn tail_memory(
     }
 }
 
-fn published(topic: &str, event: &BusEvent) -> PublishedEvent {
-    let json = event.to_json();
-    let cloud_event = String::from_utf8_lossy(&json).into_owned();
+fn published(topic: &str, event: &BusEvent, json: &[u8]) -> PublishedEvent {
+    let cloud_event = String::from_utf8_lossy(json).into_owned();
     match event.frame() {
         Some((source, frame)) => PublishedEvent {
             topic: topic.to_owned(),

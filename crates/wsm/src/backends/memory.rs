@@ -296,13 +296,13 @@ impl Subscription {
     /// `SUBSCRIBER_PATIENCE` and lost `n` batches.
     pub async fn recv(&mut self) -> Result<Bytes, broadcast::error::RecvError> {
         let event = self.recv_event().await?;
-        Ok(self.json(event))
+        Ok(self.json(&event))
     }
 
     /// The next event if one is ready, as CloudEvent JSON.
     pub fn try_recv(&mut self) -> Result<Bytes, broadcast::error::TryRecvError> {
         let event = self.try_recv_event()?;
-        Ok(self.json(event))
+        Ok(self.json(&event))
     }
 
     /// The next event as it travels on the bus; frames are not encoded.
@@ -362,8 +362,10 @@ impl Subscription {
         })
     }
 
-    fn json(&mut self, event: BusEvent) -> Bytes {
-        let BusEvent::Frame { batch, index } = &event else {
+    /// An event's CloudEvent JSON, reusing the encoder of the last connection seen (what `recv` does),
+    /// for readers that need the event and its JSON both.
+    pub fn json(&mut self, event: &BusEvent) -> Bytes {
+        let BusEvent::Frame { batch, index } = event else {
             return event.to_json();
         };
         let Some(frame) = batch.frames.get(*index) else {
