@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::api::auth::ApiKeys;
+use crate::cluster::ClusterConfig;
 use crate::connection::{BackoffPolicy, ConnectionOptions};
 use crate::security::{parse_allowed_hosts, NetworkPolicy};
 use crate::service::ServiceConfig;
@@ -106,6 +107,20 @@ pub struct ServeArgs {
     /// On SIGTERM, how long queued frames may take to reach the bus, in ms.
     #[arg(long, env = "WSM_SHUTDOWN_FLUSH_MS", default_value_t = 10_000)]
     pub shutdown_flush_ms: u64,
+    /// Seconds between two heartbeats of this instance.
+    #[arg(long, env = "INSTANCE_HEARTBEAT_INTERVAL_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub heartbeat_interval_seconds: u64,
+    /// Seconds without a heartbeat after which peers take an instance's connections over (at
+    /// least twice the interval).
+    #[arg(long, env = "INSTANCE_STALE_THRESHOLD_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=86_400))]
+    pub stale_threshold_seconds: u64,
+    /// Host (name or IP) peers use to reach this instance's gRPC port (default: the bind
+    /// address, or HOSTNAME when binding all interfaces).
+    #[arg(long, env = "WSM_GRPC_HOST")]
+    pub grpc_host: Option<String>,
+    /// gRPC port peers use, when it differs from the one listened on (NAT, port mapping).
+    #[arg(long, env = "WSM_GRPC_ADVERTISE_PORT")]
+    pub grpc_advertise_port: Option<u16>,
 }
 
 impl ServeArgs {
@@ -148,6 +163,37 @@ impl ServeArgs {
             max_connections: self.max_connections,
             clear_all_on_start: self.clear_all_on_start,
             ..defaults
+        })
+    }
+
+    /// Heartbeat and failover settings; `grpc_addr` is the address the gRPC port listens on.
+    pub fn cluster_config(&self, grpc_addr: std::net::SocketAddr) -> Result<ClusterConfig, String> {
+        if self.stale_threshold_seconds < 2 * self.heartbeat_interval_seconds {
+            return Err(format!(
+                "--stale-threshold-seconds / INSTANCE_STALE_THRESHOLD_SECONDS ({}) must be at least twice --heartbeat-interval-seconds / INSTANCE_HEARTBEAT_INTERVAL_SECONDS ({}): one late heartbeat must not make peers take this instance's connections",
+                self.stale_threshold_seconds, self.heartbeat_interval_seconds
+            ));
+        }
+        let host = match self.grpc_host.as_deref().map(str::trim) {
+            Some(host) if !host.is_empty() => host.to_owned(),
+            _ if !grpc_addr.ip().is_unspecified() => grpc_addr.ip().to_string(),
+            _ => std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.trim().is_empty())
+                .unwrap_or_else(|| "127.0.0.1".to_owned()),
+        };
+        let port = self.grpc_advertise_port.unwrap_or(grpc_addr.port());
+        // An IPv6 literal needs brackets in host:port.
+        let advertised_address = if host.parse::<std::net::Ipv6Addr>().is_ok() {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        Ok(ClusterConfig {
+            heartbeat_interval: Duration::from_secs(self.heartbeat_interval_seconds),
+            stale_after: Duration::from_secs(self.stale_threshold_seconds),
+            advertised_address,
+            api_key: self.api_keys.first().cloned(),
         })
     }
 

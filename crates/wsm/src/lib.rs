@@ -10,11 +10,13 @@
 //! - [`publish`]: frames to the bus, batched, in order;
 //! - [`lifecycle`]: connection lifecycle events on `websocketmanager.lifecycle`;
 //! - [`security`]: the network policy (SSRF guard) every dial is checked against;
+//! - [`cluster`]: several instances: heartbeats, forwarding to owners, failover;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
 //! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
 
 pub mod api;
 pub mod backends;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;

@@ -46,19 +46,62 @@ pub struct PublishMetrics {
     pub published_bytes: AtomicU64,
     pub publish_errors: AtomicU64,
     pub dropped: AtomicU64,
+    /// Frames not published because another instance took the connection over meanwhile.
+    pub fenced: AtomicU64,
     /// Sum of bus-call durations in microseconds, and their count, for an average latency.
     pub publish_micros: AtomicU64,
     pub publish_calls: AtomicU64,
 }
 
+/// Asked before every bus call whether this instance may publish the connection's frames: with
+/// several instances, an owner that may have been declared dead (a pause, a cut to the store) must
+/// not publish until it knows it still owns the connection, and never once another instance took it.
+#[async_trait::async_trait]
+pub trait PublishFence: Send + Sync + 'static {
+    /// Waits until publishing is allowed; `false` when it never will be again (the batch is
+    /// discarded).
+    async fn admit(&self) -> bool;
+}
+
+/// Always admits: a single instance, or tests.
+struct Unfenced;
+
+#[async_trait::async_trait]
+impl PublishFence for Unfenced {
+    async fn admit(&self) -> bool {
+        true
+    }
+}
+
 /// Starts the publisher task of one connection; it ends when the connection drops its queue.
 pub fn spawn_publisher(
+    frames: FrameReceiver,
+    from: FrameSource,
+    bus: Arc<dyn Publisher>,
+    lifecycle: Arc<dyn LifecycleSink>,
+    metrics: Arc<PublishMetrics>,
+    options: PublishOptions,
+) -> JoinHandle<()> {
+    spawn_fenced_publisher(
+        frames,
+        from,
+        bus,
+        lifecycle,
+        metrics,
+        options,
+        Arc::new(Unfenced),
+    )
+}
+
+/// [`spawn_publisher`] that asks `fence` before every bus call.
+pub fn spawn_fenced_publisher(
     mut frames: FrameReceiver,
     from: FrameSource,
     bus: Arc<dyn Publisher>,
     lifecycle: Arc<dyn LifecycleSink>,
     metrics: Arc<PublishMetrics>,
     options: PublishOptions,
+    fence: Arc<dyn PublishFence>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let from = Arc::new(from);
@@ -106,6 +149,13 @@ pub fn spawn_publisher(
                 source: Arc::clone(&from),
                 frames: batch,
             });
+            if !fence.admit().await {
+                // Another instance owns the connection now and publishes it; these frames were
+                // read before that and are not ours to publish.
+                metrics.fenced.fetch_add(count, Ordering::Relaxed);
+                taken.clear();
+                continue;
+            }
             let sent = publish_with_retry(
                 &*bus,
                 &topic,

@@ -19,6 +19,7 @@ use crate::backends::dapr::{DaprConfig, DaprPublisher, DaprStateStore};
 use crate::backends::memory::{MemoryBus, MemoryStateStore};
 use crate::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore};
 use crate::backends::{Publisher, StateStore};
+use crate::cluster::Cluster;
 use crate::config::{Backend, ServeArgs};
 use crate::service::WebSocketService;
 
@@ -45,6 +46,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub grpc_addr: SocketAddr,
     pub service: WebSocketService,
+    pub cluster: Arc<Cluster>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -143,8 +145,13 @@ pub async fn start(
         .local_addr()
         .map_err(|e| StartError::Config(e.to_string()))?;
 
+    let cluster_config = args.cluster_config(grpc_addr).map_err(StartError::Config)?;
+    let cluster = Cluster::start(service.clone(), cluster_config)
+        .await
+        .map_err(|e| StartError::Backend(format!("joining the cluster failed: {e}")))?;
+
     let keys = args.api_keys();
-    let api = GrpcApi::new(service.clone(), tail);
+    let api = GrpcApi::new(service.clone(), tail, Some(Arc::clone(&cluster)));
     let max_request = args.max_request_bytes();
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -212,6 +219,7 @@ pub async fn start(
 
     let flush = args.shutdown_flush();
     let svc = service.clone();
+    let member = Arc::clone(&cluster);
     let done = tokio::spawn(async move {
         shutdown.await;
         tracing::info!(
@@ -222,6 +230,8 @@ pub async fn start(
             .await;
         let _ = stop_tx.send(true);
         svc.shutdown(flush).await;
+        // Heartbeats went on while the queues flushed; now peers may take over at once.
+        member.leave().await;
         for (name, task) in [("gRPC", grpc), ("HTTP", http)] {
             let abort = task.abort_handle();
             if tokio::time::timeout(DRAIN, task).await.is_err() {
@@ -237,6 +247,7 @@ pub async fn start(
         http_addr,
         grpc_addr,
         service,
+        cluster,
         done,
     })
 }

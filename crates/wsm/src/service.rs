@@ -3,7 +3,7 @@
 //! gRPC and HTTP layers translate to and from these calls.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::backends::{BackendError, Publisher, StateStore};
+use crate::cluster::{Lease, OwnershipFence};
 use crate::connection::{
     Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink,
     OutboundMessage, PublishQueue, QueueDepth, ReceiveStats, SendError, Status,
@@ -20,7 +21,7 @@ use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
 use crate::model::{ConnectionRecord, StoredMessage};
 use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, OwnedWriteError};
 
 /// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
 pub const MAX_TAGS: usize = 50;
@@ -84,6 +85,32 @@ struct Live {
     publisher: JoinHandle<()>,
     /// The depth of the connection's publish queue.
     queue: QueueDepth,
+    /// Set when another instance took the connection over: its frames and lifecycle events are no
+    /// longer this instance's to publish.
+    revoked: Arc<AtomicBool>,
+}
+
+/// The outcome of [`WebSocketService::take_over`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOver {
+    /// This instance owns it now, and its socket is (re)opening.
+    Claimed,
+    /// This instance held it already.
+    AlreadyOurs,
+    /// Another instance owns it (it won the claim, or the record had moved before).
+    Owner(String),
+    /// The record is gone.
+    Gone,
+}
+
+/// Counts of ownership changes, for the metrics.
+#[derive(Debug, Default)]
+pub struct OwnershipCounts {
+    /// Connections this instance took over from stale, stopped or unreachable instances.
+    pub taken_over: AtomicU64,
+    /// Connections another instance took from this one (noticed on waking, by a notice, or at a
+    /// record write).
+    pub lost: AtomicU64,
 }
 
 /// Counts of lifecycle events, for the metrics.
@@ -109,6 +136,8 @@ pub struct ServiceSnapshot {
     pub errors: u64,
     /// Lifecycle events dropped because the lifecycle publisher was behind.
     pub lifecycle_dropped: u64,
+    pub taken_over: u64,
+    pub ownership_lost: u64,
 }
 
 struct Inner {
@@ -120,6 +149,9 @@ struct Inner {
     metrics: Arc<PublishMetrics>,
     received: Arc<ReceiveStats>,
     events: Arc<LifecycleCounts>,
+    ownership: OwnershipCounts,
+    /// Fences publishing while this instance may have been declared dead (see `cluster::lease`).
+    lease: Arc<Lease>,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -147,7 +179,16 @@ impl WebSocketService {
         }
         let store = ConnectionStore::new(state, config.record_ttl);
         if config.clear_all_on_start {
-            let cleared = store.clear_all().await?;
+            // Every instance that ever listed itself, so no instance index keeps stale ids.
+            let mut instances: Vec<String> = store
+                .repository()
+                .index(crate::cluster::PEERS_KEY)
+                .await?
+                .0
+                .into_iter()
+                .collect();
+            instances.push(config.instance_id.clone());
+            let cleared = store.clear_all(&instances).await?;
             tracing::info!(
                 cleared,
                 "CLEAR_ALL_ON_START: removed every connection record"
@@ -173,6 +214,8 @@ impl WebSocketService {
             metrics: Arc::new(PublishMetrics::default()),
             received: Arc::default(),
             events,
+            ownership: OwnershipCounts::default(),
+            lease: Arc::new(Lease::unbounded()),
             refresher: Mutex::new(None),
         });
         tokio::spawn(write_statuses(Arc::downgrade(&inner), status_rx));
@@ -184,7 +227,11 @@ impl WebSocketService {
             loop {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
-                inner.store.refresh().await;
+                let refreshed = inner.store.refresh().await;
+                let service = WebSocketService { inner };
+                for (id, owner) in refreshed.lost {
+                    service.revoke(&id, owner).await;
+                }
             }
         });
         *lock(&inner.refresher) = Some(refresher);
@@ -201,6 +248,16 @@ impl WebSocketService {
 
     pub fn store(&self) -> &ConnectionStore {
         &self.inner.store
+    }
+
+    /// The lease fencing this instance's publishing; the cluster renews it with each heartbeat.
+    pub fn lease(&self) -> &Arc<Lease> {
+        &self.inner.lease
+    }
+
+    /// How long a handshake may take.
+    pub fn connect_timeout(&self) -> Duration {
+        self.inner.config.connection.connect_timeout
     }
 
     /// Whether the state store and the bus answer (for `/ready`): each one's error, if any.
@@ -236,6 +293,8 @@ impl WebSocketService {
             degraded: events.degraded.load(Ordering::Relaxed),
             errors: events.errors.load(Ordering::Relaxed),
             lifecycle_dropped: self.inner.lifecycle.dropped(),
+            taken_over: self.inner.ownership.taken_over.load(Ordering::Relaxed),
+            ownership_lost: self.inner.ownership.lost.load(Ordering::Relaxed),
         }
     }
 
@@ -275,6 +334,7 @@ impl WebSocketService {
             auto_reconnect: req.auto_reconnect,
             replay: Vec::new(),
             epoch: 0,
+            topic: None,
         };
         let live = self.open(spec, req.ping_interval).await?;
         let record = ConnectionRecord {
@@ -282,13 +342,26 @@ impl WebSocketService {
             epoch: live.connection.epoch(),
             ..record
         };
-        lock(&self.inner.live).insert(id.clone(), live);
+        // Persisted before the status writer can see the connection (it skips connections not in
+        // `live`): a status write racing ahead of the first one would find no record and take the
+        // connection for lost.
         if let Err(e) = self.inner.store.put(record.clone()).await {
             // No record, no connection: undo, so a failed Connect leaves nothing behind.
-            self.close_live(&id, 1000, "record could not be persisted")
-                .await;
             self.inner.store.forget_local(&id);
+            close(live, 1000, "record could not be persisted").await;
             return Err(e.into());
+        }
+        let connection = live.connection.clone();
+        lock(&self.inner.live).insert(id.clone(), live);
+        // A status change in between was skipped by the status writer: catch up.
+        let (status, epoch) = (connection.status(), connection.epoch());
+        if (status, epoch) != (record.status, record.epoch) {
+            let _ = self
+                .persist(&id, |r| {
+                    r.status = status;
+                    r.epoch = r.epoch.max(epoch);
+                })
+                .await;
         }
         tracing::info!(connection = %id, url = %crate::connection::loggable_url(&record.url), "connected");
         Ok(record)
@@ -300,17 +373,54 @@ impl WebSocketService {
         spec: ConnectionSpec,
         ping_interval: Option<Duration>,
     ) -> Result<Live, ServiceError> {
+        let pipe = self.pipe(&spec, ping_interval, "connect requested".into());
+        let lifecycle = Arc::clone(&pipe.lifecycle);
+        let connection = Connection::open(
+            spec,
+            pipe.options.clone(),
+            pipe.queue.clone(),
+            Arc::clone(&lifecycle),
+        )
+        .await
+        .map_err(|e| {
+            lifecycle.emit(LifecycleEvent {
+                kind: LifecycleKind::Error,
+                connection_id: Arc::clone(&pipe.from.connection_id),
+                url: Arc::clone(&pipe.from.url),
+                reason: e.to_string(),
+                attempt: 0,
+                epoch: 0,
+            });
+            match e {
+                // The caller asked for a target the network policy refuses: their request is
+                // at fault, and retrying will not help.
+                crate::connection::DialError::Refused(refusal) => {
+                    ServiceError::InvalidArgument(refusal.to_string())
+                }
+                other => ServiceError::Unavailable(other.to_string()),
+            }
+        })?;
+        Ok(self.start_publisher(connection, pipe))
+    }
+
+    /// What a socket needs before it opens: its publish queue, its lifecycle sink (muted once the
+    /// connection is taken over), and its options. Emits `connecting`.
+    fn pipe(&self, spec: &ConnectionSpec, ping_interval: Option<Duration>, reason: String) -> Pipe {
         let from = FrameSource {
             connection_id: spec.id.as_str().into(),
             url: spec.url.as_str().into(),
             source: self.inner.config.app_id.as_str().into(),
         };
-        let lifecycle: Arc<dyn LifecycleSink> = self.inner.lifecycle.clone();
+        let revoked = Arc::new(AtomicBool::new(false));
+        let lifecycle: Arc<dyn LifecycleSink> = Arc::new(OwnedLifecycle {
+            sink: self.inner.lifecycle.clone(),
+            revoked: Arc::clone(&revoked),
+        });
         lifecycle.emit(LifecycleEvent {
             kind: LifecycleKind::Connecting,
             connection_id: Arc::clone(&from.connection_id),
             url: Arc::clone(&from.url),
-            reason: "connect requested".into(),
+            reason,
             attempt: 0,
             epoch: spec.epoch,
         });
@@ -319,44 +429,245 @@ impl WebSocketService {
             self.inner.config.publish_queue_bytes,
         );
         queue.count_into(Arc::clone(&self.inner.received));
-        let depth = queue.depth();
         let mut options = self.inner.config.connection.clone();
         if let Some(interval) = ping_interval {
             options.ping_interval = interval;
         }
-        let connection = Connection::open(spec, options, queue, Arc::clone(&lifecycle))
-            .await
-            .map_err(|e| {
-                lifecycle.emit(LifecycleEvent {
-                    kind: LifecycleKind::Error,
-                    connection_id: Arc::clone(&from.connection_id),
-                    url: Arc::clone(&from.url),
-                    reason: e.to_string(),
-                    attempt: 0,
-                    epoch: 0,
-                });
-                match e {
-                    // The caller asked for a target the network policy refuses: their request is
-                    // at fault, and retrying will not help.
-                    crate::connection::DialError::Refused(refusal) => {
-                        ServiceError::InvalidArgument(refusal.to_string())
-                    }
-                    other => ServiceError::Unavailable(other.to_string()),
-                }
-            })?;
-        let publisher = publish::spawn_publisher(
-            frames,
+        Pipe {
             from,
-            Arc::clone(&self.inner.bus),
+            queue,
+            frames,
             lifecycle,
+            options,
+            revoked,
+        }
+    }
+
+    fn start_publisher(&self, connection: Connection, pipe: Pipe) -> Live {
+        let depth = pipe.queue.depth();
+        // The socket task holds the only queue sender: the publisher ends when the task does.
+        drop(pipe.queue);
+        let fence = Arc::new(OwnershipFence {
+            lease: Arc::clone(&self.inner.lease),
+            revoked: Arc::clone(&pipe.revoked),
+        });
+        let publisher = publish::spawn_fenced_publisher(
+            pipe.frames,
+            pipe.from,
+            Arc::clone(&self.inner.bus),
+            pipe.lifecycle,
             Arc::clone(&self.inner.metrics),
             self.inner.config.publish.clone(),
+            fence,
         );
-        Ok(Live {
+        Live {
             connection,
             publisher,
             queue: depth,
-        })
+            revoked: pipe.revoked,
+        }
+    }
+
+    /// Claims `id` from `from` by compare-and-set and reopens its socket in the background: the
+    /// winner of a failover (or the owner itself, after a restart, with `from` = this instance).
+    /// The socket publishes to the record's topic with the next epoch, after replaying `on_connect`
+    /// and the replay messages. With `wait`, returns once the handshake is done (or failed),
+    /// bounded by `wait`.
+    pub async fn take_over(
+        &self,
+        id: &str,
+        from: &str,
+        why: &str,
+        wait: Option<Duration>,
+    ) -> Result<TakeOver, ServiceError> {
+        let me = self.inner.config.instance_id.as_str();
+        if lock(&self.inner.live).contains_key(id) {
+            return Ok(TakeOver::AlreadyOurs);
+        }
+        let repository = self.inner.store.repository();
+        let Some((record, etag)) = repository.load(id).await? else {
+            return Ok(TakeOver::Gone);
+        };
+        if record.instance_id != from && record.instance_id != me {
+            return Ok(TakeOver::Owner(record.instance_id));
+        }
+        let max = self.inner.config.max_connections;
+        if max > 0 && lock(&self.inner.live).len() >= max {
+            return Err(ServiceError::ResourceExhausted(format!(
+                "this instance holds its maximum of {max} connections; connection {id} is left for another instance"
+            )));
+        }
+        let ended = record.status == Status::Disconnected;
+        let claimed = ConnectionRecord {
+            instance_id: me.to_owned(),
+            status: if ended {
+                Status::Disconnected
+            } else {
+                Status::Connecting
+            },
+            ..record
+        };
+        match repository.save_if(&claimed, &etag).await {
+            Ok(()) => {}
+            Err(BackendError::Conflict { .. }) => {
+                // Another instance won this one.
+                return Ok(match repository.load(id).await? {
+                    Some((now, _)) if now.instance_id != me => TakeOver::Owner(now.instance_id),
+                    Some(_) => TakeOver::AlreadyOurs,
+                    None => TakeOver::Gone,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.inner.store.hold(claimed.clone());
+        if from != me {
+            self.inner
+                .ownership
+                .taken_over
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        if ended {
+            tracing::info!(connection = %id, from, why, "took over an ended connection's record; its socket stays closed");
+            return Ok(TakeOver::Claimed);
+        }
+        tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch + 1, "took the connection over; reopening its socket");
+        let connection = self.resume(&claimed, from, why);
+        if let Some(wait) = wait {
+            let _ =
+                tokio::time::timeout(wait, connection.wait_for(|s| s != Status::Connecting)).await;
+        }
+        Ok(TakeOver::Claimed)
+    }
+
+    /// Reopens a claimed connection's socket in the background, wired like a new one.
+    fn resume(&self, record: &ConnectionRecord, from: &str, why: &str) -> Connection {
+        let decode = |messages: &[StoredMessage]| -> Vec<OutboundMessage> {
+            messages
+                .iter()
+                .filter_map(|m| {
+                    let decoded = m.to_outbound();
+                    if decoded.is_none() {
+                        tracing::warn!(connection = %record.id, "a stored message is not base64 and is not replayed");
+                    }
+                    decoded
+                })
+                .collect()
+        };
+        let spec = ConnectionSpec {
+            id: record.id.clone(),
+            url: record.url.clone(),
+            headers: record.headers.clone().into_iter().collect(),
+            subprotocols: record.subprotocols.clone(),
+            on_connect: decode(&record.on_connect),
+            auto_reconnect: record.auto_reconnect,
+            replay: decode(&record.replay),
+            epoch: record.epoch,
+            topic: record.topic.clone(),
+        };
+        let reason = if from == self.inner.config.instance_id {
+            why.to_owned()
+        } else {
+            format!("taken over from instance {from}: {why}")
+        };
+        let pipe = self.pipe(
+            &spec,
+            record.ping_interval_ms.map(Duration::from_millis),
+            reason,
+        );
+        let connection = Connection::resume(
+            spec,
+            pipe.options.clone(),
+            pipe.queue.clone(),
+            Arc::clone(&pipe.lifecycle),
+        );
+        let live = self.start_publisher(connection.clone(), pipe);
+        lock(&self.inner.live).insert(record.id.clone(), live);
+        connection
+    }
+
+    /// After this instance may have been declared dead (its lease lapsed): lets go of every
+    /// connection whose record names another owner now, or is gone. Returns how many.
+    pub async fn verify_ownership(&self) -> Result<usize, BackendError> {
+        let ids: Vec<String> = lock(&self.inner.live).keys().cloned().collect();
+        let mut lost = 0;
+        for chunk in ids.chunks(500) {
+            let owners = self.inner.store.repository().owners(chunk).await?;
+            for (id, owner) in chunk.iter().zip(owners) {
+                if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
+                    self.revoke(id, owner).await;
+                    lost += 1;
+                }
+            }
+        }
+        Ok(lost)
+    }
+
+    /// Lets go of those of `ids` (from this instance's revocation notice) it no longer owns.
+    pub async fn check_ownership(&self, ids: &[String]) {
+        let held: Vec<String> = {
+            let live = lock(&self.inner.live);
+            ids.iter()
+                .filter(|id| live.contains_key(*id))
+                .cloned()
+                .collect()
+        };
+        if held.is_empty() {
+            return;
+        }
+        match self.inner.store.repository().owners(&held).await {
+            Ok(owners) => {
+                for (id, owner) in held.iter().zip(owners) {
+                    if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
+                        self.revoke(id, owner).await;
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revocation notice not checked; retrying next time")
+            }
+        }
+    }
+
+    /// Another instance owns `id` now (or its record is gone): stop publishing it, discard what is
+    /// queued, close the socket, forget the record. Nothing is written: the record is not ours.
+    async fn revoke(&self, id: &str, owner: Option<String>) {
+        let live = lock(&self.inner.live).remove(id);
+        self.inner.store.forget_local(id);
+        let Some(live) = live else { return };
+        live.revoked.store(true, Ordering::Release);
+        self.inner.ownership.lost.fetch_add(1, Ordering::Relaxed);
+        match &owner {
+            Some(owner) => {
+                tracing::warn!(connection = %id, new_owner = %owner, "another instance took this connection over; closing this instance's socket and discarding its unpublished frames")
+            }
+            None => {
+                tracing::warn!(connection = %id, "this connection's record is gone from the shared store (disconnected through another instance, cleared, or expired); closing its socket")
+            }
+        }
+        close(live, 1001, "the connection moved to another instance").await;
+    }
+
+    /// Persists a change of a record this instance owns; when the record turns out to be another
+    /// instance's now, lets the connection go and answers as a non-owner would.
+    async fn persist(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut ConnectionRecord),
+    ) -> Result<(), ServiceError> {
+        match self.inner.store.update(id, change).await {
+            Ok(_) => Ok(()),
+            Err(OwnedWriteError::Backend(e)) => Err(e.into()),
+            Err(OwnedWriteError::Lost { owner }) => {
+                self.revoke(id, owner.clone()).await;
+                Err(match owner {
+                    Some(owner) => ServiceError::NotOwner {
+                        id: id.to_owned(),
+                        owner,
+                    },
+                    None => ServiceError::NotFound { id: id.to_owned() },
+                })
+            }
+        }
     }
 
     /// Every connection (all instances' records merged with this one's), filtered by tags (AND).
@@ -389,11 +700,7 @@ impl WebSocketService {
             .set_topic(Some(topic))
             .await
             .map_err(|_| ServiceError::not_connected())?;
-        self.inner
-            .store
-            .update(id, |r| r.topic = Some(topic.to_owned()))
-            .await?;
-        Ok(())
+        self.persist(id, |r| r.topic = Some(topic.to_owned())).await
     }
 
     pub async fn stop_publish(&self, id: &str) -> Result<(), ServiceError> {
@@ -402,8 +709,7 @@ impl WebSocketService {
             // A connection that ended has no publishing to stop; the record still changes.
             let _ = connection.set_topic(None).await;
         }
-        self.inner.store.update(id, |r| r.topic = None).await?;
-        Ok(())
+        self.persist(id, |r| r.topic = None).await
     }
 
     /// A correlated request: waits for the matching response (SPEC 5, "Send").
@@ -453,10 +759,7 @@ impl WebSocketService {
             .await
             .map_err(send_error)?;
         if let Some(stored) = stored {
-            self.inner
-                .store
-                .update(id, |r| r.replay.push(stored))
-                .await?;
+            self.persist(id, |r| r.replay.push(stored)).await?;
         }
         Ok(())
     }
@@ -465,11 +768,7 @@ impl WebSocketService {
         let mut record = self.owned(id).await?;
         record.tags.insert(key.to_owned(), value.to_owned());
         validate_tags(&record.tags)?;
-        self.inner
-            .store
-            .update(id, |r| r.tags = record.tags)
-            .await?;
-        Ok(())
+        self.persist(id, |r| r.tags = record.tags).await
     }
 
     pub async fn get_tag(&self, id: &str, key: &str) -> Result<String, ServiceError> {
@@ -484,8 +783,7 @@ impl WebSocketService {
     ) -> Result<(), ServiceError> {
         self.owned(id).await?;
         validate_tags(&tags)?;
-        self.inner.store.update(id, |r| r.tags = tags).await?;
-        Ok(())
+        self.persist(id, |r| r.tags = tags).await
     }
 
     pub async fn get_tags(&self, id: &str) -> Result<BTreeMap<String, String>, ServiceError> {
@@ -547,11 +845,16 @@ impl WebSocketService {
     async fn close_live(&self, id: &str, code: u16, reason: &'static str) {
         let live = lock(&self.inner.live).remove(id);
         if let Some(live) = live {
-            live.connection.close(code, reason).await;
-            // The publisher ends once the socket task drops its queue; let it flush briefly.
-            let _ = tokio::time::timeout(Duration::from_secs(5), live.publisher).await;
+            close(live, code, reason).await;
         }
     }
+}
+
+/// Closes the socket; the publisher ends once the socket task drops its queue: let it flush
+/// briefly.
+async fn close(live: Live, code: u16, reason: &'static str) {
+    live.connection.close(code, reason).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), live.publisher).await;
 }
 
 fn send_error(e: SendError) -> ServiceError {
@@ -617,6 +920,31 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The pieces of a connection before its socket opens.
+struct Pipe {
+    from: FrameSource,
+    queue: PublishQueue,
+    frames: crate::connection::FrameReceiver,
+    lifecycle: Arc<dyn LifecycleSink>,
+    options: crate::connection::ConnectionOptions,
+    revoked: Arc<AtomicBool>,
+}
+
+/// One connection's lifecycle events, silenced once another instance took it over (that instance
+/// reports the connection from then on).
+struct OwnedLifecycle {
+    sink: Arc<BusLifecycle>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl LifecycleSink for OwnedLifecycle {
+    fn emit(&self, event: LifecycleEvent) {
+        if !self.revoked.load(Ordering::Acquire) {
+            self.sink.emit(event);
+        }
+    }
+}
+
 /// Counts lifecycle events and forwards status-changing ones to the status writer (never blocks the
 /// socket task).
 struct StatusObserver {
@@ -658,15 +986,19 @@ async fn write_statuses(inner: std::sync::Weak<Inner>, mut events: mpsc::Receive
             LifecycleKind::Reconnecting => Status::Reconnecting,
             _ => Status::Disconnected,
         };
-        let result = inner
-            .store
-            .update(&event.connection_id, |r| {
+        let service = WebSocketService { inner };
+        let result = service
+            .persist(&event.connection_id, |r| {
                 r.status = status;
                 r.epoch = r.epoch.max(event.epoch);
             })
             .await;
-        if let Err(e) = result {
-            tracing::warn!(connection = %event.connection_id, error = %e, "status not persisted; the next refresh retries");
+        match result {
+            Ok(()) => {}
+            Err(ServiceError::NotOwner { .. } | ServiceError::NotFound { .. }) => {}
+            Err(e) => {
+                tracing::warn!(connection = %event.connection_id, error = %e, "status not persisted; the next refresh retries")
+            }
         }
     }
 }

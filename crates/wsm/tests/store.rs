@@ -39,7 +39,7 @@ async fn the_owner_refreshes_record_ttls_and_unrefreshed_records_expire() {
     store.put(record("1", "a")).await.unwrap();
     for _ in 0..5 {
         tokio::time::advance(Duration::from_secs(20)).await;
-        assert_eq!(store.refresh().await, 0);
+        assert_eq!(store.refresh().await.failed, 0);
     }
     // 100 s after the write, refreshed every 20 s: still there for every instance.
     let other = ConnectionStore::new(Arc::new(state.clone()), Duration::from_secs(30));
@@ -121,9 +121,52 @@ async fn list_merges_shared_and_local_records_by_id_and_the_shared_copy_wins() {
         "the shared copy wins"
     );
     assert_eq!(listed[1].status, Status::Connected);
-    // The next refresh persists the local-only record.
-    assert_eq!(store.refresh().await, 0);
-    assert_eq!(store.repository().load_all().await.unwrap().len(), 2);
+    // A refresh does not bring back a record the shared store lacks (it was disconnected through
+    // another instance, cleared, or it expired): it reports it lost, for the service to let go.
+    let refreshed = store.refresh().await;
+    assert_eq!(refreshed.failed, 0);
+    assert_eq!(refreshed.lost, vec![("2".to_string(), None)]);
+    assert_eq!(store.repository().load_all().await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_owner_never_overwrites_a_record_another_instance_claimed() {
+    let state: Arc<dyn StateStore> = Arc::new(MemoryStateStore::new());
+    let owner = ConnectionStore::new(Arc::clone(&state), Duration::from_secs(300));
+    let claimer = ConnectionStore::new(Arc::clone(&state), Duration::from_secs(300));
+    owner.put(record("1", "a")).await.unwrap();
+    let (stored, etag) = claimer.repository().load("1").await.unwrap().unwrap();
+    let claimed = ConnectionRecord {
+        instance_id: "b".into(),
+        ..stored
+    };
+    claimer.repository().save_if(&claimed, &etag).await.unwrap();
+    // A second claim from the same version loses: exactly one winner.
+    let rival = ConnectionRecord {
+        instance_id: "c".into(),
+        ..claimed.clone()
+    };
+    assert!(matches!(
+        claimer.repository().save_if(&rival, &etag).await,
+        Err(BackendError::Conflict { .. })
+    ));
+
+    // The old owner (paused meanwhile) changes its copy: the write is refused, naming the new owner.
+    let err = owner
+        .update("1", |r| r.status = Status::Reconnecting)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, wsm::store::OwnedWriteError::Lost { owner: Some(o) } if o == "b"),
+        "{err}"
+    );
+    let refreshed = owner.refresh().await;
+    assert_eq!(
+        refreshed.lost,
+        vec![("1".to_string(), Some("b".to_string()))]
+    );
+    let (now, _) = claimer.repository().load("1").await.unwrap().unwrap();
+    assert_eq!(now, claimed, "the claim stands");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,11 +319,11 @@ async fn refresh_updates_each_index_once_and_restores_lost_entries() {
         .await
         .unwrap();
     state.writes.store(0, Ordering::SeqCst);
-    assert_eq!(store.refresh().await, 0);
+    assert_eq!(store.refresh().await.failed, 0);
     assert_eq!(state.writes.load(Ordering::SeqCst), 1);
     assert_eq!(store.repository().load_all().await.unwrap().len(), 50);
     // Nothing to add: no index write at all.
-    assert_eq!(store.refresh().await, 0);
+    assert_eq!(store.refresh().await.failed, 0);
     assert_eq!(state.writes.load(Ordering::SeqCst), 1);
 }
 
@@ -290,7 +333,15 @@ async fn clear_all_removes_records_and_the_index() {
     let store = ConnectionStore::new(Arc::new(state.clone()), Duration::from_secs(300));
     store.put(record("1", "a")).await.unwrap();
     store.put(record("2", "b")).await.unwrap();
-    assert_eq!(store.clear_all().await.unwrap(), 2);
+    assert_eq!(store.clear_all(&[]).await.unwrap(), 2);
+    assert_eq!(
+        state
+            .get("websocketmanager.instance.index.a")
+            .await
+            .unwrap(),
+        None,
+        "the owners' indexes go too"
+    );
     assert!(store.list().await.unwrap().is_empty());
     assert_eq!(
         state.get("websocketmanager.connection.1").await.unwrap(),

@@ -1,10 +1,14 @@
 //! `virtufin.WebSocketManager` over tonic. Each RPC converts its message, calls the service, and
-//! counts the outcome; `Subscribe` streams a topic from [`TopicTail`].
+//! counts the outcome; `Subscribe` streams a topic from [`TopicTail`]. A connection-specific call
+//! that reaches an instance not owning the connection is forwarded to the owner once (see
+//! [`GrpcApi::on_owner`]), or the connection is claimed when the owner is stale or unreachable.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
@@ -14,8 +18,12 @@ use super::convert;
 use super::proto::{self, web_socket_manager_server::WebSocketManager};
 use super::status::code_name;
 use super::tail::TopicTail;
+use crate::cluster::{self, Cluster, PeerClient, Route};
 use crate::error::ServiceError;
-use crate::service::WebSocketService;
+use crate::service::{TakeOver, WebSocketService};
+
+/// How long a forwarded call may take, unless it says (Send: its own timeout plus this).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// What the API layer counts, for `/metrics`.
 #[derive(Debug, Default)]
@@ -51,15 +59,146 @@ pub struct GrpcApi {
     service: WebSocketService,
     tail: TopicTail,
     metrics: Arc<ApiMetrics>,
+    /// Forwarding and claims; `None` for a lone instance without heartbeats (calls on another
+    /// instance's connection are then FAILED_PRECONDITION naming the owner).
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl GrpcApi {
-    pub fn new(service: WebSocketService, tail: TopicTail) -> Self {
+    pub fn new(service: WebSocketService, tail: TopicTail, cluster: Option<Arc<Cluster>>) -> Self {
         GrpcApi {
             service,
             tail,
             metrics: Arc::new(ApiMetrics::default()),
+            cluster,
         }
+    }
+
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.as_ref()
+    }
+
+    /// Serves a connection-specific call where the connection lives. `local` runs it here; if
+    /// another instance owns the connection, the call goes to that owner through `remote` (once:
+    /// a call that was itself forwarded is answered here, as FAILED_PRECONDITION naming the
+    /// owner). If the owner is stale, stopped or unreachable, this instance claims the connection
+    /// and serves the call itself.
+    async fn on_owner<Req, Resp, L, LF, R, RF>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        id: impl Fn(&Req) -> &str,
+        timeout: Duration,
+        local: L,
+        remote: R,
+    ) -> RpcResult<Resp>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Resp, ServiceError>>,
+        R: Fn(PeerClient, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded_by = cluster::forwarded_by(request.metadata());
+        let req = request.into_inner();
+        let owner = match local(req.clone()).await {
+            Err(ServiceError::NotOwner { owner, .. }) => owner,
+            other => return self.answer(method, other),
+        };
+        self.metrics
+            .ownership_misses
+            .fetch_add(1, Ordering::Relaxed);
+        let id = id(&req).to_owned();
+        let not_owner = || ServiceError::NotOwner {
+            id: id.clone(),
+            owner: owner.clone(),
+        };
+        let Some(cluster) = &self.cluster else {
+            return self.refuse(method, not_owner());
+        };
+        if let Some(from) = forwarded_by {
+            // One hop only: the forwarder believed this instance the owner; the records moved.
+            tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again");
+            return self.refuse(method, not_owner());
+        }
+        let why = match cluster.route(&owner).await {
+            Route::Forward(address) => {
+                let client = match cluster.forwarder().client(&address).await {
+                    Ok(client) => client,
+                    Err(e) => {
+                        tracing::warn!(connection = %id, %owner, %address, error = %e, "the owner is unreachable; claiming its connection");
+                        return self
+                            .claim_and_serve(
+                                method,
+                                cluster,
+                                &id,
+                                &owner,
+                                format!("unreachable at {address}: {e}"),
+                                local(req),
+                            )
+                            .await;
+                    }
+                };
+                let forwarded =
+                    remote(client, cluster.forwarder().request(req.clone(), timeout)).await;
+                match forwarded {
+                    Ok(response) => {
+                        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.count(method, Code::Ok);
+                        return Ok(response);
+                    }
+                    Err(status) if cluster::is_unreachable(&status) => {
+                        cluster.forwarder().forget(&address);
+                        tracing::warn!(connection = %id, %owner, %address, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
+                        format!("unreachable at {address}: {}", status.message())
+                    }
+                    Err(status) => {
+                        // The owner's own answer (or our deadline): passed on as it is.
+                        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.count(method, status.code());
+                        return Err(status);
+                    }
+                }
+            }
+            Route::Claim(why) => why,
+        };
+        self.claim_and_serve(method, cluster, &id, &owner, why, async {
+            local(req).await
+        })
+        .await
+    }
+
+    /// Claims `id` from `owner` and then serves the call here with `serve`.
+    async fn claim_and_serve<Resp>(
+        &self,
+        method: &'static str,
+        cluster: &Cluster,
+        id: &str,
+        owner: &str,
+        why: String,
+        serve: impl Future<Output = Result<Resp, ServiceError>>,
+    ) -> RpcResult<Resp> {
+        match cluster.claim_for_call(id, owner, &why).await {
+            Ok(TakeOver::Claimed | TakeOver::AlreadyOurs) => self.answer(method, serve.await),
+            Ok(TakeOver::Owner(now)) => self.refuse(
+                method,
+                ServiceError::NotOwner {
+                    id: id.to_owned(),
+                    owner: now,
+                },
+            ),
+            Ok(TakeOver::Gone) => {
+                self.answer(method, Err(ServiceError::NotFound { id: id.to_owned() }))
+            }
+            Err(e) => self.answer(method, Err(e)),
+        }
+    }
+
+    /// Answers a miss that was already counted.
+    fn refuse<T>(&self, method: &'static str, e: ServiceError) -> RpcResult<T> {
+        let status = Status::from(e);
+        self.metrics.count(method, status.code());
+        Err(status)
     }
 
     pub fn service(&self) -> &WebSocketService {
@@ -129,76 +268,120 @@ impl WebSocketManager for GrpcApi {
         &self,
         request: Request<proto::DisconnectRequest>,
     ) -> RpcResult<proto::DisconnectResponse> {
-        let req = request.into_inner();
-        let result = self.service.disconnect(&req.id).await;
-        self.answer("Disconnect", result.map(|()| proto::DisconnectResponse {}))
+        self.on_owner(
+            "Disconnect",
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service.disconnect(&r.id).await?;
+                Ok(proto::DisconnectResponse {})
+            },
+            |mut c, r| async move { c.disconnect(r).await },
+        )
+        .await
     }
 
     async fn start_publish(
         &self,
         request: Request<proto::StartPublishRequest>,
     ) -> RpcResult<proto::StartPublishResponse> {
-        let req = request.into_inner();
-        let result = self.service.start_publish(&req.id, &req.topic).await;
-        self.answer(
+        self.on_owner(
             "StartPublish",
-            result.map(|()| proto::StartPublishResponse {}),
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service.start_publish(&r.id, &r.topic).await?;
+                Ok(proto::StartPublishResponse {})
+            },
+            |mut c, r| async move { c.start_publish(r).await },
         )
+        .await
     }
 
     async fn stop_publish(
         &self,
         request: Request<proto::StopPublishRequest>,
     ) -> RpcResult<proto::StopPublishResponse> {
-        let req = request.into_inner();
-        let result = self.service.stop_publish(&req.id).await;
-        self.answer(
+        self.on_owner(
             "StopPublish",
-            result.map(|()| proto::StopPublishResponse {}),
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service.stop_publish(&r.id).await?;
+                Ok(proto::StopPublishResponse {})
+            },
+            |mut c, r| async move { c.stop_publish(r).await },
         )
+        .await
     }
 
     async fn send(&self, request: Request<proto::SendRequest>) -> RpcResult<proto::SendResponse> {
-        let req = request.into_inner();
-        let result = self
-            .service
-            .send(
-                &req.id,
-                req.message.into(),
-                &req.content_type,
-                req.timeout_ms,
-            )
-            .await
-            .map(|response| proto::SendResponse {
-                response: response.to_vec(),
-            });
-        self.answer("Send", result)
+        // The owner applies the call's own timeout; the forward waits a little longer for it.
+        let own = u64::try_from(request.get_ref().timeout_ms).unwrap_or(0);
+        let timeout = Duration::from_millis(own).max(Duration::from_secs(5)) + FORWARD_TIMEOUT;
+        self.on_owner(
+            "Send",
+            request,
+            |r| &r.id,
+            timeout,
+            |r| async move {
+                let response = self
+                    .service
+                    .send(&r.id, r.message.into(), &r.content_type, r.timeout_ms)
+                    .await?;
+                Ok(proto::SendResponse {
+                    response: response.to_vec(),
+                })
+            },
+            |mut c, r| async move { c.send(r).await },
+        )
+        .await
     }
 
     async fn send_raw(
         &self,
         request: Request<proto::SendRawRequest>,
     ) -> RpcResult<proto::SendRawResponse> {
-        let req = request.into_inner();
-        let result = self
-            .service
-            .send_raw(
-                &req.id,
-                req.message.into(),
-                &req.content_type,
-                req.replay_on_reconnect,
-            )
-            .await;
-        self.answer("SendRaw", result.map(|()| proto::SendRawResponse {}))
+        self.on_owner(
+            "SendRaw",
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service
+                    .send_raw(
+                        &r.id,
+                        r.message.into(),
+                        &r.content_type,
+                        r.replay_on_reconnect,
+                    )
+                    .await?;
+                Ok(proto::SendRawResponse {})
+            },
+            |mut c, r| async move { c.send_raw(r).await },
+        )
+        .await
     }
 
     async fn set_tag(
         &self,
         request: Request<proto::SetTagRequest>,
     ) -> RpcResult<proto::SetTagResponse> {
-        let req = request.into_inner();
-        let result = self.service.set_tag(&req.id, &req.key, &req.value).await;
-        self.answer("SetTag", result.map(|()| proto::SetTagResponse {}))
+        self.on_owner(
+            "SetTag",
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service.set_tag(&r.id, &r.key, &r.value).await?;
+                Ok(proto::SetTagResponse {})
+            },
+            |mut c, r| async move { c.set_tag(r).await },
+        )
+        .await
     }
 
     async fn get_tag(
@@ -217,12 +400,20 @@ impl WebSocketManager for GrpcApi {
         &self,
         request: Request<proto::SetTagsRequest>,
     ) -> RpcResult<proto::SetTagsResponse> {
-        let req = request.into_inner();
-        let result = self
-            .service
-            .set_tags(&req.id, req.tags.into_iter().collect())
-            .await;
-        self.answer("SetTags", result.map(|()| proto::SetTagsResponse {}))
+        self.on_owner(
+            "SetTags",
+            request,
+            |r| &r.id,
+            FORWARD_TIMEOUT,
+            |r| async move {
+                self.service
+                    .set_tags(&r.id, r.tags.into_iter().collect())
+                    .await?;
+                Ok(proto::SetTagsResponse {})
+            },
+            |mut c, r| async move { c.set_tags(r).await },
+        )
+        .await
     }
 
     async fn get_tags(

@@ -88,7 +88,12 @@ async fn ready(State(http): State<Http>) -> Response {
 
 async fn metrics(State(http): State<Http>) -> Response {
     let service = http.api.service();
-    let text = super::metrics::render(&service.snapshot(), service.metrics(), http.api.metrics());
+    let text = super::metrics::render(
+        &service.snapshot(),
+        service.metrics(),
+        http.api.metrics(),
+        http.api.cluster().map(|c| &**c),
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -5,15 +5,21 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use super::grpc::ApiMetrics;
+use crate::cluster::Cluster;
 use crate::publish::PublishMetrics;
 use crate::service::ServiceSnapshot;
 
 /// Renders every metric, with HELP and TYPE lines.
-pub fn render(service: &ServiceSnapshot, publish: &PublishMetrics, api: &ApiMetrics) -> String {
+pub fn render(
+    service: &ServiceSnapshot,
+    publish: &PublishMetrics,
+    api: &ApiMetrics,
+    cluster: Option<&Cluster>,
+) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     // (name, type, help, value) of every unlabelled metric, in exposition order.
     #[rustfmt::skip]
-    let singles: [(&str, &str, &str, u64); 14] = [
+    let singles: [(&str, &str, &str, u64); 19] = [
         ("wsm_frames_received_total", "counter", "Data frames received from upstreams.", service.received_frames),
         ("wsm_bytes_received_total", "counter", "Payload bytes of the frames received from upstreams.", service.received_bytes),
         ("wsm_frames_published_total", "counter", "Frames published to pub/sub.", load(&publish.published)),
@@ -28,6 +34,11 @@ pub fn render(service: &ServiceSnapshot, publish: &PublishMetrics, api: &ApiMetr
         ("wsm_forwarded_total", "counter", "Calls forwarded to the instance owning the connection.", load(&api.forwarded)),
         ("wsm_ownership_misses_total", "counter", "Connection-specific calls that reached an instance not owning the connection.", load(&api.ownership_misses)),
         ("wsm_subscribers", "gauge", "Open Subscribe streams.", load(&api.subscribers)),
+        ("wsm_peers", "gauge", "Instances heartbeating now, as this one sees them (itself included).", cluster.map_or(1, |c| c.live_peers() as u64)),
+        ("wsm_takeovers_total", "counter", "Connections this instance took over from stale, stopped or unreachable instances.", service.taken_over),
+        ("wsm_ownership_lost_total", "counter", "Connections another instance took from this one.", service.ownership_lost),
+        ("wsm_frames_fenced_total", "counter", "Frames not published because another instance took their connection over first.", load(&publish.fenced)),
+        ("wsm_heartbeat_failures_total", "counter", "Heartbeats that could not be written.", cluster.map_or(0, |c| load(&c.metrics().heartbeat_failures))),
     ];
     let mut out = String::with_capacity(4096);
     let mut m = Writer(&mut out);

@@ -113,6 +113,9 @@ pub struct ConnectionSpec {
     pub replay: Vec<OutboundMessage>,
     /// The epoch before this connection's first connect: the first connect publishes `epoch + 1`.
     pub epoch: u64,
+    /// The topic to publish to from the first frame on (a connection taken over keeps publishing
+    /// where its previous owner did); `None` until `set_topic`.
+    pub topic: Option<String>,
 }
 
 /// Connection status, as listed and persisted.
@@ -501,13 +504,46 @@ impl Connection {
             },
             Arc::clone(&correlator),
         );
-        tokio::spawn(task.run(socket));
+        tokio::spawn(task.run(Some(socket)));
         Ok(Connection {
             id,
             commands: commands_tx,
             correlator,
             state: state_rx,
         })
+    }
+
+    /// Starts a connection whose socket is dialed in the background: one taken over from a stale
+    /// instance, which must not hold up the takeover of the others. Status starts `connecting`; a
+    /// failed first dial reconnects with backoff (or ends, without `auto_reconnect`).
+    pub fn resume(
+        spec: ConnectionSpec,
+        options: ConnectionOptions,
+        frames: PublishQueue,
+        lifecycle: Arc<dyn LifecycleSink>,
+    ) -> Connection {
+        let (commands_tx, commands_rx) = mpsc::channel(options.command_queue.max(1));
+        let correlator = Arc::new(Correlator::default());
+        let (state_tx, state_rx) = watch::channel((Status::Connecting, spec.epoch + 1));
+        let id: Arc<str> = spec.id.as_str().into();
+        let task = task::SocketTask::new(
+            spec,
+            options,
+            task::Channels {
+                commands: commands_rx,
+                frames,
+                lifecycle,
+                state: state_tx,
+            },
+            Arc::clone(&correlator),
+        );
+        tokio::spawn(task.run(None));
+        Connection {
+            id,
+            commands: commands_tx,
+            correlator,
+            state: state_rx,
+        }
     }
 
     pub fn id(&self) -> &str {

@@ -88,6 +88,7 @@ impl SocketTask {
         correlator: Arc<Correlator>,
     ) -> Self {
         let replay = std::mem::take(&mut spec.replay);
+        let topic = spec.topic.as_deref().map(Arc::from);
         SocketTask {
             id: spec.id.as_str().into(),
             url: spec.url.as_str().into(),
@@ -96,7 +97,7 @@ impl SocketTask {
             options,
             ch,
             correlator,
-            topic: None,
+            topic,
             pending: Vec::new(),
             pending_topic: None,
             pending_cost: 0,
@@ -109,8 +110,16 @@ impl SocketTask {
         }
     }
 
-    pub async fn run(mut self, socket: Socket) {
-        let mut socket = socket;
+    /// Serves `socket`, or with `None` (a connection taken over from another instance) dials at
+    /// once first: a failed first dial is a drop like any other.
+    pub async fn run(mut self, socket: Option<Socket>) {
+        let mut socket = match socket {
+            Some(socket) => socket,
+            None => match self.first_dial().await {
+                Some(socket) => socket,
+                None => return,
+            },
+        };
         let mut attempt = 0;
         loop {
             let end = match self.greet(&mut socket).await {
@@ -148,6 +157,38 @@ impl SocketTask {
                     self.finish(&reason);
                     return;
                 }
+            }
+        }
+    }
+
+    /// The immediate dial of a taken-over connection; on failure, reconnects as after a drop (or
+    /// ends, without `auto_reconnect`). `None` when it ended.
+    async fn first_dial(&mut self) -> Option<Socket> {
+        let spec = self.spec.clone();
+        let options = self.options.clone();
+        let dial = async move { dial::dial(&spec, &options).await };
+        let reason = match self.while_down(dial).await {
+            None => {
+                self.finish("closed on request while connecting");
+                return None;
+            }
+            Some(Ok(socket)) => return Some(socket),
+            Some(Err(e)) => e.to_string(),
+        };
+        if !self.spec.auto_reconnect {
+            self.finish(&format!("{reason}; auto_reconnect is off"));
+            return None;
+        }
+        tracing::warn!(connection = %self.id, url = %super::loggable_url(&self.url), %reason, "taken-over connection did not open; reconnecting");
+        match self.reconnect(reason).await {
+            Ok((socket, _)) => Some(socket),
+            Err(None) => {
+                self.finish("closed on request while reconnecting");
+                None
+            }
+            Err(Some(reason)) => {
+                self.finish(&reason);
+                None
             }
         }
     }

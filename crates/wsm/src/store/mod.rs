@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 pub use repository::{
-    Repository, CONNECTION_INDEX_KEY, CONNECTION_KEY_PREFIX, INSTANCE_INDEX_PREFIX,
+    instance_index_key, record_key, revoked_key, OwnedWriteError, Repository, CONNECTION_INDEX_KEY,
+    CONNECTION_KEY_PREFIX, INSTANCE_INDEX_PREFIX, REVOKED_PREFIX,
 };
 
 use crate::backends::{BackendError, StateStore};
@@ -16,6 +17,15 @@ use crate::model::ConnectionRecord;
 
 /// Records TTL: at least 30 s and at most 3600 s (SPEC 5, "State").
 pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 30..=3600;
+
+/// What a TTL refresh did.
+#[derive(Debug, Default)]
+pub struct Refreshed {
+    /// Records whose write failed; the next round retries them.
+    pub failed: usize,
+    /// Records another instance owns now, or that are gone: `(id, new owner)`.
+    pub lost: Vec<(String, Option<String>)>,
+}
 
 pub struct ConnectionStore {
     local: Mutex<HashMap<String, ConnectionRecord>>,
@@ -57,15 +67,16 @@ impl ConnectionStore {
         self.repository.save(&record).await
     }
 
-    /// Changes the local copy with `change` and persists the record; `None` if not held here. The
-    /// indexes already list it (`put` added it; `refresh` restores lost entries), so they are not
-    /// read again: every status change read both whole indexes, which with 10,000 connections kept
-    /// a core busy long after they were established.
+    /// Changes the local copy with `change` and persists the record while this instance still
+    /// owns it; `None` if not held here. `Lost` means another instance took it (or it is gone);
+    /// the caller lets it go. The indexes already list it (`put` added it; `refresh` restores lost
+    /// entries), so they are not read again: every status change read both whole indexes, which
+    /// with 10,000 connections kept a core busy long after they were established.
     pub async fn update(
         &self,
         id: &str,
         change: impl FnOnce(&mut ConnectionRecord),
-    ) -> Result<Option<ConnectionRecord>, BackendError> {
+    ) -> Result<Option<ConnectionRecord>, OwnedWriteError> {
         let record = {
             let mut local = self.local();
             let Some(record) = local.get_mut(id) else {
@@ -74,7 +85,10 @@ impl ConnectionStore {
             change(record);
             record.clone()
         };
-        self.repository.write(&record).await?;
+        // The latest local copy is written, so two changes racing each other both land.
+        self.repository
+            .write_owned(id, || self.get_local(id))
+            .await?;
         Ok(Some(record))
     }
 
@@ -84,6 +98,11 @@ impl ConnectionStore {
         self.repository
             .delete(&record.id, &record.instance_id)
             .await
+    }
+
+    /// Holds `record` locally without writing it (it was just written by a claim).
+    pub fn hold(&self, record: ConnectionRecord) {
+        self.local().insert(record.id.clone(), record);
     }
 
     /// Forgets the local copy only (e.g. ownership passed to another instance).
@@ -112,33 +131,39 @@ impl ConnectionStore {
         Ok(out)
     }
 
-    /// Re-saves every local record, which refreshes its TTL, and makes sure the indexes list them
-    /// (one index update for all: saving them one by one read each index once per record, which
-    /// kept a core busy for seconds with 10,000 connections); returns how many failed.
-    pub async fn refresh(&self) -> usize {
-        let records: Vec<ConnectionRecord> = self.local().values().cloned().collect();
-        let mut failed = 0;
-        let mut written = Vec::with_capacity(records.len());
-        for record in records {
-            match self.repository.write(&record).await {
-                Ok(()) => written.push(record),
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(connection = %record.id, error = %e, "record TTL refresh failed; retrying next round");
+    /// Re-saves every local record this instance still owns, which refreshes its TTL, and makes
+    /// sure the indexes list them (one index update for all: saving them one by one read each index
+    /// once per record, which kept a core busy for seconds with 10,000 connections).
+    pub async fn refresh(&self) -> Refreshed {
+        let ids: Vec<String> = self.local().keys().cloned().collect();
+        let mut outcome = Refreshed::default();
+        let mut written = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self
+                .repository
+                .write_owned(&id, || self.get_local(&id))
+                .await
+            {
+                Ok(()) => written.extend(self.get_local(&id)),
+                Err(OwnedWriteError::Lost { owner }) => outcome.lost.push((id, owner)),
+                Err(OwnedWriteError::Backend(e)) => {
+                    outcome.failed += 1;
+                    tracing::warn!(connection = %id, error = %e, "record TTL refresh failed; retrying next round");
                 }
             }
         }
         if let Err(e) = self.repository.index_all(&written).await {
-            failed += written.len();
+            outcome.failed += written.len();
             tracing::warn!(records = written.len(), error = %e, "re-indexing the records failed; retrying next round");
         }
-        failed
+        outcome
     }
 
-    /// `CLEAR_ALL_ON_START`: removes every record and index in the shared store and the local cache.
-    pub async fn clear_all(&self) -> Result<usize, BackendError> {
+    /// `CLEAR_ALL_ON_START`: removes every record and index in the shared store (also the indexes
+    /// of `instances`) and the local cache.
+    pub async fn clear_all(&self, instances: &[String]) -> Result<usize, BackendError> {
         self.local().clear();
-        self.repository.clear_all().await
+        self.repository.clear_all(instances).await
     }
 
     fn local(&self) -> MutexGuard<'_, HashMap<String, ConnectionRecord>> {

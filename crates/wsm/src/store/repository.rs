@@ -12,6 +12,7 @@ use crate::model::ConnectionRecord;
 pub const CONNECTION_KEY_PREFIX: &str = "websocketmanager.connection.";
 pub const CONNECTION_INDEX_KEY: &str = "websocketmanager.connection.index";
 pub const INSTANCE_INDEX_PREFIX: &str = "websocketmanager.instance.index.";
+pub const REVOKED_PREFIX: &str = "websocketmanager.revoked.";
 
 /// Compare-and-set attempts before an index update gives up (each conflict means another instance
 /// just wrote the same index, so this only trips under a pathological write storm).
@@ -32,6 +33,22 @@ pub fn record_key(id: &str) -> String {
 
 pub fn instance_index_key(instance_id: &str) -> String {
     format!("{INSTANCE_INDEX_PREFIX}{instance_id}")
+}
+
+/// The key of an instance's revocation notice: ids of connections another instance took from it.
+pub fn revoked_key(instance_id: &str) -> String {
+    format!("{REVOKED_PREFIX}{instance_id}")
+}
+
+/// Why an owner's write of its record did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnedWriteError {
+    /// The record names another owner now (`Some`), or is gone (`None`: disconnected through
+    /// another instance, cleared, or expired).
+    #[error("the connection is no longer this instance's (owner now: {})", owner.as_deref().unwrap_or("none"))]
+    Lost { owner: Option<String> },
+    #[error(transparent)]
+    Backend(#[from] BackendError),
 }
 
 impl Repository {
@@ -74,11 +91,76 @@ impl Repository {
             .await
     }
 
-    /// Writes the record only if its stored ETag is still `etag` (a claim by another instance).
+    /// Writes the record only if its stored ETag is still `etag` (a claim: of all the instances
+    /// that read the same version, exactly one wins), then lists it in its new owner's index.
     pub async fn save_if(&self, record: &ConnectionRecord, etag: &str) -> Result<(), BackendError> {
         self.write_with(record, Concurrency::IfMatch(etag)).await?;
         self.index_add(&instance_index_key(&record.instance_id), &record.id)
             .await
+    }
+
+    /// Writes the latest copy `latest()` gives, only while the stored record still names its
+    /// owner: an owner that was paused or cut off must not overwrite the claim of the instance
+    /// that took the connection over. Read-then-compare-and-set, so a claim landing in between
+    /// makes the write fail rather than undo the claim.
+    pub async fn write_owned(
+        &self,
+        id: &str,
+        latest: impl Fn() -> Option<ConnectionRecord>,
+    ) -> Result<(), OwnedWriteError> {
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(record) = latest() else {
+                return Ok(());
+            };
+            let etag = match self.load(id).await? {
+                None => return Err(OwnedWriteError::Lost { owner: None }),
+                Some((stored, _)) if stored.instance_id != record.instance_id => {
+                    return Err(OwnedWriteError::Lost {
+                        owner: Some(stored.instance_id),
+                    })
+                }
+                Some((_, etag)) => etag,
+            };
+            match self.write_with(&record, Concurrency::IfMatch(&etag)).await {
+                Ok(()) => return Ok(()),
+                // Our own other write (a status change and a tag change at once), or a claim:
+                // read again and see which.
+                Err(BackendError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(BackendError::Conflict {
+            key: record_key(id),
+        }
+        .into())
+    }
+
+    /// Adds `ids` to the revocation notice of `owner`: the instance reads it with its heartbeat
+    /// and closes those sockets at once, instead of at its next write of their records.
+    pub async fn notify_revoked(
+        &self,
+        owner: &str,
+        ids: &[&str],
+        ttl: Duration,
+    ) -> Result<(), BackendError> {
+        self.set_update(&revoked_key(owner), Some(ttl), |notice| {
+            let before = notice.len();
+            notice.extend(ids.iter().map(|id| (*id).to_owned()));
+            notice.len() != before
+        })
+        .await
+    }
+
+    /// Removes `ids` from this instance's revocation notice once they are handled.
+    pub async fn clear_revoked(&self, owner: &str, ids: &[String]) -> Result<(), BackendError> {
+        self.set_update(&revoked_key(owner), None, |notice| {
+            let before = notice.len();
+            for id in ids {
+                notice.remove(id);
+            }
+            notice.len() != before
+        })
+        .await
     }
 
     /// Writes the record (refreshing its TTL) without touching the indexes.
@@ -176,6 +258,23 @@ impl Repository {
         Ok(records)
     }
 
+    /// The owner each record names, in the order of `ids` (`None`: gone or unreadable): one bulk
+    /// read.
+    pub async fn owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, BackendError> {
+        let keys: Vec<String> = ids.iter().map(|id| record_key(id)).collect();
+        Ok(self
+            .state
+            .get_bulk(&keys)
+            .await?
+            .into_iter()
+            .map(|stored| {
+                stored
+                    .and_then(|v| serde_json::from_slice::<ConnectionRecord>(&v.value).ok())
+                    .map(|r| r.instance_id)
+            })
+            .collect())
+    }
+
     /// Ids listed in an instance's index (its connections, as last persisted).
     pub async fn instance_ids(&self, instance_id: &str) -> Result<Vec<String>, BackendError> {
         Ok(self
@@ -186,12 +285,25 @@ impl Repository {
             .collect())
     }
 
-    /// Removes every record listed in the connection index, and the index itself.
-    pub async fn clear_all(&self) -> Result<usize, BackendError> {
+    /// Removes every record listed in the connection index, the index itself, and the instance
+    /// indexes of the records' owners and of `instances`.
+    pub async fn clear_all(&self, instances: &[String]) -> Result<usize, BackendError> {
         let (ids, _) = self.index(CONNECTION_INDEX_KEY).await?;
-        for id in &ids {
+        let keys: Vec<String> = ids.iter().map(|id| record_key(id)).collect();
+        let mut owners: BTreeSet<String> = instances.iter().cloned().collect();
+        if !keys.is_empty() {
+            for stored in self.state.get_bulk(&keys).await?.into_iter().flatten() {
+                if let Ok(record) = serde_json::from_slice::<ConnectionRecord>(&stored.value) {
+                    owners.insert(record.instance_id);
+                }
+            }
+        }
+        for key in &keys {
+            self.state.delete(key, Concurrency::LastWrite).await?;
+        }
+        for owner in &owners {
             self.state
-                .delete(&record_key(id), Concurrency::LastWrite)
+                .delete(&instance_index_key(owner), Concurrency::LastWrite)
                 .await?;
         }
         self.state
@@ -209,7 +321,11 @@ impl Repository {
             .await
     }
 
-    async fn index(&self, key: &str) -> Result<(BTreeSet<String>, Option<String>), BackendError> {
+    /// The ids of a set key (an index, the peer list, a revocation notice) and its ETag.
+    pub async fn index(
+        &self,
+        key: &str,
+    ) -> Result<(BTreeSet<String>, Option<String>), BackendError> {
         let Some(stored) = self.state.get(key).await? else {
             return Ok((BTreeSet::new(), None));
         };
@@ -267,6 +383,16 @@ impl Repository {
     async fn index_update(
         &self,
         key: &str,
+        change: impl FnMut(&mut BTreeSet<String>) -> bool,
+    ) -> Result<(), BackendError> {
+        self.set_update(key, None, change).await
+    }
+
+    /// Read-modify-write of a set of ids with compare-and-set, written with `ttl`.
+    pub async fn set_update(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
         mut change: impl FnMut(&mut BTreeSet<String>) -> bool,
     ) -> Result<(), BackendError> {
         for attempt in 0..CAS_ATTEMPTS {
@@ -279,7 +405,7 @@ impl Repository {
                 Some(etag) => Concurrency::IfMatch(etag),
                 None => Concurrency::IfAbsent,
             };
-            match self.state.set(key, &body, concurrency, None).await {
+            match self.state.set(key, &body, concurrency, ttl).await {
                 Ok(()) => return Ok(()),
                 Err(BackendError::Conflict { .. }) => {
                     let pause = 1 + u64::from(attempt) * 2 + rand::random::<u64>() % 5;

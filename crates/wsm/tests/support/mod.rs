@@ -1,5 +1,6 @@
 //! Code the API test files share (`mod support;` in each). Every file uses a different part of it.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod server;
 pub mod upstream;

@@ -1,0 +1,39 @@
+//! What an instance writes to say it is alive, and where: `websocketmanager.heartbeat.<instanceId>`
+//! with a TTL, plus the list of instances in `websocketmanager.heartbeat.peers` (the state store
+//! cannot list keys, so peers find each other through this list).
+
+use serde::{Deserialize, Serialize};
+
+pub const HEARTBEAT_PREFIX: &str = "websocketmanager.heartbeat.";
+pub const PEERS_KEY: &str = "websocketmanager.heartbeat.peers";
+
+pub fn heartbeat_key(instance_id: &str) -> String {
+    format!("{HEARTBEAT_PREFIX}{instance_id}")
+}
+
+/// `{instanceId, lastSeenAt, grpcAddress}`, and `stopping` once a graceful shutdown has closed the
+/// instance's sockets, so peers take its connections over without waiting for the stale threshold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub instance_id: String,
+    /// RFC 3339, the writer's clock; for operators. Staleness is judged on the reader's own clock
+    /// (when it last saw the heartbeat change), so clock skew between machines does not matter.
+    pub last_seen_at: String,
+    /// `host:port` of the instance's gRPC port, where peers forward calls.
+    pub grpc_address: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopping: bool,
+}
+
+impl Heartbeat {
+    pub fn now(instance_id: &str, grpc_address: &str, stopping: bool) -> Self {
+        Heartbeat {
+            instance_id: instance_id.to_owned(),
+            last_seen_at: humantime::format_rfc3339_millis(std::time::SystemTime::now())
+                .to_string(),
+            grpc_address: grpc_address.to_owned(),
+            stopping,
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! Several instances on one state store (SPEC 5, "Several instances"): heartbeats and the peer
+//! registry, the lease that fences publishing, forwarding to a connection's owner, and failover,
+//! where the records of a stale owner are claimed by compare-and-set and their sockets reopened.
+//!
+//! Two loops per instance: the heartbeat (writes `websocketmanager.heartbeat.<id>` every interval
+//! and renews the lease), and the observer (reads every peer's heartbeat a few times per interval,
+//! handles this instance's revocation notice, and starts a sweep when a peer is stale). They are
+//! separate so a long sweep never delays a heartbeat.
+
+mod failover;
+pub mod forward;
+pub mod heartbeat;
+pub mod lease;
+pub mod registry;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use crate::backends::{BackendError, Concurrency, StateStore};
+use crate::error::ServiceError;
+use crate::service::{TakeOver, WebSocketService};
+
+pub use forward::{forwarded_by, is_unreachable, Forwarder, PeerClient, HOP_HEADER};
+pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
+pub use lease::{Lease, OwnershipFence};
+pub use registry::{PeerState, Registry};
+
+/// Heartbeat and failover settings.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// `INSTANCE_HEARTBEAT_INTERVAL_SECONDS` (10 s).
+    pub heartbeat_interval: Duration,
+    /// `INSTANCE_STALE_THRESHOLD_SECONDS` (30 s): a peer silent this long is taken over.
+    pub stale_after: Duration,
+    /// `host:port` where peers reach this instance's gRPC port.
+    pub advertised_address: String,
+    /// An API key to send to peers, when keys are configured.
+    pub api_key: Option<String>,
+}
+
+impl ClusterConfig {
+    /// How often peers' heartbeats are read: a few times per interval, so a death is noticed
+    /// soon after the threshold, not up to a whole interval later.
+    fn observe_every(&self) -> Duration {
+        (self.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(2500))
+    }
+
+    /// The lease ends this long before peers may consider the instance stale: room for a
+    /// publish already under way when it ends.
+    fn lease_margin(&self) -> Duration {
+        self.heartbeat_interval.min(self.stale_after / 4)
+    }
+
+    /// Heartbeat keys outlive the threshold, so a reader sees a dead peer's last heartbeat go
+    /// unchanged (stale) before the key disappears.
+    fn heartbeat_ttl(&self) -> Duration {
+        (self.stale_after * 2).max(self.heartbeat_interval * 3)
+    }
+}
+
+/// Why the server may forward, claim, or must answer itself.
+pub enum Route {
+    /// The owner is alive at this address.
+    Forward(String),
+    /// The owner is stale, stopped or gone: claim the connection, with this reason.
+    Claim(String),
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ClusterMetrics {
+    pub heartbeat_failures: std::sync::atomic::AtomicU64,
+    pub sweeps: std::sync::atomic::AtomicU64,
+}
+
+/// This instance's membership. Cheap to share (`Arc`).
+pub struct Cluster {
+    config: ClusterConfig,
+    service: WebSocketService,
+    state: Arc<dyn StateStore>,
+    registry: Mutex<Registry>,
+    forwarder: Forwarder,
+    sweeping: AtomicBool,
+    metrics: ClusterMetrics,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Cluster {
+    /// Joins: writes the first heartbeat (failing start if the store refuses it), lists this
+    /// instance among the peers, starts both loops, and resumes this instance's own connections a
+    /// previous run left behind (same `HOSTNAME`, not yet taken by a peer).
+    pub async fn start(
+        service: WebSocketService,
+        config: ClusterConfig,
+    ) -> Result<Arc<Cluster>, BackendError> {
+        let state = Arc::clone(service.store().repository().state());
+        let me = service.instance_id().to_owned();
+        let cluster = Arc::new(Cluster {
+            registry: Mutex::new(Registry::new(&me, config.stale_after)),
+            forwarder: Forwarder::new(&me, config.api_key.as_deref()),
+            config,
+            service,
+            state,
+            sweeping: AtomicBool::new(false),
+            metrics: ClusterMetrics::default(),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let started = Instant::now();
+        cluster.write_heartbeat(false).await?;
+        cluster.renew_lease(started);
+        cluster
+            .service
+            .store()
+            .repository()
+            .set_update(PEERS_KEY, None, |peers| peers.insert(me.clone()))
+            .await?;
+        cluster.observe().await;
+
+        let heartbeat = tokio::spawn(Arc::clone(&cluster).heartbeat_loop());
+        let observer = tokio::spawn(Arc::clone(&cluster).observer_loop());
+        let adopt = tokio::spawn(Arc::clone(&cluster).adopt_own());
+        cluster.tasks().extend([heartbeat, observer, adopt]);
+        tracing::info!(
+            instance = %me,
+            address = %cluster.config.advertised_address,
+            heartbeat_ms = cluster.config.heartbeat_interval.as_millis() as u64,
+            stale_ms = cluster.config.stale_after.as_millis() as u64,
+            "joined the cluster"
+        );
+        Ok(cluster)
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &ClusterMetrics {
+        &self.metrics
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    /// Instances heartbeating now, as this one sees them (itself included).
+    pub fn live_peers(&self) -> usize {
+        self.registry().live(Instant::now())
+    }
+
+    /// Where a call for a connection `owner` holds should go.
+    pub async fn route(&self, owner: &str) -> Route {
+        let state = self.registry().state(owner, Instant::now());
+        match state {
+            PeerState::Live { address } => Route::Forward(address),
+            PeerState::Stopped => Route::Claim(format!("instance {owner} has shut down")),
+            PeerState::Stale { silent_for } => Route::Claim(format!(
+                "instance {owner} has not heartbeated for {} ms",
+                silent_for.as_millis()
+            )),
+            // Not seen yet: perhaps it started since the last look. Its own heartbeat decides.
+            PeerState::Unknown => match self.read_heartbeat(owner).await {
+                Ok(Some(h)) if !h.stopping => Route::Forward(h.grpc_address),
+                Ok(Some(_)) => Route::Claim(format!("instance {owner} has shut down")),
+                Ok(None) => Route::Claim(format!("instance {owner} has no heartbeat in the store")),
+                // The store is down: a claim could not be written either; let the forward try.
+                Err(_) => Route::Claim(format!("instance {owner}'s heartbeat cannot be read")),
+            },
+        }
+    }
+
+    /// Claims `id` from `owner` for a call that could not be forwarded, and reopens its socket
+    /// (waiting for the handshake, so the call can be served). `owner` may still be alive, only
+    /// unreachable from here: its revocation notice tells it to close its socket at once.
+    pub async fn claim_for_call(
+        &self,
+        id: &str,
+        owner: &str,
+        why: &str,
+    ) -> Result<TakeOver, ServiceError> {
+        let wait = self.service.connect_timeout() + Duration::from_secs(1);
+        let outcome = self.service.take_over(id, owner, why, Some(wait)).await?;
+        if let TakeOver::Claimed = outcome {
+            self.after_claims(owner, &[id]).await;
+        }
+        Ok(outcome)
+    }
+
+    /// Stops the loops and tells peers this instance is gone, so they take its connections over at
+    /// once (called after the sockets were closed and the queues flushed).
+    pub async fn leave(&self) {
+        for task in self.tasks().drain(..) {
+            task.abort();
+        }
+        match self.write_heartbeat(true).await {
+            Ok(()) => {
+                tracing::info!("left the cluster; peers take over this instance's connections")
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not announce leaving; peers take over once this instance is stale")
+            }
+        }
+    }
+
+    async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.heartbeat_interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        tick.tick().await;
+        let mut failing = false;
+        loop {
+            tick.tick().await;
+            let started = Instant::now();
+            let lapsed = !self.service.lease().is_valid();
+            if let Err(e) = self.write_heartbeat(false).await {
+                self.metrics
+                    .heartbeat_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                if !failing {
+                    tracing::warn!(error = %e, "heartbeat not written; retrying every interval. Publishing pauses once the lease runs out, as peers may then take this instance's connections");
+                }
+                failing = true;
+                continue;
+            }
+            if failing {
+                tracing::info!("heartbeat written again");
+                failing = false;
+            }
+            if lapsed {
+                // Paused or cut off long enough that peers may have taken connections: find out
+                // which are still ours before publishing anything again.
+                tracing::warn!("the lease had lapsed (this instance was paused or could not reach the store); checking which connections are still ours before publishing again");
+                match self.service.verify_ownership().await {
+                    Ok(lost) => {
+                        if lost > 0 {
+                            tracing::warn!(lost, "connections were taken over by other instances while this one was away; their sockets are closed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "ownership check failed; publishing stays paused until it succeeds");
+                        continue;
+                    }
+                }
+            }
+            self.renew_lease(started);
+        }
+    }
+
+    async fn observer_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.config.observe_every());
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.observe().await;
+            let takeable = self.registry().takeable(Instant::now());
+            if !takeable.is_empty() && !self.sweeping.swap(true, Ordering::AcqRel) {
+                let cluster = Arc::clone(&self);
+                tokio::spawn(async move {
+                    cluster.sweep(takeable).await;
+                    cluster.sweeping.store(false, Ordering::Release);
+                });
+            }
+        }
+    }
+
+    /// Reads the peer list, every peer's heartbeat and this instance's revocation notice.
+    async fn observe(&self) {
+        let me = self.service.instance_id().to_owned();
+        let repository = self.service.store().repository();
+        let peers = match repository.index(PEERS_KEY).await {
+            Ok((peers, _)) => peers,
+            Err(e) => {
+                self.registry().read_failed();
+                tracing::debug!(error = %e, "peer list not readable");
+                return;
+            }
+        };
+        if !peers.contains(&me) {
+            // Cleared (CLEAR_ALL, a flushed store): list this instance again.
+            let _ = repository
+                .set_update(PEERS_KEY, None, |peers| peers.insert(me.clone()))
+                .await;
+        }
+        let ids: Vec<String> = peers.into_iter().collect();
+        let mut keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
+        keys.push(crate::store::revoked_key(&me));
+        let values = match self.state.get_bulk(&keys).await {
+            Ok(values) => values,
+            Err(e) => {
+                self.registry().read_failed();
+                tracing::debug!(error = %e, "heartbeats not readable");
+                return;
+            }
+        };
+        let mut values = values.into_iter();
+        let observed: Vec<(String, Option<(Heartbeat, String)>)> = ids
+            .into_iter()
+            .zip(values.by_ref())
+            .map(|(id, value)| {
+                let heartbeat = value.and_then(|v| {
+                    serde_json::from_slice::<Heartbeat>(&v.value)
+                        .ok()
+                        .map(|h| (h, v.etag))
+                });
+                (id, heartbeat)
+            })
+            .collect();
+        self.registry().observe(Instant::now(), observed);
+        if let Some(Some(notice)) = values.next() {
+            let ids: Vec<String> = serde_json::from_slice(&notice.value).unwrap_or_default();
+            if !ids.is_empty() {
+                self.service.check_ownership(&ids).await;
+                if let Err(e) = repository.clear_revoked(&me, &ids).await {
+                    tracing::debug!(error = %e, "revocation notice not cleared; handled again next time");
+                }
+            }
+        }
+    }
+
+    async fn write_heartbeat(&self, stopping: bool) -> Result<(), BackendError> {
+        let me = self.service.instance_id();
+        let heartbeat = Heartbeat::now(me, &self.config.advertised_address, stopping);
+        let body = serde_json::to_vec(&heartbeat).unwrap_or_default();
+        let ttl = if stopping {
+            self.config.stale_after
+        } else {
+            self.config.heartbeat_ttl()
+        };
+        self.state
+            .set(&heartbeat_key(me), &body, Concurrency::LastWrite, Some(ttl))
+            .await
+    }
+
+    async fn read_heartbeat(&self, id: &str) -> Result<Option<Heartbeat>, BackendError> {
+        Ok(self
+            .state
+            .get(&heartbeat_key(id))
+            .await?
+            .and_then(|v| serde_json::from_slice(&v.value).ok()))
+    }
+
+    fn renew_lease(&self, heartbeat_started: Instant) {
+        let until = heartbeat_started + self.config.stale_after - self.config.lease_margin();
+        self.service.lease().renew(until);
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
+        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,531 @@
+//! Several real `wsm serve` processes on one real Redis (SPEC 5, "Several instances"): calls on a
+//! connection are served through whichever instance they reach, a killed owner's connections come
+//! back on the survivors with the next epoch and nothing lost while an owner was alive, a restarted
+//! instance does not take them back, and a paused owner that wakes after the takeover lets go
+//! instead of publishing next to the new owner.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use feed_server::{FeedConfig, FeedHandle};
+use serde_json::Value;
+use tokio::time::Instant;
+use tonic::Code;
+use wsm::api::proto::{self, WebSocketConnection};
+use wsm_testkit::{stream_entries, RedisServer};
+
+use support::process::WsmProcess;
+use support::server::{feed_with, Poll};
+
+const HEARTBEAT_S: u64 = 1;
+const STALE_S: u64 = 3;
+const RECONNECT_MS: u64 = 100;
+
+/// Three or four processes per test: one test at a time, so a 2-core machine does not starve
+/// their heartbeats.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An instance on the shared Redis (state and pub/sub), heartbeat 1 s, stale after 3 s.
+fn instance(redis: &str, id: &str, extra: &[&str]) -> WsmProcess {
+    let hb = HEARTBEAT_S.to_string();
+    let stale = STALE_S.to_string();
+    let reconnect = RECONNECT_MS.to_string();
+    let base = [
+        "--state",
+        "redis",
+        "--pubsub",
+        "redis",
+        "--redis-url",
+        redis,
+        "--instance-id",
+        id,
+        "--heartbeat-interval-seconds",
+        &hb,
+        "--stale-threshold-seconds",
+        &stale,
+        "--reconnect-base-ms",
+        &reconnect,
+    ];
+    WsmProcess::spawn(&[&base[..], extra].concat())
+}
+
+async fn feed(rate: u32) -> FeedHandle {
+    feed_with(FeedConfig {
+        rate,
+        ..FeedConfig::default()
+    })
+    .await
+}
+
+/// Connects through `via` (which becomes the owner) and starts publishing to `topic`.
+async fn connect(via: &WsmProcess, url: &str, topic: &str) -> String {
+    let mut client = via.client().await;
+    let id = client
+        .connect(proto::ConnectRequest {
+            url: url.to_owned(),
+            auto_reconnect: true,
+            on_connect: vec![proto::OutboundMessage {
+                message: br#"{"hello":1}"#.to_vec(),
+                content_type: "application/json".into(),
+            }],
+            ..Default::default()
+        })
+        .await
+        .expect("Connect")
+        .into_inner()
+        .id;
+    client
+        .send_raw(proto::SendRawRequest {
+            id: id.clone(),
+            message: br#"{"method":"SUBSCRIBE","params":["ethusdt@depth"],"id":1}"#.to_vec(),
+            content_type: "application/json".into(),
+            replay_on_reconnect: true,
+        })
+        .await
+        .expect("SendRaw with replay");
+    client
+        .start_publish(proto::StartPublishRequest {
+            id: id.clone(),
+            topic: topic.to_owned(),
+        })
+        .await
+        .expect("StartPublish");
+    id
+}
+
+async fn list(via: &WsmProcess) -> BTreeMap<String, WebSocketConnection> {
+    via.client()
+        .await
+        .list(proto::ListRequest::default())
+        .await
+        .expect("List")
+        .into_inner()
+        .connections
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect()
+}
+
+/// `(epoch, seq)` of every event in a topic's stream, in stream order.
+async fn published(redis: &str, topic: &str) -> Vec<(u64, u64)> {
+    stream_entries(redis, topic)
+        .await
+        .iter()
+        .map(|entry| {
+            let data = entry.field("data").expect("a data field");
+            let event: Value = serde_json::from_slice(data).expect("CloudEvent JSON");
+            (
+                event["epoch"].as_u64().expect("epoch"),
+                event["seq"].as_u64().expect("seq"),
+            )
+        })
+        .collect()
+}
+
+/// Nothing lost or reordered while an owner was alive: within an epoch `seq` goes up by one from
+/// 1, and epochs only go up (a new owner starts its epoch at `seq` 1).
+fn assert_gap_free(topic: &str, events: &[(u64, u64)]) {
+    let mut last: Option<(u64, u64)> = None;
+    for (i, &(epoch, seq)) in events.iter().enumerate() {
+        match last {
+            None => assert_eq!(
+                (epoch, seq),
+                (1, 1),
+                "{topic}: the stream starts at epoch 1, seq 1"
+            ),
+            Some((e, s)) if e == epoch => assert_eq!(
+                seq,
+                s + 1,
+                "{topic}: a gap or reordering at entry {i} within epoch {epoch}"
+            ),
+            Some((e, _)) => {
+                assert!(
+                    epoch > e,
+                    "{topic}: epoch went back from {e} to {epoch} at entry {i}"
+                );
+                assert_eq!(seq, 1, "{topic}: epoch {epoch} starts at seq 1");
+            }
+        }
+        last = Some((epoch, seq));
+    }
+}
+
+/// Lifecycle events of one connection: `(kind, instance_id, reason)`.
+async fn lifecycle(redis: &str, connection: &str) -> Vec<(String, String, String)> {
+    stream_entries(redis, "websocketmanager.lifecycle")
+        .await
+        .iter()
+        .filter_map(|entry| {
+            let event: Value = serde_json::from_slice(entry.field("data")?).ok()?;
+            let data = &event["data"];
+            (data["connection_id"] == connection).then(|| {
+                let kind = event["type"].as_str().unwrap_or("");
+                (
+                    kind.rsplit('.').next().unwrap_or("").to_owned(),
+                    data["instance_id"].as_str().unwrap_or("").to_owned(),
+                    data["reason"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_connection_call_reaching_a_non_owner_is_served_by_forwarding() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(20).await;
+    let a = instance(&url, "wsm-a", &[]);
+    let b = instance(&url, "wsm-b", &[]);
+    let c = instance(&url, "wsm-c", &[]);
+    let ids = [
+        connect(&a, &feed.url("/ws"), "fwd.a").await,
+        connect(&b, &feed.url("/ws"), "fwd.b").await,
+        connect(&c, &feed.url("/ws"), "fwd.c").await,
+    ];
+    // List on any instance shows every connection with its owner.
+    for via in [&a, &b, &c] {
+        let listed = list(via).await;
+        let owners: Vec<&str> = ids
+            .iter()
+            .map(|id| listed[id].instance_id.as_str())
+            .collect();
+        assert_eq!(owners, ["wsm-a", "wsm-b", "wsm-c"]);
+        assert!(listed.values().all(|c| c.status == "connected"));
+    }
+
+    // Every connection-specific call on A's connection, sent to B.
+    let id = ids[0].clone();
+    let mut via_b = b.client().await;
+    via_b
+        .set_tag(proto::SetTagRequest {
+            id: id.clone(),
+            key: "desk".into(),
+            value: "fx".into(),
+        })
+        .await
+        .expect("SetTag through B");
+    via_b
+        .set_tags(proto::SetTagsRequest {
+            id: id.clone(),
+            tags: [
+                ("desk".to_string(), "rates".to_string()),
+                ("venue".into(), "x".into()),
+            ]
+            .into(),
+        })
+        .await
+        .expect("SetTags through B");
+    let tag = c
+        .client()
+        .await
+        .get_tag(proto::GetTagRequest {
+            id: id.clone(),
+            key: "desk".into(),
+        })
+        .await
+        .expect("GetTag through C")
+        .into_inner()
+        .value;
+    assert_eq!(tag, "rates");
+    let tags = via_b
+        .get_tags(proto::GetTagsRequest { id: id.clone() })
+        .await
+        .expect("GetTags through B")
+        .into_inner()
+        .tags;
+    assert_eq!(tags.len(), 2);
+    let reply = via_b
+        .send(proto::SendRequest {
+            id: id.clone(),
+            message: br#"{"q":"forwarded"}"#.to_vec(),
+            timeout_ms: 5000,
+            content_type: "application/json".into(),
+        })
+        .await
+        .expect("Send through B")
+        .into_inner()
+        .response;
+    let reply: Value = serde_json::from_slice(&reply).expect("the feed's JSON echo");
+    assert_eq!(reply["payload"]["q"], "forwarded");
+    via_b
+        .send_raw(proto::SendRawRequest {
+            id: id.clone(),
+            message: b"raw through b".to_vec(),
+            content_type: "text/plain".into(),
+            replay_on_reconnect: false,
+        })
+        .await
+        .expect("SendRaw through B");
+    assert!(
+        feed.wait_for_received(Duration::from_secs(10), |r| r.connection == 1
+            && r.message.as_text() == Some("raw through b"))
+            .await,
+        "the upstream of A's connection received B's SendRaw"
+    );
+    via_b
+        .start_publish(proto::StartPublishRequest {
+            id: id.clone(),
+            topic: "fwd.moved".into(),
+        })
+        .await
+        .expect("StartPublish through B");
+    assert_eq!(list(&c).await[&id].topic, "fwd.moved");
+    let poll = Poll::new("frames on the topic set through B");
+    while stream_entries(&url, "fwd.moved").await.is_empty() {
+        poll.tick().await;
+    }
+    via_b
+        .stop_publish(proto::StopPublishRequest { id: id.clone() })
+        .await
+        .expect("StopPublish through B");
+    assert_eq!(list(&a).await[&id].topic, "");
+    // Each of B's calls but the read-only GetTags was forwarded (GetTag/GetTags read the shared
+    // record on any instance).
+    assert_eq!(b.metric("wsm_forwarded_total").await, 6.0);
+    assert_eq!(a.metric("wsm_forwarded_total").await, 0.0);
+    assert_eq!(
+        list(&a).await[&id].instance_id,
+        "wsm-a",
+        "no ownership moved"
+    );
+
+    // One hop only: a call marked as forwarded is answered by the instance it reaches.
+    let mut marked = tonic::Request::new(proto::DisconnectRequest { id: id.clone() });
+    marked
+        .metadata_mut()
+        .insert(wsm::cluster::HOP_HEADER, "wsm-x".parse().unwrap());
+    let err = c
+        .client()
+        .await
+        .disconnect(marked)
+        .await
+        .expect_err("a forwarded call is not forwarded again");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(
+        err.message(),
+        "Connection owned by different instance: wsm-a"
+    );
+    assert_eq!(c.metric("wsm_ownership_misses_total").await, 1.0);
+
+    c.client()
+        .await
+        .disconnect(proto::DisconnectRequest { id: id.clone() })
+        .await
+        .expect("Disconnect through C");
+    assert!(!list(&b).await.contains_key(&id));
+    let poll = Poll::new("A's socket closed by the forwarded Disconnect");
+    while feed.connections() != 2 {
+        poll.tick().await;
+    }
+}
+
+/// Connections of `owner` (by id) that are listed as connected on another instance, each with a
+/// frame of a later epoch in its stream.
+async fn moved_and_publishing(
+    via: &WsmProcess,
+    redis: &str,
+    ids: &[(String, String)],
+    owner: &str,
+) -> bool {
+    let listed = list(via).await;
+    for (id, topic) in ids {
+        let Some(c) = listed.get(id) else {
+            return false;
+        };
+        if c.instance_id == owner || c.status != "connected" {
+            return false;
+        }
+        if !published(redis, topic)
+            .await
+            .iter()
+            .any(|(epoch, _)| *epoch >= 2)
+        {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(50).await;
+    let mut a = instance(&url, "wsm-a", &[]);
+    let b = instance(&url, "wsm-b", &[]);
+    let c = instance(&url, "wsm-c", &[]);
+    let mut on_a = Vec::new();
+    for (via, name) in [(&a, "a"), (&a, "a2"), (&b, "b"), (&c, "c")] {
+        let topic = format!("ticks.{name}");
+        let id = connect(via, &feed.url("/ws"), &topic).await;
+        if name.starts_with('a') {
+            on_a.push((id, topic));
+        }
+    }
+    // Let the feed run a while under the first owners.
+    let poll = Poll::new("frames from A's connections");
+    while published(&url, &on_a[1].1).await.len() < 20 {
+        poll.tick().await;
+    }
+
+    let killed = Instant::now();
+    a.kill();
+    let poll = Poll::new("A's connections back and publishing on B or C");
+    while !moved_and_publishing(&b, &url, &on_a, "wsm-a").await {
+        poll.tick().await;
+    }
+    let failover = killed.elapsed();
+    // Stale threshold + the observation cadence (a quarter heartbeat) + the reconnect delay, and
+    // room for a loaded machine.
+    let bound = Duration::from_secs(STALE_S + HEARTBEAT_S)
+        + Duration::from_millis(RECONNECT_MS)
+        + Duration::from_secs(2);
+    assert!(
+        failover <= bound,
+        "failover took {failover:?} (bound {bound:?})"
+    );
+
+    let listed = list(&c).await;
+    assert_eq!(listed.len(), 4);
+    for (id, topic) in &on_a {
+        let new_owner = listed[id].instance_id.clone();
+        assert!(
+            ["wsm-b", "wsm-c"].contains(&new_owner.as_str()),
+            "{new_owner}"
+        );
+        assert_eq!(
+            listed[id].topic, *topic,
+            "publishing resumed to the same topic"
+        );
+        let events = published(&url, topic).await;
+        assert_gap_free(topic, &events);
+        let epochs: Vec<u64> = events.iter().map(|(e, _)| *e).collect();
+        assert!(
+            epochs.contains(&1) && epochs.contains(&2),
+            "{topic}: {epochs:?}"
+        );
+        // The new owner announced itself, naming the old one.
+        let events = lifecycle(&url, id).await;
+        assert!(
+            events
+                .iter()
+                .any(|(kind, instance, reason)| kind == "connecting"
+                    && *instance == new_owner
+                    && reason.contains("taken over from instance wsm-a")),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|(kind, instance, _)| kind == "connected" && *instance == new_owner),
+            "{events:?}"
+        );
+    }
+    // One socket per connection: the two reopened, none twice.
+    assert_eq!(feed.connections(), 4);
+    assert_eq!(feed.accepted_total(), 6);
+    let takeovers = b.metric("wsm_takeovers_total").await + c.metric("wsm_takeovers_total").await;
+    assert_eq!(takeovers, 2.0, "exactly one winner per connection");
+    // The new sockets got on_connect, then the replayed SUBSCRIBE, in order.
+    for connection in [5, 6] {
+        let texts: Vec<String> = feed
+            .received_on(connection)
+            .iter()
+            .filter_map(|m| m.as_text().map(str::to_owned))
+            .take(2)
+            .collect();
+        assert_eq!(
+            texts,
+            [
+                r#"{"hello":1}"#,
+                r#"{"method":"SUBSCRIBE","params":["ethusdt@depth"],"id":1}"#
+            ],
+            "connection {connection}"
+        );
+    }
+
+    // A restarted with the same HOSTNAME does not take them back.
+    let a = instance(&url, "wsm-a", &[]);
+    tokio::time::sleep(Duration::from_secs(2 * HEARTBEAT_S + 1)).await;
+    let listed = list(&a).await;
+    assert!(
+        listed.values().all(|c| c.instance_id != "wsm-a"),
+        "{listed:?}"
+    );
+    assert_eq!(a.metric("wsm_takeovers_total").await, 0.0);
+    assert_eq!(
+        feed.accepted_total(),
+        6,
+        "no socket opened by the restarted instance"
+    );
+
+    // CLEAR_ALL_ON_START wipes every record.
+    let d = instance(&url, "wsm-d", &["--clear-all-on-start"]);
+    assert!(list(&d).await.is_empty(), "CLEAR_ALL_ON_START honoured");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_owner_wakes_lets_its_connections_go_and_never_publishes_next_to_the_new_owner() {
+    let _serial = one_at_a_time();
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(100).await;
+    let a = instance(&url, "wsm-a", &[]);
+    let b = instance(&url, "wsm-b", &[]);
+    let _c = instance(&url, "wsm-c", &[]);
+    let mut on_a = Vec::new();
+    for name in ["p1", "p2"] {
+        let topic = format!("paused.{name}");
+        on_a.push((connect(&a, &feed.url("/ws"), &topic).await, topic));
+    }
+    let poll = Poll::new("frames from A's connections");
+    while published(&url, &on_a[1].1).await.len() < 20 {
+        poll.tick().await;
+    }
+
+    a.signal(libc::SIGSTOP);
+    let poll = Poll::new("A's connections taken over while A is stopped");
+    while !moved_and_publishing(&b, &url, &on_a, "wsm-a").await {
+        poll.tick().await;
+    }
+    // The upstream still has A's sockets open (a partition, not a crash) and keeps sending.
+    assert_eq!(feed.connections(), 4);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal(libc::SIGCONT);
+
+    let poll = Poll::new("A noticing it lost both connections");
+    while a.metric("wsm_ownership_lost_total").await < 2.0 {
+        poll.tick().await;
+    }
+    let poll = Poll::new("A's sockets closed");
+    while feed.connections() != 2 {
+        poll.tick().await;
+    }
+    // Whatever A had read before it stopped was held back, not published after the takeover.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (id, topic) in &on_a {
+        let events = published(&url, topic).await;
+        let first_new = events
+            .iter()
+            .position(|(epoch, _)| *epoch >= 2)
+            .expect("the new owner published");
+        assert!(
+            events[first_new..].iter().all(|(epoch, _)| *epoch >= 2),
+            "{topic}: the old owner published after the new one began: {:?}",
+            &events[first_new.saturating_sub(3)..(first_new + 20).min(events.len())]
+        );
+        assert_gap_free(topic, &events);
+        assert_ne!(list(&a).await[id].instance_id, "wsm-a");
+    }
+    assert_eq!(a.metric("wsm_takeovers_total").await, 0.0);
+}
