@@ -7,7 +7,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use feed_server::{FeedConfig, FeedHandle};
@@ -26,10 +25,10 @@ const RECONNECT_MS: u64 = 100;
 
 /// Three or four processes per test: one test at a time, so a 2-core machine does not starve
 /// their heartbeats.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn one_at_a_time() -> MutexGuard<'static, ()> {
-    ONE_AT_A_TIME.lock().unwrap_or_else(PoisonError::into_inner)
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
 }
 
 /// An instance on the shared Redis (state and pub/sub), heartbeat 1 s, stale after 3 s.
@@ -179,7 +178,7 @@ async fn lifecycle(redis: &str, connection: &str) -> Vec<(String, String, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_connection_call_reaching_a_non_owner_is_served_by_forwarding() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     let url = redis.url();
     let feed = feed(20).await;
@@ -357,7 +356,7 @@ async fn moved_and_publishing(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     let url = redis.url();
     let feed = feed(50).await;
@@ -476,7 +475,7 @@ async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_owner_wakes_lets_its_connections_go_and_never_publishes_next_to_the_new_owner() {
-    let _serial = one_at_a_time();
+    let _serial = one_at_a_time().await;
     let redis = RedisServer::start();
     let url = redis.url();
     let feed = feed(100).await;
