@@ -151,12 +151,19 @@ impl ServeArgs {
             network: self.network_policy()?,
             ..ConnectionOptions::default()
         };
+        let instance_id = self
+            .instance_id
+            .clone()
+            .filter(|id| !id.trim().is_empty())
+            .unwrap_or(defaults.instance_id);
+        if instance_id == "peers" || instance_id.contains(char::is_whitespace) {
+            return Err(format!(
+                "--instance-id / HOSTNAME {instance_id:?} cannot name an instance: it must not be \
+                 \"peers\" (the peer list's key) or contain whitespace"
+            ));
+        }
         Ok(ServiceConfig {
-            instance_id: self
-                .instance_id
-                .clone()
-                .filter(|id| !id.trim().is_empty())
-                .unwrap_or(defaults.instance_id),
+            instance_id,
             app_id: self.app_id.clone(),
             connection,
             record_ttl: Duration::from_secs(self.record_ttl_seconds),

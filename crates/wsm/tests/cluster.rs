@@ -493,6 +493,24 @@ async fn a_paused_owner_wakes_lets_its_connections_go_and_never_publishes_next_t
     }
 
     a.signal(libc::SIGSTOP);
+    // A call forwarded to the stopped owner, which accepts TCP but never answers: a bounded wait
+    // and an error that says why, not a hang.
+    let err = b
+        .client()
+        .await
+        .set_tag(proto::SetTagRequest {
+            id: on_a[0].0.clone(),
+            key: "k".into(),
+            value: "v".into(),
+        })
+        .await
+        .expect_err("the owner is stopped");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("did not answer"),
+        "{}",
+        err.message()
+    );
     let poll = Poll::new("A's connections taken over while A is stopped");
     while !moved_and_publishing(&b, &url, &on_a, "wsm-a").await {
         poll.tick().await;
@@ -527,4 +545,14 @@ async fn a_paused_owner_wakes_lets_its_connections_go_and_never_publishes_next_t
         assert_ne!(list(&a).await[id].instance_id, "wsm-a");
     }
     assert_eq!(a.metric("wsm_takeovers_total").await, 0.0);
+    // Calls on the moved connections work through any instance again, A included.
+    a.client()
+        .await
+        .set_tag(proto::SetTagRequest {
+            id: on_a[0].0.clone(),
+            key: "k".into(),
+            value: "v".into(),
+        })
+        .await
+        .expect("SetTag through the woken instance, forwarded to the new owner");
 }

@@ -22,8 +22,9 @@ use crate::cluster::{self, Cluster, PeerClient, Route};
 use crate::error::ServiceError;
 use crate::service::{TakeOver, WebSocketService};
 
-/// How long a forwarded call may take, unless it says (Send: its own timeout plus this).
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bounds of how long a forwarded call may take (Send: its own timeout plus this).
+const FORWARD_TIMEOUT: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(2)..=Duration::from_secs(15);
 
 /// What the API layer counts, for `/metrics`.
 #[derive(Debug, Default)]
@@ -76,6 +77,16 @@ impl GrpcApi {
 
     pub fn cluster(&self) -> Option<&Arc<Cluster>> {
         self.cluster.as_ref()
+    }
+
+    /// How long a forwarded call may wait for the owner: about the stale threshold, since an
+    /// owner silent that long is taken over anyway (within 2 s to 15 s).
+    fn forward_timeout(&self) -> Duration {
+        let stale = self
+            .cluster
+            .as_ref()
+            .map_or(*FORWARD_TIMEOUT.end(), |c| c.config().stale_after);
+        stale.clamp(*FORWARD_TIMEOUT.start(), *FORWARD_TIMEOUT.end())
     }
 
     /// Serves a connection-specific call where the connection lives. `local` runs it here; if
@@ -139,8 +150,13 @@ impl GrpcApi {
                             .await;
                     }
                 };
-                let forwarded =
-                    remote(client, cluster.forwarder().request(req.clone(), timeout)).await;
+                // Bounded here too: a paused owner accepts TCP but never answers, and the
+                // deadline sent along is only enforced by a peer that runs.
+                let call = remote(client, cluster.forwarder().request(req.clone(), timeout));
+                let forwarded = match tokio::time::timeout(timeout, call).await {
+                    Ok(result) => result,
+                    Err(_) => Err(Status::cancelled("Timeout expired")),
+                };
                 match forwarded {
                     Ok(response) => {
                         self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
@@ -153,7 +169,17 @@ impl GrpcApi {
                         format!("unreachable at {address}: {}", status.message())
                     }
                     Err(status) => {
-                        // The owner's own answer (or our deadline): passed on as it is.
+                        // The owner's own answer, passed on as it is; or our deadline, said so.
+                        let status = if cluster::is_timeout(&status) {
+                            Status::unavailable(format!(
+                                "instance {owner}, which owns connection {id}, did not answer within {} ms; \
+                                 it may be paused or overloaded. If it stays silent for the stale \
+                                 threshold, another instance takes the connection over",
+                                timeout.as_millis()
+                            ))
+                        } else {
+                            status
+                        };
                         self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
                         self.metrics.count(method, status.code());
                         return Err(status);
@@ -272,7 +298,7 @@ impl WebSocketManager for GrpcApi {
             "Disconnect",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service.disconnect(&r.id).await?;
                 Ok(proto::DisconnectResponse {})
@@ -290,7 +316,7 @@ impl WebSocketManager for GrpcApi {
             "StartPublish",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service.start_publish(&r.id, &r.topic).await?;
                 Ok(proto::StartPublishResponse {})
@@ -308,7 +334,7 @@ impl WebSocketManager for GrpcApi {
             "StopPublish",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service.stop_publish(&r.id).await?;
                 Ok(proto::StopPublishResponse {})
@@ -321,7 +347,8 @@ impl WebSocketManager for GrpcApi {
     async fn send(&self, request: Request<proto::SendRequest>) -> RpcResult<proto::SendResponse> {
         // The owner applies the call's own timeout; the forward waits a little longer for it.
         let own = u64::try_from(request.get_ref().timeout_ms).unwrap_or(0);
-        let timeout = Duration::from_millis(own).max(Duration::from_secs(5)) + FORWARD_TIMEOUT;
+        let timeout =
+            Duration::from_millis(own).max(Duration::from_secs(5)) + self.forward_timeout();
         self.on_owner(
             "Send",
             request,
@@ -349,7 +376,7 @@ impl WebSocketManager for GrpcApi {
             "SendRaw",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service
                     .send_raw(
@@ -374,7 +401,7 @@ impl WebSocketManager for GrpcApi {
             "SetTag",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service.set_tag(&r.id, &r.key, &r.value).await?;
                 Ok(proto::SetTagResponse {})
@@ -404,7 +431,7 @@ impl WebSocketManager for GrpcApi {
             "SetTags",
             request,
             |r| &r.id,
-            FORWARD_TIMEOUT,
+            self.forward_timeout(),
             |r| async move {
                 self.service
                     .set_tags(&r.id, r.tags.into_iter().collect())

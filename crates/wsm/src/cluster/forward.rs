@@ -91,6 +91,12 @@ pub fn is_unreachable(status: &Status) -> bool {
     status.code() == Code::Unavailable && std::error::Error::source(status).is_some()
 }
 
+/// Whether a forwarded call ran out of its deadline here (tonic answers CANCELLED "Timeout
+/// expired"), rather than being answered by the peer.
+pub fn is_timeout(status: &Status) -> bool {
+    status.code() == Code::Cancelled && status.message().contains("Timeout expired")
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();

@@ -24,7 +24,7 @@ use crate::backends::{BackendError, Concurrency, StateStore};
 use crate::error::ServiceError;
 use crate::service::{TakeOver, WebSocketService};
 
-pub use forward::{forwarded_by, is_unreachable, Forwarder, PeerClient, HOP_HEADER};
+pub use forward::{forwarded_by, is_timeout, is_unreachable, Forwarder, PeerClient, HOP_HEADER};
 pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
 pub use lease::{Lease, OwnershipFence};
 pub use registry::{PeerState, Registry};
