@@ -498,12 +498,19 @@ impl WebSocketService {
             )));
         }
         let ended = record.status == Status::Disconnected;
+        // The claim carries the epoch the new socket publishes with, so no later reader sees the
+        // old one on a record that names the new owner.
         let claimed = ConnectionRecord {
             instance_id: me.to_owned(),
             status: if ended {
                 Status::Disconnected
             } else {
                 Status::Connecting
+            },
+            epoch: if ended {
+                record.epoch
+            } else {
+                record.epoch + 1
             },
             ..record
         };
@@ -530,7 +537,7 @@ impl WebSocketService {
             tracing::info!(connection = %id, from, why, "took over an ended connection's record; its socket stays closed");
             return Ok(TakeOver::Claimed);
         }
-        tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch + 1, "took the connection over; reopening its socket");
+        tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch, "took the connection over; reopening its socket");
         let connection = self.resume(&claimed, from, why);
         if let Some(wait) = wait {
             let _ =
@@ -561,7 +568,8 @@ impl WebSocketService {
             on_connect: decode(&record.on_connect),
             auto_reconnect: record.auto_reconnect,
             replay: decode(&record.replay),
-            epoch: record.epoch,
+            // The claim set the epoch of the first connect.
+            epoch: record.epoch.saturating_sub(1),
             topic: record.topic.clone(),
         };
         let reason = if from == self.inner.config.instance_id {

@@ -1,34 +1,55 @@
-//! Ownership between instances on one real Redis, in process: of three instances racing to take
-//! the same connections over, exactly one wins each; and an owner that is alive but unreachable for
+//! Ownership between instances on one real Redis (directly, or through Dapr-API sidecars), in
+//! process: of three instances racing to take the same connections over, exactly one wins each; and an owner that is alive but unreachable for
 //! a peer loses the connection to the instance a call reached, and closes its own socket on the
 //! revocation notice.
 
 mod support;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use async_trait::async_trait;
 use std::time::Duration;
 
 use feed_server::FeedConfig;
 use tokio::sync::Barrier;
 use wsm::api::proto;
+use wsm::backends::dapr::{DaprConfig, DaprStateStore};
 use wsm::backends::memory::MemoryBus;
 use wsm::backends::redis::{RedisConfig, RedisStateStore};
+use wsm::backends::{BackendError, Concurrency, StateStore, Versioned};
 use wsm::connection::{BackoffPolicy, Status};
 use wsm::security::NetworkPolicy;
 use wsm::service::TakeOver;
 use wsm::store::ConnectionStore;
+use wsm::store::{CONNECTION_INDEX_KEY, CONNECTION_KEY_PREFIX};
 use wsm::{ConnectionRecord, ServiceConfig, WebSocketService};
-use wsm_testkit::RedisServer;
+use wsm_testkit::{DaprSidecar, RedisServer};
 
 use support::server::{bounded, dead_port, feed_with, Poll, Wsm};
 
-async fn service(redis: &str, instance: &str) -> WebSocketService {
-    let state = RedisStateStore::connect(&RedisConfig {
-        url: redis.to_owned(),
-        ..RedisConfig::default()
-    })
-    .await
-    .expect("redis state");
+async fn redis_state(redis: &str) -> Arc<dyn StateStore> {
+    Arc::new(
+        RedisStateStore::connect(&RedisConfig {
+            url: redis.to_owned(),
+            ..RedisConfig::default()
+        })
+        .await
+        .expect("redis state"),
+    )
+}
+
+fn dapr_state(sidecar: &DaprSidecar) -> Arc<dyn StateStore> {
+    Arc::new(
+        DaprStateStore::new(&DaprConfig {
+            base_url: sidecar.url(),
+            ..DaprConfig::default()
+        })
+        .expect("dapr state"),
+    )
+}
+
+async fn service(state: Arc<dyn StateStore>, instance: &str) -> WebSocketService {
     let mut config = ServiceConfig {
         instance_id: instance.into(),
         ..ServiceConfig::default()
@@ -38,112 +59,183 @@ async fn service(redis: &str, instance: &str) -> WebSocketService {
         base: Duration::from_millis(50),
         ..BackoffPolicy::default()
     };
-    WebSocketService::start(config, Arc::new(state), Arc::new(MemoryBus::new()))
+    WebSocketService::start(config, state, Arc::new(MemoryBus::new()))
         .await
         .expect("service starts")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_instances_racing_for_the_same_connections_claim_each_exactly_once() {
-    bounded(async {
-        const CONNECTIONS: usize = 30;
-        let redis = RedisServer::start();
-        let feed = feed_with(FeedConfig::default()).await;
-        // A dead instance's records, as it left them.
-        let ghost = ConnectionStore::new(
-            Arc::new(
-                RedisStateStore::connect(&RedisConfig {
-                    url: redis.url(),
-                    ..RedisConfig::default()
-                })
-                .await
-                .unwrap(),
-            ),
-            Duration::from_secs(300),
-        );
-        let mut ids = Vec::new();
-        for i in 0..CONNECTIONS {
-            let record = ConnectionRecord {
-                id: format!("conn-{i:02}"),
-                url: feed.url("/ws"),
-                status: Status::Connected,
-                topic: Some(format!("race.{i}")),
-                auto_reconnect: true,
-                created_at: "2026-11-24T00:00:00Z".into(),
-                instance_id: "wsm-ghost".into(),
-                tags: Default::default(),
-                headers: Default::default(),
-                subprotocols: Vec::new(),
-                on_connect: Vec::new(),
-                replay: Vec::new(),
-                epoch: 1,
-                ping_interval_ms: None,
+/// Holds each racer's first read of a record until all three have read it, so all three try to
+/// claim the same version: only compare-and-set can then keep two of them from winning.
+struct SameVersion {
+    inner: Arc<dyn StateStore>,
+    reads: Arc<std::sync::Mutex<BTreeMap<String, (usize, Arc<Barrier>)>>>,
+}
+
+#[async_trait]
+impl StateStore for SameVersion {
+    async fn get(&self, key: &str) -> Result<Option<Versioned>, BackendError> {
+        let value = self.inner.get(key).await?;
+        if key.starts_with(CONNECTION_KEY_PREFIX) && key != CONNECTION_INDEX_KEY {
+            let barrier = {
+                let mut reads = self.reads.lock().unwrap();
+                let (count, barrier) = reads
+                    .entry(key.to_owned())
+                    .or_insert_with(|| (0, Arc::new(Barrier::new(3))));
+                *count += 1;
+                (*count <= 3).then(|| Arc::clone(barrier))
             };
-            ghost.put(record.clone()).await.unwrap();
-            ids.push(record.id);
-        }
-        let racers = [
-            service(&redis.url(), "wsm-1").await,
-            service(&redis.url(), "wsm-2").await,
-            service(&redis.url(), "wsm-3").await,
-        ];
-        let start = Arc::new(Barrier::new(racers.len()));
-        let tasks: Vec<_> = racers
-            .iter()
-            .enumerate()
-            .map(|(n, racer)| {
-                let racer = racer.clone();
-                let start = Arc::clone(&start);
-                // Each goes through the ids in its own order, so they collide along the way.
-                let mut order = ids.clone();
-                order.rotate_left(n * CONNECTIONS / 3);
-                tokio::spawn(async move {
-                    start.wait().await;
-                    let mut won = Vec::new();
-                    for id in order {
-                        match racer.take_over(&id, "wsm-ghost", "test race", None).await {
-                            Ok(TakeOver::Claimed) => won.push(id),
-                            Ok(TakeOver::Owner(_)) => {}
-                            other => panic!("{id}: {other:?}"),
-                        }
-                    }
-                    won
-                })
-            })
-            .collect();
-        let mut winners = std::collections::BTreeMap::new();
-        for (n, task) in tasks.into_iter().enumerate() {
-            for id in task.await.unwrap() {
-                assert!(
-                    winners.insert(id.clone(), n).is_none(),
-                    "{id} was won twice"
-                );
+            if let Some(barrier) = barrier {
+                barrier.wait().await;
             }
         }
-        assert_eq!(winners.len(), CONNECTIONS, "every connection has a winner");
-        // The store agrees with the winners, and each connection has exactly one socket.
-        let owners = racers[0].store().repository().owners(&ids).await.unwrap();
-        for (id, owner) in ids.iter().zip(owners) {
-            assert_eq!(owner, Some(format!("wsm-{}", winners[id] + 1)), "{id}");
+        Ok(value)
+    }
+    async fn get_bulk(&self, keys: &[String]) -> Result<Vec<Option<Versioned>>, BackendError> {
+        self.inner.get_bulk(keys).await
+    }
+    async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        concurrency: Concurrency<'_>,
+        ttl: Option<Duration>,
+    ) -> Result<(), BackendError> {
+        self.inner.set(key, value, concurrency, ttl).await
+    }
+    async fn delete(&self, key: &str, concurrency: Concurrency<'_>) -> Result<(), BackendError> {
+        self.inner.delete(key, concurrency).await
+    }
+    async fn ping(&self) -> Result<(), BackendError> {
+        self.inner.ping().await
+    }
+}
+
+/// A dead instance's records (written through `ghost`), then three instances (each on its own
+/// state store client) racing to take every one over at once, each having read the same version
+/// of every record: each record is won exactly once, the store names the winner, and each
+/// connection gets exactly one new socket.
+async fn race(ghost: Arc<dyn StateStore>, racers: [Arc<dyn StateStore>; 3]) {
+    const CONNECTIONS: usize = 30;
+    let feed = feed_with(FeedConfig::default()).await;
+    let ghost = ConnectionStore::new(ghost, Duration::from_secs(300));
+    let mut ids = Vec::new();
+    for i in 0..CONNECTIONS {
+        let record = ConnectionRecord {
+            id: format!("conn-{i:02}"),
+            url: feed.url("/ws"),
+            status: Status::Connected,
+            topic: Some(format!("race.{i}")),
+            auto_reconnect: true,
+            created_at: "2026-11-24T00:00:00Z".into(),
+            instance_id: "wsm-ghost".into(),
+            tags: Default::default(),
+            headers: Default::default(),
+            subprotocols: Vec::new(),
+            on_connect: Vec::new(),
+            replay: Vec::new(),
+            epoch: 1,
+            ping_interval_ms: None,
+        };
+        ghost.put(record.clone()).await.unwrap();
+        ids.push(record.id);
+    }
+    let reads = Arc::default();
+    let mut services = Vec::new();
+    for (n, state) in racers.into_iter().enumerate() {
+        let gated = Arc::new(SameVersion {
+            inner: state,
+            reads: Arc::clone(&reads),
+        });
+        services.push(service(gated, &format!("wsm-{}", n + 1)).await);
+    }
+    let start = Arc::new(Barrier::new(services.len()));
+    let tasks: Vec<_> = services
+        .iter()
+        .map(|racer| {
+            let racer = racer.clone();
+            let start = Arc::clone(&start);
+            // The same order for all: they meet on every record.
+            let order = ids.clone();
+            tokio::spawn(async move {
+                start.wait().await;
+                let mut won = Vec::new();
+                for id in order {
+                    match racer.take_over(&id, "wsm-ghost", "test race", None).await {
+                        Ok(TakeOver::Claimed) => won.push(id),
+                        Ok(TakeOver::Owner(_)) => {}
+                        other => panic!("{id}: {other:?}"),
+                    }
+                }
+                won
+            })
+        })
+        .collect();
+    let mut winners = std::collections::BTreeMap::new();
+    for (n, task) in tasks.into_iter().enumerate() {
+        for id in task.await.unwrap() {
+            assert!(
+                winners.insert(id.clone(), n).is_none(),
+                "{id} was won twice"
+            );
         }
-        assert!(
-            feed.wait_for_connections(CONNECTIONS, Duration::from_secs(20))
-                .await
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert_eq!(
-            feed.accepted_total(),
-            CONNECTIONS as u64,
-            "one socket per connection"
-        );
-        let epochs: Vec<u64> = racers[0]
-            .list(&[])
+    }
+    assert_eq!(winners.len(), CONNECTIONS, "every connection has a winner");
+    let owners = services[0].store().repository().owners(&ids).await.unwrap();
+    for (id, owner) in ids.iter().zip(owners) {
+        assert_eq!(owner, Some(format!("wsm-{}", winners[id] + 1)), "{id}");
+    }
+    assert!(
+        feed.wait_for_connections(CONNECTIONS, Duration::from_secs(20))
             .await
-            .unwrap()
-            .iter()
-            .map(|r| r.epoch)
-            .collect();
-        assert!(epochs.iter().all(|e| *e == 2), "the next epoch: {epochs:?}");
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        feed.accepted_total(),
+        CONNECTIONS as u64,
+        "one socket per connection"
+    );
+    let epochs: Vec<u64> = services[0]
+        .list(&[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.epoch)
+        .collect();
+    assert!(epochs.iter().all(|e| *e == 2), "the next epoch: {epochs:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_racing_on_redis_claim_each_connection_exactly_once() {
+    bounded(async {
+        let redis = RedisServer::start();
+        let url = redis.url();
+        let racers = [
+            redis_state(&url).await,
+            redis_state(&url).await,
+            redis_state(&url).await,
+        ];
+        race(redis_state(&url).await, racers).await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_racing_through_their_own_dapr_sidecars_claim_each_connection_exactly_once()
+{
+    bounded(async {
+        let redis = RedisServer::start();
+        let mut sidecars = Vec::new();
+        for _ in 0..4 {
+            sidecars.push(
+                DaprSidecar::start(&redis.url(), "websocketmanager", "statestore", "pubsub").await,
+            );
+        }
+        let racers = [
+            dapr_state(&sidecars[1]),
+            dapr_state(&sidecars[2]),
+            dapr_state(&sidecars[3]),
+        ];
+        race(dapr_state(&sidecars[0]), racers).await;
     })
     .await;
 }
