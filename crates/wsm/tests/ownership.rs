@@ -68,8 +68,11 @@ async fn service(state: Arc<dyn StateStore>, instance: &str) -> WebSocketService
 /// claim the same version: only compare-and-set can then keep two of them from winning.
 struct SameVersion {
     inner: Arc<dyn StateStore>,
-    reads: Arc<std::sync::Mutex<BTreeMap<String, (usize, Arc<Barrier>)>>>,
+    reads: Arc<std::sync::Mutex<Reads>>,
 }
+
+/// Per record key: reads so far, and the barrier the first three meet at.
+type Reads = BTreeMap<String, (usize, Arc<Barrier>)>;
 
 #[async_trait]
 impl StateStore for SameVersion {
