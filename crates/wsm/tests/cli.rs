@@ -59,6 +59,25 @@ fn invalid_serve_flags_exit_1_naming_the_flag() {
         "{}",
         stderr(&out)
     );
+    // One late heartbeat must not make peers take over: the threshold is at least twice the
+    // interval. And an instance id must not collide with the peer list's key.
+    for (args, names) in [
+        (
+            &[
+                "--heartbeat-interval-seconds",
+                "10",
+                "--stale-threshold-seconds",
+                "15",
+            ][..],
+            "--stale-threshold-seconds",
+        ),
+        (&["--instance-id", "peers"][..], "--instance-id"),
+    ] {
+        let serve = [&["serve", "-s", "0", "-g", "0"][..], args].concat();
+        let out = wsm("http://127.0.0.1:1", &serve);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(names), "{args:?}: {}", stderr(&out));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -364,11 +364,14 @@ async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
     let b = instance(&url, "wsm-b", &[]);
     let c = instance(&url, "wsm-c", &[]);
     let mut on_a = Vec::new();
+    let mut others = Vec::new();
     for (via, name) in [(&a, "a"), (&a, "a2"), (&b, "b"), (&c, "c")] {
         let topic = format!("ticks.{name}");
         let id = connect(via, &feed.url("/ws"), &topic).await;
         if name.starts_with('a') {
             on_a.push((id, topic));
+        } else {
+            others.push((id, format!("wsm-{name}"), topic));
         }
     }
     // Let the feed run a while under the first owners.
@@ -429,6 +432,13 @@ async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
                 .any(|(kind, instance, _)| kind == "connected" && *instance == new_owner),
             "{events:?}"
         );
+    }
+    // Connections whose owner is alive never move, and their streams never changed epoch.
+    for (id, owner, topic) in &others {
+        assert_eq!(listed[id].instance_id, *owner);
+        let events = published(&url, topic).await;
+        assert_gap_free(topic, &events);
+        assert!(events.iter().all(|(epoch, _)| *epoch == 1), "{topic}");
     }
     // One socket per connection: the two reopened, none twice.
     assert_eq!(feed.connections(), 4);
