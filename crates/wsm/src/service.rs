@@ -353,16 +353,8 @@ impl WebSocketService {
         }
         let connection = live.connection.clone();
         lock(&self.inner.live).insert(id.clone(), live);
-        // A status change in between was skipped by the status writer: catch up.
-        let (status, epoch) = (connection.status(), connection.epoch());
-        if (status, epoch) != (record.status, record.epoch) {
-            let _ = self
-                .persist(&id, |r| {
-                    r.status = status;
-                    r.epoch = r.epoch.max(epoch);
-                })
-                .await;
-        }
+        self.catch_up(&id, &connection, record.status, record.epoch)
+            .await;
         tracing::info!(connection = %id, url = %crate::connection::loggable_url(&record.url), "connected");
         Ok(record)
     }
@@ -539,11 +531,28 @@ impl WebSocketService {
         }
         tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch, "took the connection over; reopening its socket");
         let connection = self.resume(&claimed, from, why);
+        self.catch_up(id, &connection, Status::Connecting, claimed.epoch)
+            .await;
         if let Some(wait) = wait {
             let _ =
                 tokio::time::timeout(wait, connection.wait_for(|s| s != Status::Connecting)).await;
         }
         Ok(TakeOver::Claimed)
+    }
+
+    /// The status writer skips connections not (yet) in `live`, so a change between the record's
+    /// write and the insertion would never be persisted: writes it when the connection is no
+    /// longer at the `recorded` status and epoch.
+    async fn catch_up(&self, id: &str, connection: &Connection, status: Status, epoch: u64) {
+        let now = (connection.status(), connection.epoch());
+        if now != (status, epoch) {
+            let _ = self
+                .persist(id, |r| {
+                    r.status = now.0;
+                    r.epoch = r.epoch.max(now.1);
+                })
+                .await;
+        }
     }
 
     /// Reopens a claimed connection's socket in the background, wired like a new one.
