@@ -617,7 +617,7 @@ async fn a_gracefully_stopped_instances_connections_move_without_waiting_for_the
         poll.tick().await;
     }
 
-    assert!(a.terminate().success(), "a graceful stop exits 0");
+    assert!(a.terminate().await.success(), "a graceful stop exits 0");
     let stopped = Instant::now();
     let poll = Poll::new("A's connections moved to B");
     loop {

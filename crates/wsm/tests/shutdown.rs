@@ -2,80 +2,16 @@
 //! process exits, every upstream socket is closed with 1001 (going away), and the connection
 //! records stay in the shared store for a successor instance.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod support;
+
 use std::time::{Duration, Instant};
 
 use feed_server::{FeedConfig, FeedServer};
-use tonic::transport::Endpoint;
-use wsm::api::proto::{self, web_socket_manager_client::WebSocketManagerClient};
+use support::process::WsmProcess;
+use wsm::api::proto;
 use wsm_testkit::{stream_entries, RedisServer};
 
 const TOPIC: &str = "ticks.shutdown";
-
-struct Wsm {
-    child: Child,
-    http: String,
-    grpc: String,
-}
-
-impl Drop for Wsm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `wsm serve` on free loopback ports and reads its addresses from stdout.
-fn spawn_wsm(redis_url: &str) -> Wsm {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_wsm"))
-        .args(["serve", "--bind", "127.0.0.1", "-s", "0", "-g", "0"])
-        .args([
-            "--state",
-            "redis",
-            "--pubsub",
-            "redis",
-            "--redis-url",
-            redis_url,
-        ])
-        .args(["--allow-private-networks", "--log-level", "warn"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("wsm starts");
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let mut lines = BufReader::new(stdout).lines();
-    let (mut http, mut grpc) = (None, None);
-    while http.is_none() || grpc.is_none() {
-        let line = lines
-            .next()
-            .expect("wsm prints its addresses before anything else")
-            .expect("stdout reads");
-        if let Some(addr) = line.strip_prefix("http listening on ") {
-            http = Some(addr.to_owned());
-        } else if let Some(addr) = line.strip_prefix("grpc listening on ") {
-            grpc = Some(addr.to_owned());
-        }
-    }
-    Wsm {
-        child,
-        http: http.unwrap_or_default(),
-        grpc: grpc.unwrap_or_default(),
-    }
-}
-
-/// One metric's value from the `/metrics` text.
-async fn metric(http: &str, name: &str) -> u64 {
-    let text = reqwest::get(format!("http://{http}/metrics"))
-        .await
-        .expect("/metrics answers")
-        .text()
-        .await
-        .expect("/metrics has a body");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} is missing from /metrics:\n{text}"))
-}
 
 fn seqs(entries: &[wsm_testkit::StreamEntry]) -> Vec<u64> {
     entries
@@ -98,13 +34,10 @@ async fn sigterm_flushes_queued_frames_closes_sockets_with_1001_and_keeps_record
     })
     .await
     .expect("the feed server starts");
-    let wsm = spawn_wsm(&redis.url());
-    let channel = Endpoint::from_shared(format!("http://{}", wsm.grpc))
-        .unwrap()
-        .connect()
-        .await
-        .expect("the gRPC port accepts");
-    let mut client = WebSocketManagerClient::new(channel);
+    let url = redis.url();
+    let mut wsm =
+        WsmProcess::spawn(&["--state", "redis", "--pubsub", "redis", "--redis-url", &url]);
+    let mut client = wsm.client().await;
 
     let id = client
         .connect(proto::ConnectRequest {
@@ -152,29 +85,16 @@ async fn sigterm_flushes_queued_frames_closes_sockets_with_1001_and_keeps_record
         .await
         .expect("CLIENT PAUSE");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(&wsm.http, "wsm_publish_queue_frames").await == 0 {
+    while wsm.metric("wsm_publish_queue_frames").await == 0.0 {
         assert!(
             Instant::now() < deadline,
             "no frame ever waited in the queue"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let received_before = metric(&wsm.http, "wsm_frames_received_total").await;
+    let received_before = wsm.metric("wsm_frames_received_total").await as u64;
 
-    let status = Command::new("kill")
-        .args(["-TERM", &wsm.child.id().to_string()])
-        .status()
-        .expect("kill runs");
-    assert!(status.success());
-    let mut wsm = wsm;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let exit = loop {
-        if let Some(exit) = wsm.child.try_wait().expect("the child can be waited on") {
-            break exit;
-        }
-        assert!(Instant::now() < deadline, "wsm did not exit after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let exit = wsm.terminate().await;
     assert!(exit.success(), "wsm exits cleanly on SIGTERM: {exit:?}");
 
     let codes = feed.stats().client_close_codes;

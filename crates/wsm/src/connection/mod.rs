@@ -488,29 +488,13 @@ impl Connection {
         lifecycle: Arc<dyn LifecycleSink>,
     ) -> Result<Connection, DialError> {
         let socket = dial::dial(&spec, &options).await?;
-        let (commands_tx, commands_rx) = mpsc::channel(options.command_queue.max(1));
-        let correlator = Arc::new(Correlator::default());
-        let epoch = spec.epoch + 1;
-        let (state_tx, state_rx) = watch::channel((Status::Connected, epoch));
-        let id: Arc<str> = spec.id.as_str().into();
-        let task = task::SocketTask::new(
+        Ok(Connection::start(
             spec,
             options,
-            task::Channels {
-                commands: commands_rx,
-                frames,
-                lifecycle,
-                state: state_tx,
-            },
-            Arc::clone(&correlator),
-        );
-        tokio::spawn(task.run(Some(socket)));
-        Ok(Connection {
-            id,
-            commands: commands_tx,
-            correlator,
-            state: state_rx,
-        })
+            frames,
+            lifecycle,
+            Some(socket),
+        ))
     }
 
     /// Starts a connection whose socket is dialed in the background: one taken over from a stale
@@ -522,9 +506,25 @@ impl Connection {
         frames: PublishQueue,
         lifecycle: Arc<dyn LifecycleSink>,
     ) -> Connection {
+        Connection::start(spec, options, frames, lifecycle, None)
+    }
+
+    /// Spawns the socket task: on `socket` (connected), or dialing first (connecting).
+    fn start(
+        spec: ConnectionSpec,
+        options: ConnectionOptions,
+        frames: PublishQueue,
+        lifecycle: Arc<dyn LifecycleSink>,
+        socket: Option<dial::Socket>,
+    ) -> Connection {
         let (commands_tx, commands_rx) = mpsc::channel(options.command_queue.max(1));
         let correlator = Arc::new(Correlator::default());
-        let (state_tx, state_rx) = watch::channel((Status::Connecting, spec.epoch + 1));
+        let status = if socket.is_some() {
+            Status::Connected
+        } else {
+            Status::Connecting
+        };
+        let (state_tx, state_rx) = watch::channel((status, spec.epoch + 1));
         let id: Arc<str> = spec.id.as_str().into();
         let task = task::SocketTask::new(
             spec,
@@ -537,7 +537,7 @@ impl Connection {
             },
             Arc::clone(&correlator),
         );
-        tokio::spawn(task.run(None));
+        tokio::spawn(task.run(socket));
         Connection {
             id,
             commands: commands_tx,

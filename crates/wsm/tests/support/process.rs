@@ -63,10 +63,20 @@ impl WsmProcess {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, and waits for the exit status.
-    pub fn terminate(&mut self) -> std::process::ExitStatus {
+    /// SIGTERM, and waits (bounded) for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
-        self.child.wait().expect("wsm exits")
+        let deadline = tokio::time::Instant::now() + HANG;
+        loop {
+            if let Some(exit) = self.child.try_wait().expect("the child can be waited on") {
+                return exit;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "wsm did not exit within {HANG:?} of SIGTERM"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn client(&self) -> WebSocketManagerClient<Channel> {
