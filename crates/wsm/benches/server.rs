@@ -36,24 +36,19 @@
 //! connections, a second or two. A run with failed calls, wrong echoes or connections that are not
 //! `connected` exits with status 1 after the table.
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use feed_server::{FeedConfig, FeedHandle, FeedServer};
+use feed_server::FeedConfig;
 use futures_util::{SinkExt, StreamExt};
 use tokio::runtime::Builder;
-use tokio::sync::oneshot;
 use tokio_tungstenite::tungstenite::Message;
-use tonic::transport::{Channel, Endpoint};
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
 use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
 
-type Client = WebSocketManagerClient<Channel>;
+#[path = "support/mod.rs"]
+mod support;
+
+use support::{env_or, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
 
 /// Size of the `Send` payload, in bytes.
 const PAYLOAD_SIZE: usize = 100;
@@ -86,11 +81,6 @@ struct Settings {
 impl Settings {
     fn from_env() -> Self {
         let smoke = !std::env::args().any(|a| a == "--bench");
-        let only = std::env::var("BENCH_ONLY").ok();
-        let wanted = |name: &str| {
-            only.as_deref()
-                .is_none_or(|list| list.split(',').any(|n| n.trim() == name))
-        };
         let (sends, warmup, runs, conns, inflight, idle_seconds) = if smoke {
             (200, 20, 1, 50, 16, 0.5)
         } else {
@@ -116,29 +106,6 @@ impl Settings {
             wsm_bin: wsm_bin(),
         }
     }
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// `WSM_BIN`, else the binary cargo built with this bench, else `wsm` next to the bench's `deps`
-/// directory (target/<profile>/wsm).
-fn wsm_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("WSM_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Some(path) = option_env!("CARGO_BIN_EXE_wsm") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("wsm"))
-        .expect("target/<profile>/wsm")
 }
 
 /// Raises this process's soft open-file limit to the hard limit (children inherit it); returns
@@ -167,206 +134,17 @@ fn raise_fd_limit() -> u64 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The feed server and the wsm process
+// The feed server
 
-/// A feed server on its own thread and runtime; the handle is shared for its counters.
-struct Feed {
-    base: String,
-    handle: Arc<FeedHandle>,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Feed {
-    fn start() -> Feed {
-        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("feed runtime");
-            runtime.block_on(async {
-                let feed = FeedServer::start(FeedConfig {
-                    // Nothing streams: connections opened with `streams=0` only get echoes.
-                    rate: 1,
-                    auto_stream: false,
-                    // Every request is recorded; keep only a few.
-                    record_limit: 1024,
-                    ..FeedConfig::default()
-                })
-                .await
-                .expect("start feed server");
-                let feed = Arc::new(feed);
-                handle_tx.send(Arc::clone(&feed)).expect("send handle");
-                let _ = stop_rx.await;
-                // Sessions of a killed server are gone already; the rest get the grace period.
-                if let Ok(feed) = Arc::try_unwrap(feed) {
-                    feed.shutdown().await;
-                }
-            });
-        });
-        let handle = handle_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("feed server handle");
-        Feed {
-            base: handle.url(""),
-            handle,
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    /// A silent connection's URL: no depth frames, echoes only.
-    fn url(&self) -> String {
-        format!("{}/ws?streams=0", self.base)
-    }
-
-    fn stop(mut self) {
-        let handle = self.handle;
-        drop(handle);
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// A `wsm serve` child process, killed when dropped.
-struct WsmProcess {
-    child: Child,
-    grpc: SocketAddr,
-    /// The last lines it wrote on stderr (its log), for failure reports.
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl WsmProcess {
-    fn spawn(bin: &PathBuf, extra: &[&str]) -> WsmProcess {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "-s",
-                "0",
-                "-g",
-                "0",
-                "--allow-private-networks",
-                "--max-connections",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); build it (cargo build --release -p wsm --bin wsm) or \
-                     set WSM_BIN",
-                    bin.display()
-                )
-            });
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
-                if lines.len() == 20 {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("grpc listening on ") {
-                    let _ = addr_tx.send(addr.trim().parse::<SocketAddr>());
-                }
-            }
-        });
-        let grpc = match addr_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(addr)) => addr,
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "wsm serve did not report its gRPC address ({other:?}); its log:\n{}",
-                    log.lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                );
-            }
-        };
-        WsmProcess { child, grpc, log }
-    }
-
-    /// `VmRSS` and `VmHWM` (peak) from /proc/<pid>/status, in bytes.
-    fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// CPU time used so far (user + system), from /proc/<pid>/stat.
-    fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("read /proc/<pid>/stat");
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let ticks: u64 =
-            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Duration::from_secs_f64(ticks as f64 / per_second)
-    }
-
-    fn log_tail(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    async fn client(&self) -> Client {
-        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
-            .expect("endpoint")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect to wsm's gRPC port");
-        WebSocketManagerClient::new(channel).max_decoding_message_size(usize::MAX)
-    }
-}
-
-impl Drop for WsmProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The feed server both figures connect to: nothing streams (connections opened with `streams=0`
+/// only get echoes), and every request is recorded, so only a few are kept.
+fn start_feed() -> Feed {
+    Feed::start(FeedConfig {
+        rate: 1,
+        auto_stream: false,
+        record_limit: 1024,
+        ..FeedConfig::default()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -388,31 +166,6 @@ fn is_echo(response: &[u8], payload: &str) -> bool {
     response.len() == head.len() + 36 + tail.len()
         && response.starts_with(head)
         && response.ends_with(tail.as_bytes())
-}
-
-/// Per-call times of one path in one run, sorted.
-struct Latencies(Vec<Duration>);
-
-impl Latencies {
-    fn new(mut times: Vec<Duration>) -> Self {
-        times.sort_unstable();
-        Latencies(times)
-    }
-
-    fn quantile(&self, q: f64) -> f64 {
-        let at = ((self.0.len() - 1) as f64 * q).round() as usize;
-        self.0[at].as_secs_f64() * 1e6
-    }
-
-    /// Median, p90, p99, max in µs.
-    fn summary(&self) -> [f64; 4] {
-        [
-            self.quantile(0.5),
-            self.quantile(0.9),
-            self.quantile(0.99),
-            self.quantile(1.0),
-        ]
-    }
 }
 
 async fn grpc_calls(
@@ -490,7 +243,7 @@ async fn send_figure(
     let mut client = wsm.client().await;
     let connected = client
         .connect(ConnectRequest {
-            url: feed.url(),
+            url: feed.silent_url(),
             ..ConnectRequest::default()
         })
         .await;
@@ -501,7 +254,7 @@ async fn send_figure(
             return None;
         }
     };
-    let (mut bare, _) = tokio_tungstenite::connect_async_with_config(feed.url(), None, true)
+    let (mut bare, _) = tokio_tungstenite::connect_async_with_config(feed.silent_url(), None, true)
         .await
         .expect("bare client connects");
     let payload = payload();
@@ -600,7 +353,7 @@ async fn idle_figure(
         return None;
     }
     let (rss_before, _) = wsm.memory();
-    let url = feed.url();
+    let url = feed.silent_url();
     let started = Instant::now();
     let calls = futures_util::stream::iter(0..settings.conns)
         .map(|_| {
@@ -752,7 +505,7 @@ fn main() {
             ""
         }
     );
-    let feed = Feed::start();
+    let feed = start_feed();
     let runtime = Builder::new_current_thread()
         .enable_all()
         .build()
