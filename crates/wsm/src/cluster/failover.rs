@@ -13,9 +13,12 @@ use crate::backends::Concurrency;
 use crate::service::TakeOver;
 
 impl Cluster {
-    /// Claims every record of each takeable peer. Each sweeper goes through the ids in its own
-    /// random order, so instances sweeping at once split the work instead of colliding on every
-    /// record.
+    /// Claims the records of each takeable peer, up to a fair share per sweep: the peer's records
+    /// divided by the live instances. The first survivor to notice a death would otherwise take
+    /// everything within milliseconds and double its load; with a share, the others take theirs
+    /// at their next look (a quarter interval later), and whatever is left after a sweep, because
+    /// a survivor is slow or gone, is taken by the next sweeps. Each sweeper goes through the ids
+    /// in its own random order, so sweeps at the same moment split the work rather than collide.
     pub(super) async fn sweep(self: &Arc<Self>, takeable: Vec<(String, PeerState)>) {
         self.metrics.sweeps.fetch_add(1, Ordering::Relaxed);
         let repository = self.service.store().repository();
@@ -36,9 +39,14 @@ impl Cluster {
                 }
             };
             ids.shuffle(&mut rand::rng());
+            let live = self.registry().live(tokio::time::Instant::now()).max(1);
+            let share = ids.len().div_ceil(live);
             let mut claimed = Vec::new();
             let mut settled = Vec::new();
             for id in &ids {
+                if claimed.len() >= share {
+                    break;
+                }
                 match self.service.take_over(id, &peer, &why, None).await {
                     Ok(TakeOver::Claimed) => {
                         claimed.push(id.as_str());
@@ -65,7 +73,7 @@ impl Cluster {
             if !others.is_empty() {
                 let _ = repository.index_remove_instance(&peer, &others).await;
             }
-            if settled.len() == ids.len() && self.registry().expired(&peer) {
+            if ids.is_empty() && self.registry().expired(&peer) {
                 // Nothing left and its heartbeat gone: the peer leaves the list.
                 let _ = repository
                     .set_update(PEERS_KEY, None, |peers| peers.remove(&peer))

@@ -267,6 +267,10 @@ impl Cluster {
 
     /// Reads the peer list, every peer's heartbeat and this instance's revocation notice.
     async fn observe(&self) {
+        // A change counts from when this look began: a look exactly one threshold after the
+        // last change then sees the peer stale, instead of missing it by the reads' duration.
+        // (Earlier by at most one read, well inside the lease margin.)
+        let looked = Instant::now();
         let me = self.service.instance_id().to_owned();
         let repository = self.service.store().repository();
         let peers = match repository.index(PEERS_KEY).await {
@@ -307,7 +311,7 @@ impl Cluster {
                 (id, heartbeat)
             })
             .collect();
-        self.registry().observe(Instant::now(), observed);
+        self.registry().observe(looked, observed);
         if let Some(Some(notice)) = values.next() {
             let ids: Vec<String> = serde_json::from_slice(&notice.value).unwrap_or_default();
             if !ids.is_empty() {
