@@ -13,12 +13,11 @@ use crate::backends::Concurrency;
 use crate::service::TakeOver;
 
 impl Cluster {
-    /// Claims the records of each takeable peer, up to a fair share per sweep: the peer's records
-    /// divided by the live instances. The first survivor to notice a death would otherwise take
-    /// everything within milliseconds and double its load; with a share, the others take theirs
-    /// at their next look (a quarter interval later), and whatever is left after a sweep, because
-    /// a survivor is slow or gone, is taken by the next sweeps. Each sweeper goes through the ids
-    /// in its own random order, so sweeps at the same moment split the work rather than collide.
+    /// Claims the records of each takeable peer. At first, each survivor claims only the records
+    /// rendezvous hashing gives it among the live instances, so a dead instance's load spreads
+    /// evenly instead of landing on whichever survivor looked first (it would take everything
+    /// within milliseconds). The survivors see a death within one look of each other; after two
+    /// looks, whatever is still unclaimed (its survivor is slow or gone) is taken by any sweeper.
     pub(super) async fn sweep(self: &Arc<Self>, takeable: Vec<(String, PeerState)>) {
         self.metrics.sweeps.fetch_add(1, Ordering::Relaxed);
         let repository = self.service.store().repository();
@@ -39,13 +38,16 @@ impl Cluster {
                 }
             };
             ids.shuffle(&mut rand::rng());
-            let live = self.registry().live(tokio::time::Instant::now()).max(1);
-            let share = ids.len().div_ceil(live);
+            let now = tokio::time::Instant::now();
+            let since = *self.stale_since().entry(peer.clone()).or_insert(now);
+            let live = self.registry().live_ids(now);
+            let me = self.service.instance_id();
+            let anyone = now.saturating_duration_since(since) >= self.config.observe_every() * 2;
             let mut claimed = Vec::new();
             let mut settled = Vec::new();
             for id in &ids {
-                if claimed.len() >= share {
-                    break;
+                if !anyone && preferred(id, &live).is_some_and(|p| p != me) {
+                    continue;
                 }
                 match self.service.take_over(id, &peer, &why, None).await {
                     Ok(TakeOver::Claimed) => {
@@ -82,6 +84,7 @@ impl Cluster {
                     .state
                     .delete(&heartbeat_key(&peer), Concurrency::LastWrite)
                     .await;
+                self.stale_since().remove(&peer);
                 tracing::info!(instance = %peer, "removed a departed instance from the peer list");
             }
         }
@@ -137,5 +140,56 @@ impl Cluster {
                 "resumed this instance's connections from before its restart"
             );
         }
+    }
+}
+
+/// Rendezvous (highest random weight) hashing: the instance of `live` that takes `id` first. Every
+/// survivor computes the same answer from the same live set, and a change of the set moves only the
+/// ids of the instances that came or went. FNV-1a, so it is the same in every build.
+fn preferred<'a>(id: &str, live: &'a [String]) -> Option<&'a str> {
+    live.iter()
+        .max_by_key(|instance| weight(id, instance))
+        .map(String::as_str)
+}
+
+fn weight(id: &str, instance: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.bytes().chain([0xff]).chain(instance.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    // FNV's low bits mix poorly for short inputs; a final avalanche spreads them.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::preferred;
+
+    #[test]
+    fn each_survivor_is_preferred_for_about_its_share_and_all_agree() {
+        let live: Vec<String> = ["wsm-b", "wsm-c", "wsm-d"].map(String::from).to_vec();
+        let mut counts = std::collections::BTreeMap::new();
+        for n in 0..3000 {
+            let id = format!("{n:08x}-0000-4000-8000-000000000000");
+            let first = preferred(&id, &live).unwrap();
+            assert_eq!(preferred(&id, &live), Some(first), "deterministic");
+            *counts.entry(first).or_insert(0) += 1;
+        }
+        for (instance, n) in &counts {
+            assert!((800..=1200).contains(n), "{instance}: {n} of 3000");
+        }
+        // One survivor fewer: only the ids of the one that went move.
+        let fewer: Vec<String> = live[..2].to_vec();
+        for n in 0..300 {
+            let id = format!("id-{n}");
+            let before = preferred(&id, &live).unwrap();
+            if before != "wsm-d" {
+                assert_eq!(preferred(&id, &fewer), Some(before));
+            }
+        }
+        assert_eq!(preferred("x", &[]), None);
     }
 }

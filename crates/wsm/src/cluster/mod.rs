@@ -45,7 +45,7 @@ pub struct ClusterConfig {
 impl ClusterConfig {
     /// How often peers' heartbeats are read: a few times per interval, so a death is noticed
     /// soon after the threshold, not up to a whole interval later.
-    fn observe_every(&self) -> Duration {
+    pub(crate) fn observe_every(&self) -> Duration {
         (self.heartbeat_interval / 4).clamp(Duration::from_millis(50), Duration::from_millis(2500))
     }
 
@@ -85,6 +85,8 @@ pub struct Cluster {
     registry: Mutex<Registry>,
     forwarder: Forwarder,
     sweeping: AtomicBool,
+    /// When this instance first found each takeable peer so (see `sweep`).
+    stale_since: Mutex<std::collections::HashMap<String, Instant>>,
     metrics: ClusterMetrics,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -106,6 +108,7 @@ impl Cluster {
             service,
             state,
             sweeping: AtomicBool::new(false),
+            stale_since: Mutex::default(),
             metrics: ClusterMetrics::default(),
             tasks: Mutex::new(Vec::new()),
         });
@@ -255,6 +258,9 @@ impl Cluster {
             tick.tick().await;
             self.observe().await;
             let takeable = self.registry().takeable(Instant::now());
+            // A peer that came back starts afresh if it goes stale again.
+            self.stale_since()
+                .retain(|peer, _| takeable.iter().any(|(p, _)| p == peer));
             if !takeable.is_empty() && !self.sweeping.swap(true, Ordering::AcqRel) {
                 let cluster = Arc::clone(&self);
                 tokio::spawn(async move {
@@ -352,6 +358,12 @@ impl Cluster {
 
     fn registry(&self) -> MutexGuard<'_, Registry> {
         self.registry.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn stale_since(&self) -> MutexGuard<'_, std::collections::HashMap<String, Instant>> {
+        self.stale_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {

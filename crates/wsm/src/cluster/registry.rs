@@ -128,10 +128,19 @@ impl Registry {
 
     /// Instances heartbeating now, this one included.
     pub fn live(&self, now: Instant) -> usize {
-        self.seen
+        self.live_ids(now).len()
+    }
+
+    /// The ids of the instances heartbeating now, this one included, sorted.
+    pub fn live_ids(&self, now: Instant) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .seen
             .keys()
             .filter(|id| matches!(self.state(id, now), PeerState::Live { .. }))
-            .count()
+            .cloned()
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// Whether `id`'s heartbeat key is gone (its TTL ran out): with an empty index, the peer can
