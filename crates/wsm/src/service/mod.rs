@@ -21,7 +21,12 @@ use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
 use crate::model::{ConnectionRecord, StoredMessage};
 use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
-use crate::store::{ConnectionStore, OwnedWriteError};
+use crate::store::ConnectionStore;
+
+mod ownership;
+
+use ownership::OwnedLifecycle;
+pub use ownership::{OwnershipCounts, TakeOver};
 
 /// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
 pub const MAX_TAGS: usize = 50;
@@ -88,29 +93,6 @@ struct Live {
     /// Set when another instance took the connection over: its frames and lifecycle events are no
     /// longer this instance's to publish.
     revoked: Arc<AtomicBool>,
-}
-
-/// The outcome of [`WebSocketService::take_over`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TakeOver {
-    /// This instance owns it now, and its socket is (re)opening.
-    Claimed,
-    /// This instance held it already.
-    AlreadyOurs,
-    /// Another instance owns it (it won the claim, or the record had moved before).
-    Owner(String),
-    /// The record is gone.
-    Gone,
-}
-
-/// Counts of ownership changes, for the metrics.
-#[derive(Debug, Default)]
-pub struct OwnershipCounts {
-    /// Connections this instance took over from stale, stopped or unreachable instances.
-    pub taken_over: AtomicU64,
-    /// Connections another instance took from this one (noticed on waking, by a notice, or at a
-    /// record write).
-    pub lost: AtomicU64,
 }
 
 /// Counts of lifecycle events, for the metrics.
@@ -460,233 +442,6 @@ impl WebSocketService {
         }
     }
 
-    /// Claims `id` from `from` by compare-and-set and reopens its socket in the background: the
-    /// winner of a failover (or the owner itself, after a restart, with `from` = this instance).
-    /// The socket publishes to the record's topic with the next epoch, after replaying `on_connect`
-    /// and the replay messages. With `wait`, returns once the handshake is done (or failed),
-    /// bounded by `wait`.
-    pub async fn take_over(
-        &self,
-        id: &str,
-        from: &str,
-        why: &str,
-        wait: Option<Duration>,
-    ) -> Result<TakeOver, ServiceError> {
-        let me = self.inner.config.instance_id.as_str();
-        if lock(&self.inner.live).contains_key(id) {
-            return Ok(TakeOver::AlreadyOurs);
-        }
-        let repository = self.inner.store.repository();
-        let Some((record, etag)) = repository.load(id).await? else {
-            return Ok(TakeOver::Gone);
-        };
-        if record.instance_id != from && record.instance_id != me {
-            return Ok(TakeOver::Owner(record.instance_id));
-        }
-        let max = self.inner.config.max_connections;
-        if max > 0 && lock(&self.inner.live).len() >= max {
-            return Err(ServiceError::ResourceExhausted(format!(
-                "this instance holds its maximum of {max} connections; connection {id} is left for another instance"
-            )));
-        }
-        let ended = record.status == Status::Disconnected;
-        // The claim carries the epoch the new socket publishes with, so no later reader sees the
-        // old one on a record that names the new owner.
-        let claimed = ConnectionRecord {
-            instance_id: me.to_owned(),
-            status: if ended {
-                Status::Disconnected
-            } else {
-                Status::Connecting
-            },
-            epoch: if ended {
-                record.epoch
-            } else {
-                record.epoch + 1
-            },
-            ..record
-        };
-        match repository.save_if(&claimed, &etag).await {
-            Ok(()) => {}
-            Err(BackendError::Conflict { .. }) => {
-                // Another instance won this one.
-                return Ok(match repository.load(id).await? {
-                    Some((now, _)) if now.instance_id != me => TakeOver::Owner(now.instance_id),
-                    Some(_) => TakeOver::AlreadyOurs,
-                    None => TakeOver::Gone,
-                });
-            }
-            Err(e) => return Err(e.into()),
-        }
-        self.inner.store.hold(claimed.clone());
-        if from != me {
-            self.inner
-                .ownership
-                .taken_over
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        if ended {
-            tracing::info!(connection = %id, from, why, "took over an ended connection's record; its socket stays closed");
-            return Ok(TakeOver::Claimed);
-        }
-        tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch, "took the connection over; reopening its socket");
-        let connection = self.resume(&claimed, from, why);
-        self.catch_up(id, &connection, Status::Connecting, claimed.epoch)
-            .await;
-        if let Some(wait) = wait {
-            let _ =
-                tokio::time::timeout(wait, connection.wait_for(|s| s != Status::Connecting)).await;
-        }
-        Ok(TakeOver::Claimed)
-    }
-
-    /// The status writer skips connections not (yet) in `live`, so a change between the record's
-    /// write and the insertion would never be persisted: writes it when the connection is no
-    /// longer at the `recorded` status and epoch.
-    async fn catch_up(&self, id: &str, connection: &Connection, status: Status, epoch: u64) {
-        let now = (connection.status(), connection.epoch());
-        if now != (status, epoch) {
-            let _ = self
-                .persist(id, |r| {
-                    r.status = now.0;
-                    r.epoch = r.epoch.max(now.1);
-                })
-                .await;
-        }
-    }
-
-    /// Reopens a claimed connection's socket in the background, wired like a new one.
-    fn resume(&self, record: &ConnectionRecord, from: &str, why: &str) -> Connection {
-        let decode = |messages: &[StoredMessage]| -> Vec<OutboundMessage> {
-            messages
-                .iter()
-                .filter_map(|m| {
-                    let decoded = m.to_outbound();
-                    if decoded.is_none() {
-                        tracing::warn!(connection = %record.id, "a stored message is not base64 and is not replayed");
-                    }
-                    decoded
-                })
-                .collect()
-        };
-        let spec = ConnectionSpec {
-            id: record.id.clone(),
-            url: record.url.clone(),
-            headers: record.headers.clone().into_iter().collect(),
-            subprotocols: record.subprotocols.clone(),
-            on_connect: decode(&record.on_connect),
-            auto_reconnect: record.auto_reconnect,
-            replay: decode(&record.replay),
-            // The claim set the epoch of the first connect.
-            epoch: record.epoch.saturating_sub(1),
-            topic: record.topic.clone(),
-        };
-        let reason = if from == self.inner.config.instance_id {
-            why.to_owned()
-        } else {
-            format!("taken over from instance {from}: {why}")
-        };
-        let pipe = self.pipe(
-            &spec,
-            record.ping_interval_ms.map(Duration::from_millis),
-            reason,
-        );
-        let connection = Connection::resume(
-            spec,
-            pipe.options.clone(),
-            pipe.queue.clone(),
-            Arc::clone(&pipe.lifecycle),
-        );
-        let live = self.start_publisher(connection.clone(), pipe);
-        lock(&self.inner.live).insert(record.id.clone(), live);
-        connection
-    }
-
-    /// After this instance may have been declared dead (its lease lapsed): lets go of every
-    /// connection whose record names another owner now, or is gone. Returns how many.
-    pub async fn verify_ownership(&self) -> Result<usize, BackendError> {
-        let ids: Vec<String> = lock(&self.inner.live).keys().cloned().collect();
-        let mut lost = 0;
-        for chunk in ids.chunks(500) {
-            let owners = self.inner.store.repository().owners(chunk).await?;
-            for (id, owner) in chunk.iter().zip(owners) {
-                if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
-                    self.revoke(id, owner).await;
-                    lost += 1;
-                }
-            }
-        }
-        Ok(lost)
-    }
-
-    /// Lets go of those of `ids` (from this instance's revocation notice) it no longer owns.
-    pub async fn check_ownership(&self, ids: &[String]) {
-        let held: Vec<String> = {
-            let live = lock(&self.inner.live);
-            ids.iter()
-                .filter(|id| live.contains_key(*id))
-                .cloned()
-                .collect()
-        };
-        if held.is_empty() {
-            return;
-        }
-        match self.inner.store.repository().owners(&held).await {
-            Ok(owners) => {
-                for (id, owner) in held.iter().zip(owners) {
-                    if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
-                        self.revoke(id, owner).await;
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "revocation notice not checked; retrying next time")
-            }
-        }
-    }
-
-    /// Another instance owns `id` now (or its record is gone): stop publishing it, discard what is
-    /// queued, close the socket, forget the record. Nothing is written: the record is not ours.
-    async fn revoke(&self, id: &str, owner: Option<String>) {
-        let live = lock(&self.inner.live).remove(id);
-        self.inner.store.forget_local(id);
-        let Some(live) = live else { return };
-        live.revoked.store(true, Ordering::Release);
-        self.inner.ownership.lost.fetch_add(1, Ordering::Relaxed);
-        match &owner {
-            Some(owner) => {
-                tracing::warn!(connection = %id, new_owner = %owner, "another instance took this connection over; closing this instance's socket and discarding its unpublished frames")
-            }
-            None => {
-                tracing::warn!(connection = %id, "this connection's record is gone from the shared store (disconnected through another instance, cleared, or expired); closing its socket")
-            }
-        }
-        close(live, 1001, "the connection moved to another instance").await;
-    }
-
-    /// Persists a change of a record this instance owns; when the record turns out to be another
-    /// instance's now, lets the connection go and answers as a non-owner would.
-    async fn persist(
-        &self,
-        id: &str,
-        change: impl FnOnce(&mut ConnectionRecord),
-    ) -> Result<(), ServiceError> {
-        match self.inner.store.update(id, change).await {
-            Ok(_) => Ok(()),
-            Err(OwnedWriteError::Backend(e)) => Err(e.into()),
-            Err(OwnedWriteError::Lost { owner }) => {
-                self.revoke(id, owner.clone()).await;
-                Err(match owner {
-                    Some(owner) => ServiceError::NotOwner {
-                        id: id.to_owned(),
-                        owner,
-                    },
-                    None => ServiceError::NotFound { id: id.to_owned() },
-                })
-            }
-        }
-    }
-
     /// Every connection (all instances' records merged with this one's), filtered by tags (AND).
     pub async fn list(
         &self,
@@ -945,21 +700,6 @@ struct Pipe {
     lifecycle: Arc<dyn LifecycleSink>,
     options: crate::connection::ConnectionOptions,
     revoked: Arc<AtomicBool>,
-}
-
-/// One connection's lifecycle events, silenced once another instance took it over (that instance
-/// reports the connection from then on).
-struct OwnedLifecycle {
-    sink: Arc<BusLifecycle>,
-    revoked: Arc<AtomicBool>,
-}
-
-impl LifecycleSink for OwnedLifecycle {
-    fn emit(&self, event: LifecycleEvent) {
-        if !self.revoked.load(Ordering::Acquire) {
-            self.sink.emit(event);
-        }
-    }
 }
 
 /// Counts lifecycle events and forwards status-changing ones to the status writer (never blocks the
