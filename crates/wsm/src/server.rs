@@ -146,6 +146,16 @@ pub async fn start(
         .map_err(|e| StartError::Config(e.to_string()))?;
 
     let cluster_config = args.cluster_config(grpc_addr).map_err(StartError::Config)?;
+    if args.state != Backend::Memory
+        && args.bind.is_unspecified()
+        && cluster_config.advertised_address.starts_with("127.")
+    {
+        tracing::warn!(
+            address = %cluster_config.advertised_address,
+            "peers are told to reach this instance at a loopback address: fine on one machine, \
+             but instances elsewhere cannot forward calls here; set WSM_GRPC_HOST"
+        );
+    }
     let cluster = Cluster::start(service.clone(), cluster_config)
         .await
         .map_err(|e| StartError::Backend(format!("joining the cluster failed: {e}")))?;

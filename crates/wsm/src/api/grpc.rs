@@ -129,7 +129,7 @@ impl GrpcApi {
         };
         if let Some(from) = forwarded_by {
             // One hop only: the forwarder believed this instance the owner; the records moved.
-            tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again");
+            tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again. If this repeats, the owner's advertised address (WSM_GRPC_HOST) may point at this instance");
             return self.refuse(method, not_owner());
         }
         let why = match cluster.route(&owner).await {
