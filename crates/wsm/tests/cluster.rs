@@ -529,11 +529,19 @@ async fn a_paused_owner_wakes_lets_its_connections_go_and_never_publishes_next_t
     assert_eq!(feed.connections(), 4);
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.signal(libc::SIGCONT);
+    let woke = Instant::now();
 
     let poll = Poll::new("A noticing it lost both connections");
     while a.metric("wsm_ownership_lost_total").await < 2.0 {
         poll.tick().await;
     }
+    // At its first heartbeat after waking, all at once: letting go must not wait on publishers
+    // that hold their batches for the lapsed lease.
+    let noticed = woke.elapsed();
+    assert!(
+        noticed < Duration::from_secs(HEARTBEAT_S + 2),
+        "A took {noticed:?} to let go"
+    );
     let poll = Poll::new("A's sockets closed");
     while feed.connections() != 2 {
         poll.tick().await;

@@ -5,12 +5,18 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use std::collections::HashSet;
+
+use futures_util::StreamExt as _;
 use rand::seq::SliceRandom;
 
 use super::heartbeat::{heartbeat_key, PEERS_KEY};
 use super::{Cluster, PeerState};
 use crate::backends::Concurrency;
 use crate::service::TakeOver;
+
+/// Claims of one sweep in flight at once.
+const CLAIMS_IN_FLIGHT: usize = 32;
 
 impl Cluster {
     /// Claims the records of each takeable peer. At first, each survivor claims only the records
@@ -43,35 +49,46 @@ impl Cluster {
             let live = self.registry().live_ids(now);
             let me = self.service.instance_id();
             let anyone = now.saturating_duration_since(since) >= self.config.observe_every() * 2;
+            let mine: Vec<String> = ids
+                .iter()
+                .filter(|id| anyone || preferred(id, &live).is_none_or(|p| p == me))
+                .cloned()
+                .collect();
+            // Claims run side by side: each is a few store round trips, and concurrent claims
+            // share their index writes (one write of the new owner's index per batch, not per id,
+            // which made a sequential takeover of thousands of connections quadratic).
+            let outcomes: Vec<(String, Result<TakeOver, _>)> = futures_util::stream::iter(mine)
+                .map(|id| {
+                    let (service, peer, why) = (self.service.clone(), peer.clone(), why.clone());
+                    async move {
+                        let outcome = service.take_over(&id, &peer, &why, None).await;
+                        (id, outcome)
+                    }
+                })
+                .buffer_unordered(CLAIMS_IN_FLIGHT)
+                .collect()
+                .await;
             let mut claimed = Vec::new();
-            let mut settled = Vec::new();
-            for id in &ids {
-                if !anyone && preferred(id, &live).is_some_and(|p| p != me) {
-                    continue;
-                }
-                match self.service.take_over(id, &peer, &why, None).await {
+            let mut settled = HashSet::new();
+            for (id, outcome) in &outcomes {
+                match outcome {
                     Ok(TakeOver::Claimed) => {
                         claimed.push(id.as_str());
-                        settled.push(id.as_str());
+                        settled.insert(id.as_str());
                     }
                     // Another instance won it, or it is gone: either way no longer the peer's.
                     Ok(TakeOver::Owner(_) | TakeOver::Gone | TakeOver::AlreadyOurs) => {
-                        settled.push(id.as_str())
+                        settled.insert(id.as_str());
                     }
                     Err(e) => {
                         tracing::warn!(connection = %id, instance = %peer, error = %e, "connection not taken over; retrying on the next sweep")
                     }
                 }
             }
-            if !claimed.is_empty() {
-                tracing::info!(instance = %peer, claimed = claimed.len(), of = ids.len(), %why, "took over connections");
-                self.after_claims(&peer, &claimed).await;
+            for id in &claimed {
+                settled.remove(id);
             }
-            let others: Vec<&str> = settled
-                .iter()
-                .copied()
-                .filter(|id| !claimed.contains(id))
-                .collect();
+            let others: Vec<&str> = settled.into_iter().collect();
             if !others.is_empty() {
                 let _ = repository.index_remove_instance(&peer, &others).await;
             }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{close, lock, WebSocketService};
+use super::{lock, WebSocketService};
 use crate::backends::BackendError;
 use crate::connection::{
     Connection, ConnectionSpec, LifecycleEvent, LifecycleSink, OutboundMessage, Status,
@@ -248,7 +248,21 @@ impl WebSocketService {
                 tracing::warn!(connection = %id, "this connection's record is gone from the shared store (disconnected through another instance, cleared, or expired); closing its socket")
             }
         }
-        close(live, 1001, "the connection moved to another instance").await;
+        // Nothing of this connection is ours to publish any more: the publisher stops now (it may
+        // be holding a batch for a lapsed lease, which only renews after this check), and the
+        // socket closes in the background, so letting go of many connections takes no longer
+        // than letting go of one.
+        self.inner
+            .metrics
+            .fenced
+            .fetch_add(live.queue.frames() as u64, Ordering::Relaxed);
+        live.publisher.abort();
+        let connection = live.connection;
+        tokio::spawn(async move {
+            connection
+                .close(1001, "the connection moved to another instance")
+                .await;
+        });
     }
 
     /// Persists a change of a record this instance owns; when the record turns out to be another
