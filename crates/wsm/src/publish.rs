@@ -164,9 +164,15 @@ pub fn spawn_fenced_publisher(
                 &*lifecycle,
                 &metrics,
                 &options,
+                &*fence,
             )
             .await;
-            if sent {
+            if sent == Sent::Fenced {
+                metrics.fenced.fetch_add(count, Ordering::Relaxed);
+                taken.clear();
+                continue;
+            }
+            if sent == Sent::Published {
                 metrics.published.fetch_add(count, Ordering::Relaxed);
                 metrics
                     .published_bytes
@@ -180,8 +186,18 @@ pub fn spawn_fenced_publisher(
     })
 }
 
-/// `true` once published; `false` if the bus refused the batch as malformed (retrying cannot help,
-/// and holding it would stall the connection for good).
+/// What became of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    Published,
+    /// The bus refused it as malformed: retrying cannot help, and holding it would stall the
+    /// connection for good.
+    Refused,
+    /// The fence closed while it was being retried: another instance may own the connection now.
+    Fenced,
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn publish_with_retry(
     bus: &dyn Publisher,
     topic: &str,
@@ -190,10 +206,16 @@ async fn publish_with_retry(
     lifecycle: &dyn LifecycleSink,
     metrics: &PublishMetrics,
     options: &PublishOptions,
-) -> bool {
+    fence: &dyn PublishFence,
+) -> Sent {
     let mut delay = options.retry_base;
     let mut failures = 0u32;
     loop {
+        // Asked again before every retry: a bus outage long enough for the lease to lapse may
+        // have let another instance take the connection over meanwhile.
+        if failures > 0 && !fence.admit().await {
+            return Sent::Fenced;
+        }
         let started = std::time::Instant::now();
         let result = bus.publish_frames(topic, batch).await;
         metrics
@@ -205,7 +227,7 @@ async fn publish_with_retry(
                 if failures > 0 {
                     tracing::info!(connection = %from.connection_id, topic, failures, "publishing recovered");
                 }
-                return true;
+                return Sent::Published;
             }
             Err(error) => error,
         };
@@ -217,7 +239,7 @@ async fn publish_with_retry(
             );
             tracing::error!(connection = %from.connection_id, %reason);
             emit(lifecycle, from, LifecycleKind::Error, reason);
-            return false;
+            return Sent::Refused;
         }
         failures += 1;
         if failures == 1 {

@@ -433,6 +433,30 @@ async fn a_killed_owners_connections_resume_on_survivors_with_the_next_epoch() {
             "{events:?}"
         );
     }
+    // The sweep took the ids out of A's index and named them in A's revocation notice.
+    let mut redis_conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ids_in = |key: &'static str| {
+        let mut conn = redis_conn.clone();
+        async move {
+            let data: Option<String> = redis::cmd("HGET")
+                .arg(format!("websocketmanager||{key}"))
+                .arg("data")
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            serde_json::from_str::<Vec<String>>(&data.unwrap_or_else(|| "[]".into())).unwrap()
+        }
+    };
+    assert!(ids_in("websocketmanager.instance.index.wsm-a")
+        .await
+        .is_empty());
+    let notice = ids_in("websocketmanager.revoked.wsm-a").await;
+    assert_eq!(notice.len(), 2, "{notice:?}");
+    let _ = &mut redis_conn;
     // Connections whose owner is alive never move, and their streams never changed epoch.
     for (id, owner, topic) in &others {
         assert_eq!(listed[id].instance_id, *owner);

@@ -57,20 +57,31 @@ impl Cluster {
             // Claims run side by side: each is a few store round trips, and concurrent claims
             // share their index writes (one write of the new owner's index per batch, not per id,
             // which made a sequential takeover of thousands of connections quadratic).
-            let outcomes: Vec<(String, Result<TakeOver, _>)> = futures_util::stream::iter(mine)
-                .map(|id| {
-                    let (service, peer, why) = (self.service.clone(), peer.clone(), why.clone());
-                    async move {
-                        let outcome = service.take_over(&id, &peer, &why, None).await;
-                        (id, outcome)
-                    }
-                })
-                .buffer_unordered(CLAIMS_IN_FLIGHT)
-                .collect()
-                .await;
+            let outcomes: Vec<(String, Option<Result<TakeOver, _>>)> =
+                futures_util::stream::iter(mine)
+                    .map(|id| {
+                        let (service, peer, why) =
+                            (self.service.clone(), peer.clone(), why.clone());
+                        async move {
+                            // A sweep can take a while: a peer that came back meanwhile (woke from
+                            // a pause, restarted under its id) keeps what is still its own.
+                            if matches!(
+                                self.registry().state(&peer, tokio::time::Instant::now()),
+                                PeerState::Live { .. }
+                            ) {
+                                return (id, None);
+                            }
+                            let outcome = service.take_over(&id, &peer, &why, None).await;
+                            (id, Some(outcome))
+                        }
+                    })
+                    .buffer_unordered(CLAIMS_IN_FLIGHT)
+                    .collect()
+                    .await;
             let mut claimed = Vec::new();
             let mut settled = HashSet::new();
             for (id, outcome) in &outcomes {
+                let Some(outcome) = outcome else { continue };
                 match outcome {
                     Ok(TakeOver::Claimed) => {
                         claimed.push(id.as_str());
@@ -84,6 +95,10 @@ impl Cluster {
                         tracing::warn!(connection = %id, instance = %peer, error = %e, "connection not taken over; retrying on the next sweep")
                     }
                 }
+            }
+            if !claimed.is_empty() {
+                tracing::info!(instance = %peer, claimed = claimed.len(), of = ids.len(), %why, "took over connections");
+                self.after_claims(&peer, &claimed).await;
             }
             for id in &claimed {
                 settled.remove(id);

@@ -198,6 +198,8 @@ impl Cluster {
         for task in self.tasks().drain(..) {
             task.abort();
         }
+        // Nothing more is published from here: peers take over as soon as they read `stopping`.
+        self.service.lease().renew(Instant::now());
         match self.write_heartbeat(true).await {
             Ok(()) => {
                 tracing::info!("left the cluster; peers take over this instance's connections")
@@ -231,6 +233,8 @@ impl Cluster {
                 tracing::info!("heartbeat written again");
                 failing = false;
             }
+            // Also lapsed if it ran out while this write was under way (a slow store).
+            let lapsed = lapsed || !self.service.lease().is_valid();
             if lapsed {
                 // Paused or cut off long enough that peers may have taken connections: find out
                 // which are still ours before publishing anything again.

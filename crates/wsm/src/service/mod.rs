@@ -21,7 +21,7 @@ use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
 use crate::model::{ConnectionRecord, StoredMessage};
 use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, OwnedWriteError};
 
 mod ownership;
 
@@ -134,6 +134,8 @@ struct Inner {
     ownership: OwnershipCounts,
     /// Fences publishing while this instance may have been declared dead (see `cluster::lease`).
     lease: Arc<Lease>,
+    /// Set when shutdown begins.
+    closing: AtomicBool,
     refresher: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -198,6 +200,7 @@ impl WebSocketService {
             events,
             ownership: OwnershipCounts::default(),
             lease: Arc::new(Lease::unbounded()),
+            closing: AtomicBool::new(false),
             refresher: Mutex::new(None),
         });
         tokio::spawn(write_statuses(Arc::downgrade(&inner), status_rx));
@@ -282,6 +285,7 @@ impl WebSocketService {
 
     /// Opens a connection owned by this instance. A failed handshake leaves no record.
     pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectionRecord, ServiceError> {
+        self.refuse_when_closing()?;
         validate_url(&req.url)?;
         validate_tags(&req.tags)?;
         let max = self.inner.config.max_connections;
@@ -457,7 +461,22 @@ impl WebSocketService {
     pub async fn disconnect(&self, id: &str) -> Result<(), ServiceError> {
         let record = self.owned(id).await?;
         self.close_live(id, 1000, "disconnect requested").await;
-        self.inner.store.remove(&record).await?;
+        // Deleted only while the record still names this instance: an owner that was paused
+        // must not delete the record of the instance that took the connection over.
+        match self.inner.store.remove_owned(&record).await {
+            Ok(()) => {}
+            Err(OwnedWriteError::Backend(e)) => return Err(e.into()),
+            Err(OwnedWriteError::Lost { owner }) => {
+                self.revoke(id, owner.clone()).await;
+                return Err(match owner {
+                    Some(owner) => ServiceError::NotOwner {
+                        id: id.to_owned(),
+                        owner,
+                    },
+                    None => ServiceError::NotFound { id: id.to_owned() },
+                });
+            }
+        }
         tracing::info!(connection = %id, "disconnected on request");
         Ok(())
     }
@@ -568,18 +587,37 @@ impl WebSocketService {
         if let Some(refresher) = lock(&self.inner.refresher).take() {
             refresher.abort();
         }
+        // No new connections from here on, neither by Connect nor by taking one over.
+        self.inner.closing.store(true, Ordering::Release);
         let live: Vec<(String, Live)> = lock(&self.inner.live).drain().collect();
-        for (_, l) in &live {
-            l.connection.close(1001, "server shutting down").await;
-        }
-        for (id, l) in live {
-            if tokio::time::timeout(flush_within, l.publisher)
+        futures_util::future::join_all(
+            live.iter()
+                .map(|(_, l)| l.connection.close(1001, "server shutting down")),
+        )
+        .await;
+        // One deadline for all: the flush must fit the orchestrator's grace period whatever the
+        // number of connections. A publisher still busy then stops, so nothing is published after
+        // this instance says it has left.
+        let deadline = tokio::time::Instant::now() + flush_within;
+        for (id, mut l) in live {
+            if tokio::time::timeout_at(deadline, &mut l.publisher)
                 .await
                 .is_err()
             {
+                l.publisher.abort();
                 tracing::warn!(connection = %id, "publisher did not flush in time; queued frames are lost");
             }
         }
+    }
+
+    /// UNAVAILABLE once shutdown has begun.
+    fn refuse_when_closing(&self) -> Result<(), ServiceError> {
+        if self.inner.closing.load(Ordering::Acquire) {
+            return Err(ServiceError::Unavailable(
+                "this instance is shutting down; another instance serves the connection".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// A record that exists (anywhere).

@@ -53,6 +53,7 @@ impl WebSocketService {
         why: &str,
         wait: Option<Duration>,
     ) -> Result<TakeOver, ServiceError> {
+        self.refuse_when_closing()?;
         let me = self.inner.config.instance_id.as_str();
         if lock(&self.inner.live).contains_key(id) {
             return Ok(TakeOver::AlreadyOurs);
@@ -63,6 +64,10 @@ impl WebSocketService {
         };
         if record.instance_id != from && record.instance_id != me {
             return Ok(TakeOver::Owner(record.instance_id));
+        }
+        if record.instance_id == me && from != me {
+            // Another call on this instance claimed it a moment ago; its socket is opening.
+            return Ok(TakeOver::AlreadyOurs);
         }
         let max = self.inner.config.max_connections;
         if max > 0 && lock(&self.inner.live).len() >= max {

@@ -100,6 +100,13 @@ impl ConnectionStore {
             .await
     }
 
+    /// Forgets a record in both tiers, deleting the shared copy only while it still names the
+    /// record's owner (compare-and-set).
+    pub async fn remove_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {
+        self.local().remove(&record.id);
+        self.repository.delete_owned(record).await
+    }
+
     /// Holds `record` locally without writing it (it was just written by a claim).
     pub fn hold(&self, record: ConnectionRecord) {
         self.local().insert(record.id.clone(), record);

@@ -216,6 +216,49 @@ impl Repository {
             .await
     }
 
+    /// Deletes the record while it names `record.instance_id`, then its index entries. A record
+    /// already gone is fine (the delete is idempotent).
+    pub async fn delete_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {
+        let mut done = false;
+        for _ in 0..CAS_ATTEMPTS {
+            let etag = match self.load(&record.id).await? {
+                None => {
+                    done = true;
+                    break;
+                }
+                Some((stored, _)) if stored.instance_id != record.instance_id => {
+                    return Err(OwnedWriteError::Lost {
+                        owner: Some(stored.instance_id),
+                    })
+                }
+                Some((_, etag)) => etag,
+            };
+            match self
+                .state
+                .delete(&record_key(&record.id), Concurrency::IfMatch(&etag))
+                .await
+            {
+                Ok(()) => {
+                    done = true;
+                    break;
+                }
+                Err(BackendError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !done {
+            return Err(BackendError::Conflict {
+                key: record_key(&record.id),
+            }
+            .into());
+        }
+        self.index_remove(CONNECTION_INDEX_KEY, &[&record.id])
+            .await?;
+        self.index_remove(&instance_index_key(&record.instance_id), &[&record.id])
+            .await?;
+        Ok(())
+    }
+
     pub async fn delete(&self, id: &str, instance_id: &str) -> Result<(), BackendError> {
         self.state
             .delete(&record_key(id), Concurrency::LastWrite)
