@@ -28,6 +28,7 @@ pub mod security;
 pub mod server;
 pub mod service;
 pub mod store;
+mod sync;
 
 pub use error::ServiceError;
 pub use model::ConnectionRecord;

@@ -133,21 +133,12 @@ impl GrpcApi {
             return self.refuse(method, not_owner());
         }
         let why = match cluster.route(&owner).await {
-            Route::Forward(address) => {
+            Route::Forward(address) => 'forward: {
                 let client = match cluster.forwarder().client(&address).await {
                     Ok(client) => client,
                     Err(e) => {
                         tracing::warn!(connection = %id, %owner, %address, error = %e, "the owner is unreachable; claiming its connection");
-                        return self
-                            .claim_and_serve(
-                                method,
-                                cluster,
-                                &id,
-                                &owner,
-                                format!("unreachable at {address}: {e}"),
-                                local(req),
-                            )
-                            .await;
+                        break 'forward format!("unreachable at {address}: {e}");
                     }
                 };
                 // Bounded here too: a paused owner accepts TCP but never answers, and the
@@ -188,10 +179,8 @@ impl GrpcApi {
             }
             Route::Claim(why) => why,
         };
-        self.claim_and_serve(method, cluster, &id, &owner, why, async {
-            local(req).await
-        })
-        .await
+        self.claim_and_serve(method, cluster, &id, &owner, why, local(req))
+            .await
     }
 
     /// Claims `id` from `owner` and then serves the call here with `serve`.

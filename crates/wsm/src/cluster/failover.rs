@@ -2,10 +2,7 @@
 //! instances sweeping at once, exactly one wins each record) and their sockets reopened by the
 //! winner; and at start, this instance's own records left by a previous run are resumed.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-
-use std::collections::HashSet;
 
 use futures_util::StreamExt as _;
 use rand::seq::SliceRandom;
@@ -14,9 +11,19 @@ use super::heartbeat::{heartbeat_key, PEERS_KEY};
 use super::{Cluster, PeerState};
 use crate::backends::Concurrency;
 use crate::service::TakeOver;
+use crate::sync::lock;
 
-/// Claims of one sweep in flight at once.
+/// Claims in flight at once.
 const CLAIMS_IN_FLIGHT: usize = 32;
+
+/// What became of the ids a round of claims tried.
+#[derive(Default)]
+struct Claims {
+    /// Now this instance's.
+    claimed: Vec<String>,
+    /// No longer the old owner's: another instance won them, or they are gone.
+    moved: Vec<String>,
+}
 
 impl Cluster {
     /// Claims the records of each takeable peer. At first, each survivor claims only the records
@@ -25,7 +32,6 @@ impl Cluster {
     /// within milliseconds). The survivors see a death within one look of each other; after two
     /// looks, whatever is still unclaimed (its survivor is slow or gone) is taken by any sweeper.
     pub(super) async fn sweep(self: &Arc<Self>, takeable: Vec<(String, PeerState)>) {
-        self.metrics.sweeps.fetch_add(1, Ordering::Relaxed);
         let repository = self.service.store().repository();
         for (peer, state) in takeable {
             let why = match state {
@@ -45,8 +51,8 @@ impl Cluster {
             };
             ids.shuffle(&mut rand::rng());
             let now = tokio::time::Instant::now();
-            let since = *self.stale_since().entry(peer.clone()).or_insert(now);
-            let live = self.registry().live_ids(now);
+            let since = *lock(&self.stale_since).entry(peer.clone()).or_insert(now);
+            let live = lock(&self.registry).live_ids(now);
             let me = self.service.instance_id();
             let anyone = now.saturating_duration_since(since) >= self.config.observe_every() * 2;
             let mine: Vec<String> = ids
@@ -54,60 +60,12 @@ impl Cluster {
                 .filter(|id| anyone || preferred(id, &live).is_none_or(|p| p == me))
                 .cloned()
                 .collect();
-            // Claims run side by side: each is a few store round trips, and concurrent claims
-            // share their index writes (one write of the new owner's index per batch, not per id,
-            // which made a sequential takeover of thousands of connections quadratic).
-            let outcomes: Vec<(String, Option<Result<TakeOver, _>>)> =
-                futures_util::stream::iter(mine)
-                    .map(|id| {
-                        let (service, peer, why) =
-                            (self.service.clone(), peer.clone(), why.clone());
-                        async move {
-                            // A sweep can take a while: a peer that came back meanwhile (woke from
-                            // a pause, restarted under its id) keeps what is still its own.
-                            if matches!(
-                                self.registry().state(&peer, tokio::time::Instant::now()),
-                                PeerState::Live { .. }
-                            ) {
-                                return (id, None);
-                            }
-                            let outcome = service.take_over(&id, &peer, &why, None).await;
-                            (id, Some(outcome))
-                        }
-                    })
-                    .buffer_unordered(CLAIMS_IN_FLIGHT)
-                    .collect()
-                    .await;
-            let mut claimed = Vec::new();
-            let mut settled = HashSet::new();
-            for (id, outcome) in &outcomes {
-                let Some(outcome) = outcome else { continue };
-                match outcome {
-                    Ok(TakeOver::Claimed) => {
-                        claimed.push(id.as_str());
-                        settled.insert(id.as_str());
-                    }
-                    // Another instance won it, or it is gone: either way no longer the peer's.
-                    Ok(TakeOver::Owner(_) | TakeOver::Gone | TakeOver::AlreadyOurs) => {
-                        settled.insert(id.as_str());
-                    }
-                    Err(e) => {
-                        tracing::warn!(connection = %id, instance = %peer, error = %e, "connection not taken over; retrying on the next sweep")
-                    }
-                }
+            let claims = self.claim_all(&peer, mine, &why).await;
+            if !claims.claimed.is_empty() {
+                tracing::info!(instance = %peer, claimed = claims.claimed.len(), of = ids.len(), %why, "took over connections");
             }
-            if !claimed.is_empty() {
-                tracing::info!(instance = %peer, claimed = claimed.len(), of = ids.len(), %why, "took over connections");
-                self.after_claims(&peer, &claimed).await;
-            }
-            for id in &claimed {
-                settled.remove(id);
-            }
-            let others: Vec<&str> = settled.into_iter().collect();
-            if !others.is_empty() {
-                let _ = repository.index_remove_instance(&peer, &others).await;
-            }
-            if ids.is_empty() && self.registry().expired(&peer) {
+            self.after_claims(&peer, &claims).await;
+            if ids.is_empty() && lock(&self.registry).expired(&peer) {
                 // Nothing left and its heartbeat gone: the peer leaves the list.
                 let _ = repository
                     .set_update(PEERS_KEY, None, |peers| peers.remove(&peer))
@@ -116,59 +74,121 @@ impl Cluster {
                     .state
                     .delete(&heartbeat_key(&peer), Concurrency::LastWrite)
                     .await;
-                self.stale_since().remove(&peer);
+                lock(&self.stale_since).remove(&peer);
                 tracing::info!(instance = %peer, "removed a departed instance from the peer list");
             }
         }
     }
 
-    /// After claiming `ids` from `owner`: the ids leave its index, and its revocation notice
-    /// names them, in case it is alive after all (paused, or cut off from this instance only).
-    pub(super) async fn after_claims(&self, owner: &str, ids: &[&str]) {
+    /// Claims `ids` from `from`, side by side: each claim is a few store round trips, and
+    /// concurrent claims share their index writes (one write of this instance's index per batch,
+    /// not per id, which made a sequential takeover of thousands of connections quadratic). From
+    /// another instance, an id is skipped once that instance is live again: a sweep can take a
+    /// while, and a peer that came back meanwhile (woke from a pause, restarted under its id)
+    /// keeps what is still its own.
+    async fn claim_all(&self, from: &str, ids: Vec<String>, why: &str) -> Claims {
+        let me = self.service.instance_id();
+        let outcomes: Vec<(String, Option<_>)> = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let back = from != me
+                    && matches!(
+                        lock(&self.registry).state(from, tokio::time::Instant::now()),
+                        PeerState::Live { .. }
+                    );
+                if back {
+                    return (id, None);
+                }
+                let outcome = self.service.take_over(&id, from, why, None).await;
+                (id, Some(outcome))
+            })
+            .buffer_unordered(CLAIMS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut claims = Claims::default();
+        for (id, outcome) in outcomes {
+            match outcome {
+                None => {}
+                Some(Ok(TakeOver::Claimed)) => claims.claimed.push(id),
+                // Claimed a moment ago by a call on this instance: no longer the other's.
+                Some(Ok(TakeOver::AlreadyOurs)) if from != me => claims.moved.push(id),
+                Some(Ok(TakeOver::AlreadyOurs)) => {}
+                Some(Ok(TakeOver::Owner(_) | TakeOver::Gone)) => claims.moved.push(id),
+                Some(Err(e)) => {
+                    tracing::warn!(connection = %id, instance = %from, error = %e, "connection not taken over; a later sweep, here or on a peer, retries it")
+                }
+            }
+        }
+        claims
+    }
+
+    /// After claims from `owner`: every id that is no longer its own leaves its index (one
+    /// write), and its revocation notice names the claimed ones, in case it is alive after all
+    /// (paused, or cut off from this instance only). Claims from this instance itself (resumed
+    /// after a restart) stay in its index and need no notice.
+    async fn after_claims(&self, owner: &str, claims: &Claims) {
         let repository = self.service.store().repository();
-        if let Err(e) = repository.index_remove_instance(owner, ids).await {
+        let from_peer = owner != self.service.instance_id();
+        let claimed: &[String] = if from_peer { &claims.claimed } else { &[] };
+        let gone: Vec<&str> = claimed
+            .iter()
+            .chain(&claims.moved)
+            .map(String::as_str)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        if let Err(e) = repository.index_remove_instance(owner, &gone).await {
             tracing::debug!(instance = %owner, error = %e, "claimed ids stay in the old owner's index until its next sweep");
         }
+        if claimed.is_empty() {
+            return;
+        }
+        let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
         let ttl = self.config.heartbeat_ttl().max(self.config.stale_after * 4);
-        if let Err(e) = repository.notify_revoked(owner, ids, ttl).await {
+        if let Err(e) = repository.notify_revoked(owner, &claimed, ttl).await {
             tracing::warn!(instance = %owner, error = %e, "revocation notice not written; the old owner learns of the move at its next write of those records");
         }
+    }
+
+    /// Claims `id` from `owner` for a call that could not be forwarded, and reopens its socket
+    /// (waiting for the handshake, so the call can be served). `owner` may still be alive, only
+    /// unreachable from here: its revocation notice tells it to close its socket at once.
+    pub async fn claim_for_call(
+        &self,
+        id: &str,
+        owner: &str,
+        why: &str,
+    ) -> Result<TakeOver, crate::ServiceError> {
+        let wait = self.service.connect_timeout() + std::time::Duration::from_secs(1);
+        let outcome = self.service.take_over(id, owner, why, Some(wait)).await?;
+        if let TakeOver::Claimed = outcome {
+            let claims = Claims {
+                claimed: vec![id.to_owned()],
+                moved: Vec::new(),
+            };
+            self.after_claims(owner, &claims).await;
+        }
+        Ok(outcome)
     }
 
     /// Resumes this instance's own records a previous run (same instance id) left behind and no
     /// peer has taken: after a crash and a quick restart, before the threshold.
     pub(super) async fn adopt_own(self: Arc<Self>) {
         let me = self.service.instance_id().to_owned();
-        let repository = self.service.store().repository();
-        let ids = match repository.instance_ids(&me).await {
+        let ids = match self.service.store().repository().instance_ids(&me).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list this instance's earlier connections; they are taken over by peers once stale");
                 return;
             }
         };
-        let mut resumed = 0;
-        let mut moved = Vec::new();
-        for id in &ids {
-            match self
-                .service
-                .take_over(id, &me, "resumed by its owner after a restart", None)
-                .await
-            {
-                Ok(TakeOver::Claimed) => resumed += 1,
-                Ok(TakeOver::AlreadyOurs) => {}
-                Ok(TakeOver::Owner(_) | TakeOver::Gone) => moved.push(id.as_str()),
-                Err(e) => {
-                    tracing::warn!(connection = %id, error = %e, "an earlier connection of this instance was not resumed")
-                }
-            }
-        }
-        if !moved.is_empty() {
-            let _ = repository.index_remove_instance(&me, &moved).await;
-        }
-        if resumed > 0 {
+        let claims = self
+            .claim_all(&me, ids, "resumed by its owner after a restart")
+            .await;
+        self.after_claims(&me, &claims).await;
+        if !claims.claimed.is_empty() {
             tracing::info!(
-                resumed,
+                resumed = claims.claimed.len(),
                 "resumed this instance's connections from before its restart"
             );
         }

@@ -13,16 +13,17 @@ pub mod heartbeat;
 pub mod lease;
 pub mod registry;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backends::{BackendError, Concurrency, StateStore};
-use crate::error::ServiceError;
-use crate::service::{TakeOver, WebSocketService};
+use crate::service::WebSocketService;
+use crate::sync::lock;
 
 pub use forward::{forwarded_by, is_timeout, is_unreachable, Forwarder, PeerClient, HOP_HEADER};
 pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
@@ -62,7 +63,7 @@ impl ClusterConfig {
     }
 }
 
-/// Why the server may forward, claim, or must answer itself.
+/// Where a call for another instance's connection goes.
 pub enum Route {
     /// The owner is alive at this address.
     Forward(String),
@@ -74,7 +75,6 @@ pub enum Route {
 #[derive(Debug, Default)]
 pub struct ClusterMetrics {
     pub heartbeat_failures: std::sync::atomic::AtomicU64,
-    pub sweeps: std::sync::atomic::AtomicU64,
 }
 
 /// This instance's membership. Cheap to share (`Arc`).
@@ -86,7 +86,7 @@ pub struct Cluster {
     forwarder: Forwarder,
     sweeping: AtomicBool,
     /// When this instance first found each takeable peer so (see `sweep`).
-    stale_since: Mutex<std::collections::HashMap<String, Instant>>,
+    stale_since: Mutex<HashMap<String, Instant>>,
     metrics: ClusterMetrics,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -126,7 +126,7 @@ impl Cluster {
         let heartbeat = tokio::spawn(Arc::clone(&cluster).heartbeat_loop());
         let observer = tokio::spawn(Arc::clone(&cluster).observer_loop());
         let adopt = tokio::spawn(Arc::clone(&cluster).adopt_own());
-        cluster.tasks().extend([heartbeat, observer, adopt]);
+        lock(&cluster.tasks).extend([heartbeat, observer, adopt]);
         tracing::info!(
             instance = %me,
             address = %cluster.config.advertised_address,
@@ -151,12 +151,12 @@ impl Cluster {
 
     /// Instances heartbeating now, as this one sees them (itself included).
     pub fn live_peers(&self) -> usize {
-        self.registry().live(Instant::now())
+        lock(&self.registry).live(Instant::now())
     }
 
     /// Where a call for a connection `owner` holds should go.
     pub async fn route(&self, owner: &str) -> Route {
-        let state = self.registry().state(owner, Instant::now());
+        let state = lock(&self.registry).state(owner, Instant::now());
         match state {
             PeerState::Live { address } => Route::Forward(address),
             PeerState::Stopped => Route::Claim(format!("instance {owner} has shut down")),
@@ -169,33 +169,16 @@ impl Cluster {
                 Ok(Some(h)) if !h.stopping => Route::Forward(h.grpc_address),
                 Ok(Some(_)) => Route::Claim(format!("instance {owner} has shut down")),
                 Ok(None) => Route::Claim(format!("instance {owner} has no heartbeat in the store")),
-                // The store is down: a claim could not be written either; let the forward try.
+                // The store is down: the claim fails too, and its error says so.
                 Err(_) => Route::Claim(format!("instance {owner}'s heartbeat cannot be read")),
             },
         }
     }
 
-    /// Claims `id` from `owner` for a call that could not be forwarded, and reopens its socket
-    /// (waiting for the handshake, so the call can be served). `owner` may still be alive, only
-    /// unreachable from here: its revocation notice tells it to close its socket at once.
-    pub async fn claim_for_call(
-        &self,
-        id: &str,
-        owner: &str,
-        why: &str,
-    ) -> Result<TakeOver, ServiceError> {
-        let wait = self.service.connect_timeout() + Duration::from_secs(1);
-        let outcome = self.service.take_over(id, owner, why, Some(wait)).await?;
-        if let TakeOver::Claimed = outcome {
-            self.after_claims(owner, &[id]).await;
-        }
-        Ok(outcome)
-    }
-
     /// Stops the loops and tells peers this instance is gone, so they take its connections over at
     /// once (called after the sockets were closed and the queues flushed).
     pub async fn leave(&self) {
-        for task in self.tasks().drain(..) {
+        for task in lock(&self.tasks).drain(..) {
             task.abort();
         }
         // Nothing more is published from here: peers take over as soon as they read `stopping`.
@@ -218,7 +201,6 @@ impl Cluster {
         loop {
             tick.tick().await;
             let started = Instant::now();
-            let lapsed = !self.service.lease().is_valid();
             if let Err(e) = self.write_heartbeat(false).await {
                 self.metrics
                     .heartbeat_failures
@@ -233,9 +215,9 @@ impl Cluster {
                 tracing::info!("heartbeat written again");
                 failing = false;
             }
-            // Also lapsed if it ran out while this write was under way (a slow store).
-            let lapsed = lapsed || !self.service.lease().is_valid();
-            if lapsed {
+            // Only this loop renews the lease, so it is invalid now if it lapsed at any time
+            // since the last renewal, including while this write was under way (a slow store).
+            if !self.service.lease().is_valid() {
                 // Paused or cut off long enough that peers may have taken connections: find out
                 // which are still ours before publishing anything again.
                 tracing::warn!("the lease had lapsed (this instance was paused or could not reach the store); checking which connections are still ours before publishing again");
@@ -261,10 +243,9 @@ impl Cluster {
         loop {
             tick.tick().await;
             self.observe().await;
-            let takeable = self.registry().takeable(Instant::now());
+            let takeable = lock(&self.registry).takeable(Instant::now());
             // A peer that came back starts afresh if it goes stale again.
-            self.stale_since()
-                .retain(|peer, _| takeable.iter().any(|(p, _)| p == peer));
+            lock(&self.stale_since).retain(|peer, _| takeable.iter().any(|(p, _)| p == peer));
             if !takeable.is_empty() && !self.sweeping.swap(true, Ordering::AcqRel) {
                 let cluster = Arc::clone(&self);
                 tokio::spawn(async move {
@@ -286,7 +267,7 @@ impl Cluster {
         let peers = match repository.index(PEERS_KEY).await {
             Ok((peers, _)) => peers,
             Err(e) => {
-                self.registry().read_failed();
+                lock(&self.registry).read_failed();
                 tracing::debug!(error = %e, "peer list not readable");
                 return;
             }
@@ -303,7 +284,7 @@ impl Cluster {
         let values = match self.state.get_bulk(&keys).await {
             Ok(values) => values,
             Err(e) => {
-                self.registry().read_failed();
+                lock(&self.registry).read_failed();
                 tracing::debug!(error = %e, "heartbeats not readable");
                 return;
             }
@@ -321,7 +302,7 @@ impl Cluster {
                 (id, heartbeat)
             })
             .collect();
-        self.registry().observe(looked, observed);
+        lock(&self.registry).observe(looked, observed);
         if let Some(Some(notice)) = values.next() {
             let ids: Vec<String> = serde_json::from_slice(&notice.value).unwrap_or_default();
             if !ids.is_empty() {
@@ -358,19 +339,5 @@ impl Cluster {
     fn renew_lease(&self, heartbeat_started: Instant) {
         let until = heartbeat_started + self.config.stale_after - self.config.lease_margin();
         self.service.lease().renew(until);
-    }
-
-    fn registry(&self) -> MutexGuard<'_, Registry> {
-        self.registry.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn stale_since(&self) -> MutexGuard<'_, std::collections::HashMap<String, Instant>> {
-        self.stale_since
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn tasks(&self) -> MutexGuard<'_, Vec<JoinHandle<()>>> {
-        self.tasks.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

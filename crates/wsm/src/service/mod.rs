@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +21,8 @@ use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
 use crate::model::{ConnectionRecord, StoredMessage};
 use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
-use crate::store::{ConnectionStore, OwnedWriteError};
+use crate::store::ConnectionStore;
+use crate::sync::lock;
 
 mod ownership;
 
@@ -463,19 +464,8 @@ impl WebSocketService {
         self.close_live(id, 1000, "disconnect requested").await;
         // Deleted only while the record still names this instance: an owner that was paused
         // must not delete the record of the instance that took the connection over.
-        match self.inner.store.remove_owned(&record).await {
-            Ok(()) => {}
-            Err(OwnedWriteError::Backend(e)) => return Err(e.into()),
-            Err(OwnedWriteError::Lost { owner }) => {
-                self.revoke(id, owner.clone()).await;
-                return Err(match owner {
-                    Some(owner) => ServiceError::NotOwner {
-                        id: id.to_owned(),
-                        owner,
-                    },
-                    None => ServiceError::NotFound { id: id.to_owned() },
-                });
-            }
+        if let Err(e) = self.inner.store.remove_owned(&record).await {
+            return Err(self.owner_write_failed(id, e).await);
         }
         tracing::info!(connection = %id, "disconnected on request");
         Ok(())
@@ -724,10 +714,6 @@ fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
         }
     }
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The pieces of a connection before its socket opens.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{lock, WebSocketService};
+use super::WebSocketService;
 use crate::backends::BackendError;
 use crate::connection::{
     Connection, ConnectionSpec, LifecycleEvent, LifecycleSink, OutboundMessage, Status,
@@ -16,6 +16,7 @@ use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
 use crate::model::{ConnectionRecord, StoredMessage};
 use crate::store::OwnedWriteError;
+use crate::sync::lock;
 
 /// The outcome of [`WebSocketService::take_over`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,18 +79,15 @@ impl WebSocketService {
         let ended = record.status == Status::Disconnected;
         // The claim carries the epoch the new socket publishes with, so no later reader sees the
         // old one on a record that names the new owner.
+        let (status, epoch) = if ended {
+            (Status::Disconnected, record.epoch)
+        } else {
+            (Status::Connecting, record.epoch + 1)
+        };
         let claimed = ConnectionRecord {
             instance_id: me.to_owned(),
-            status: if ended {
-                Status::Disconnected
-            } else {
-                Status::Connecting
-            },
-            epoch: if ended {
-                record.epoch
-            } else {
-                record.epoch + 1
-            },
+            status,
+            epoch,
             ..record
         };
         match repository.save_if(&claimed, &etag).await {
@@ -198,17 +196,7 @@ impl WebSocketService {
     /// connection whose record names another owner now, or is gone. Returns how many.
     pub async fn verify_ownership(&self) -> Result<usize, BackendError> {
         let ids: Vec<String> = lock(&self.inner.live).keys().cloned().collect();
-        let mut lost = 0;
-        for chunk in ids.chunks(500) {
-            let owners = self.inner.store.repository().owners(chunk).await?;
-            for (id, owner) in chunk.iter().zip(owners) {
-                if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
-                    self.revoke(id, owner).await;
-                    lost += 1;
-                }
-            }
-        }
-        Ok(lost)
+        self.let_go_of_lost(&ids).await
     }
 
     /// Lets go of those of `ids` (from this instance's revocation notice) it no longer owns.
@@ -220,21 +208,26 @@ impl WebSocketService {
                 .cloned()
                 .collect()
         };
-        if held.is_empty() {
-            return;
+        if let Err(e) = self.let_go_of_lost(&held).await {
+            tracing::warn!(error = %e, "revocation notice not checked; retrying next time")
         }
-        match self.inner.store.repository().owners(&held).await {
-            Ok(owners) => {
-                for (id, owner) in held.iter().zip(owners) {
-                    if owner.as_deref() != Some(self.inner.config.instance_id.as_str()) {
-                        self.revoke(id, owner).await;
-                    }
+    }
+
+    /// Reads the owners of `ids` (in bulk reads of 500) and lets go of every one whose record
+    /// names another instance or is gone; returns how many.
+    async fn let_go_of_lost(&self, ids: &[String]) -> Result<usize, BackendError> {
+        let me = self.inner.config.instance_id.as_str();
+        let mut lost = 0;
+        for chunk in ids.chunks(500) {
+            let owners = self.inner.store.repository().owners(chunk).await?;
+            for (id, owner) in chunk.iter().zip(owners) {
+                if owner.as_deref() != Some(me) {
+                    self.revoke(id, owner).await;
+                    lost += 1;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "revocation notice not checked; retrying next time")
-            }
         }
+        Ok(lost)
     }
 
     /// Another instance owns `id` now (or its record is gone): stop publishing it, discard what is
@@ -279,16 +272,25 @@ impl WebSocketService {
     ) -> Result<(), ServiceError> {
         match self.inner.store.update(id, change).await {
             Ok(_) => Ok(()),
-            Err(OwnedWriteError::Backend(e)) => Err(e.into()),
-            Err(OwnedWriteError::Lost { owner }) => {
+            Err(e) => Err(self.owner_write_failed(id, e).await),
+        }
+    }
+
+    /// The error of an owner-only write that did not happen. When the record turned out to be
+    /// another instance's (or gone), the connection is let go first, and the caller hears what a
+    /// non-owner would.
+    pub(super) async fn owner_write_failed(&self, id: &str, e: OwnedWriteError) -> ServiceError {
+        match e {
+            OwnedWriteError::Backend(e) => e.into(),
+            OwnedWriteError::Lost { owner } => {
                 self.revoke(id, owner.clone()).await;
-                Err(match owner {
+                match owner {
                     Some(owner) => ServiceError::NotOwner {
                         id: id.to_owned(),
                         owner,
                     },
                     None => ServiceError::NotFound { id: id.to_owned() },
-                })
+                }
             }
         }
     }

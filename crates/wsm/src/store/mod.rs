@@ -92,14 +92,6 @@ impl ConnectionStore {
         Ok(Some(record))
     }
 
-    /// Forgets a record in both tiers.
-    pub async fn remove(&self, record: &ConnectionRecord) -> Result<(), BackendError> {
-        self.local().remove(&record.id);
-        self.repository
-            .delete(&record.id, &record.instance_id)
-            .await
-    }
-
     /// Forgets a record in both tiers, deleting the shared copy only while it still names the
     /// record's owner (compare-and-set).
     pub async fn remove_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {

@@ -108,23 +108,51 @@ impl Repository {
         id: &str,
         latest: impl Fn() -> Option<ConnectionRecord>,
     ) -> Result<(), OwnedWriteError> {
+        let Some(owner) = latest().map(|r| r.instance_id) else {
+            return Ok(());
+        };
+        let latest = &latest;
+        let written = self
+            .while_owned(id, &owner, |etag| async move {
+                match latest() {
+                    Some(record) => self.write_with(&record, Concurrency::IfMatch(&etag)).await,
+                    None => Ok(()),
+                }
+            })
+            .await?;
+        if written {
+            Ok(())
+        } else {
+            Err(OwnedWriteError::Lost { owner: None })
+        }
+    }
+
+    /// Runs `change` (a write or delete conditional on the ETag it is given) while the stored
+    /// record names `owner`; `false` if there is no record. A conflict means another write came
+    /// first, ours (a status change and a tag change at once) or a claim: read again and see
+    /// which.
+    async fn while_owned<F, Fut>(
+        &self,
+        id: &str,
+        owner: &str,
+        change: F,
+    ) -> Result<bool, OwnedWriteError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), BackendError>>,
+    {
         for _ in 0..CAS_ATTEMPTS {
-            let Some(record) = latest() else {
-                return Ok(());
-            };
             let etag = match self.load(id).await? {
-                None => return Err(OwnedWriteError::Lost { owner: None }),
-                Some((stored, _)) if stored.instance_id != record.instance_id => {
+                None => return Ok(false),
+                Some((stored, _)) if stored.instance_id != owner => {
                     return Err(OwnedWriteError::Lost {
                         owner: Some(stored.instance_id),
                     })
                 }
                 Some((_, etag)) => etag,
             };
-            match self.write_with(&record, Concurrency::IfMatch(&etag)).await {
-                Ok(()) => return Ok(()),
-                // Our own other write (a status change and a tag change at once), or a claim:
-                // read again and see which.
+            match change(etag).await {
+                Ok(()) => return Ok(true),
                 Err(BackendError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -219,53 +247,17 @@ impl Repository {
     /// Deletes the record while it names `record.instance_id`, then its index entries. A record
     /// already gone is fine (the delete is idempotent).
     pub async fn delete_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {
-        let mut done = false;
-        for _ in 0..CAS_ATTEMPTS {
-            let etag = match self.load(&record.id).await? {
-                None => {
-                    done = true;
-                    break;
-                }
-                Some((stored, _)) if stored.instance_id != record.instance_id => {
-                    return Err(OwnedWriteError::Lost {
-                        owner: Some(stored.instance_id),
-                    })
-                }
-                Some((_, etag)) => etag,
-            };
-            match self
-                .state
-                .delete(&record_key(&record.id), Concurrency::IfMatch(&etag))
-                .await
-            {
-                Ok(()) => {
-                    done = true;
-                    break;
-                }
-                Err(BackendError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !done {
-            return Err(BackendError::Conflict {
-                key: record_key(&record.id),
-            }
-            .into());
-        }
+        let key = record_key(&record.id);
+        self.while_owned(&record.id, &record.instance_id, |etag| {
+            let key = &key;
+            async move { self.state.delete(key, Concurrency::IfMatch(&etag)).await }
+        })
+        .await?;
         self.index_remove(CONNECTION_INDEX_KEY, &[&record.id])
             .await?;
         self.index_remove(&instance_index_key(&record.instance_id), &[&record.id])
             .await?;
         Ok(())
-    }
-
-    pub async fn delete(&self, id: &str, instance_id: &str) -> Result<(), BackendError> {
-        self.state
-            .delete(&record_key(id), Concurrency::LastWrite)
-            .await?;
-        self.index_remove(CONNECTION_INDEX_KEY, &[id]).await?;
-        self.index_remove(&instance_index_key(instance_id), &[id])
-            .await
     }
 
     /// Every live record, in index order; ids whose record expired are pruned from the index.
