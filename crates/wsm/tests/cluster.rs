@@ -31,7 +31,8 @@ async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME.lock().await
 }
 
-/// An instance on the shared Redis (state and pub/sub), heartbeat 1 s, stale after 3 s.
+/// An instance on the shared Redis (state and pub/sub), heartbeat 1 s, stale after 3 s unless
+/// `extra` sets `--stale-threshold-seconds`.
 fn instance(redis: &str, id: &str, extra: &[&str]) -> WsmProcess {
     let hb = HEARTBEAT_S.to_string();
     let stale = STALE_S.to_string();
@@ -47,12 +48,16 @@ fn instance(redis: &str, id: &str, extra: &[&str]) -> WsmProcess {
         id,
         "--heartbeat-interval-seconds",
         &hb,
-        "--stale-threshold-seconds",
-        &stale,
         "--reconnect-base-ms",
         &reconnect,
     ];
-    WsmProcess::spawn(&[&base[..], extra].concat())
+    let stale_flag = "--stale-threshold-seconds";
+    let stale: &[&str] = if extra.contains(&stale_flag) {
+        &[]
+    } else {
+        &[stale_flag, &stale]
+    };
+    WsmProcess::spawn(&[&base[..], stale, extra].concat())
 }
 
 async fn feed(rate: u32) -> FeedHandle {
@@ -695,4 +700,54 @@ async fn a_gracefully_stopped_instances_connections_move_without_waiting_for_the
         Some(&2),
         "A closed its sockets with 1001"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_restarted_before_the_threshold_resumes_its_own_connections() {
+    let _serial = one_at_a_time().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(50).await;
+    // Peers wait long enough for the restart to come first.
+    let slow = ["--stale-threshold-seconds", "30"];
+    let mut a = instance(&url, "wsm-a", &slow);
+    let b = instance(&url, "wsm-b", &slow);
+    let id = connect(&a, &feed.url("/ws"), "restart.a").await;
+    let poll = Poll::new("frames from A's connection");
+    while published(&url, "restart.a").await.len() < 10 {
+        poll.tick().await;
+    }
+
+    a.kill();
+    let a = instance(&url, "wsm-a", &slow);
+    let poll = Poll::new("the connection publishing again under A");
+    while !published(&url, "restart.a")
+        .await
+        .iter()
+        .any(|(epoch, _)| *epoch == 2)
+    {
+        poll.tick().await;
+    }
+    let listed = list(&b).await;
+    assert_eq!(listed[&id].instance_id, "wsm-a");
+    assert_eq!(listed[&id].status, "connected");
+    assert_eq!(b.metric("wsm_takeovers_total").await, 0.0);
+    // It stays in A's index, so a later failover of A still finds it.
+    let mut conn = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let index: Option<String> = redis::cmd("HGET")
+        .arg("websocketmanager||websocketmanager.instance.index.wsm-a")
+        .arg("data")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let index: Vec<String> = serde_json::from_str(&index.unwrap_or_default()).unwrap();
+    assert_eq!(index, vec![id.clone()]);
+    assert_gap_free("restart.a", &published(&url, "restart.a").await);
+    // The resumed socket got on_connect and the replayed SUBSCRIBE again.
+    assert_eq!(feed.accepted_total(), 2);
+    drop(a);
 }
