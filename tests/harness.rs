@@ -4,9 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 
@@ -14,74 +14,7 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::lib_path;
-
-const CFLAGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Werror", "-O2", "-pthread"];
-
-/// A scratch directory for this test process.
-fn work_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("controller-harness-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        dir
-    })
-}
-
-/// Compiles `host_sim` once per test process.
-fn host_sim() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness");
-        let bin = work_dir().join("host_sim");
-        let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-        let out = Command::new(&cc)
-            .args(CFLAGS)
-            .args(["fb.c", "gateway.c", "host_sim.c", "-o"])
-            .arg(&bin)
-            .arg("-ldl")
-            .current_dir(&src)
-            .output()
-            .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-        assert!(
-            out.status.success(),
-            "compiling the harness failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        bin
-    })
-}
-
-fn write_file(name: &str, text: &str) -> PathBuf {
-    let path = work_dir().join(name);
-    std::fs::write(&path, text).expect("write temp file");
-    path
-}
-
-fn run(prefix: &[&str], args: &[&str]) -> Output {
-    let lib = lib_path();
-    let mut cmd = if let Some((first, rest)) = prefix.split_first() {
-        let mut c = Command::new(first);
-        c.args(rest).arg(host_sim());
-        c
-    } else {
-        Command::new(host_sim())
-    };
-    cmd.arg("--lib").arg(&lib).args(args);
-    cmd.output().expect("run host_sim")
-}
-
-fn stdout_lines(out: &Output) -> Vec<Value> {
-    String::from_utf8(out.stdout.clone())
-        .expect("UTF-8 stdout")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("reply {l:?} is not JSON: {e}")))
-        .collect()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use support::host_sim::{run, stderr, stdout_lines, work_dir, write_file};
 
 fn recorded(path: &Path) -> Vec<(String, String, Value)> {
     std::fs::read_to_string(path)

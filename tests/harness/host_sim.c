@@ -445,7 +445,7 @@ static void usage(void) {
             "usage: host_sim --lib PATH [--gateway script:FILE | --gateway http://HOST:PORT] [--record FILE]\n"
             "                [--threads N] [--repeat N] [--bench] [--abi N] [--entry NAME] [--free NAME]\n"
             "                [--expect TEXT] [--quiet] [--verbose] [--shared-host] [--keep-loaded] [--log-level N]\n"
-            "                (--events FILE | COMMAND...)\n"
+            "                (--events FILE [--stream] | COMMAND...)\n"
             "       host_sim --self-test [--lib PATH]\n"
             "See tests/harness/README.md.\n");
 }
@@ -470,13 +470,13 @@ int main(int argc, char **argv) {
     const char *lib = NULL, *gw_spec = NULL, *record = NULL, *events = NULL;
     const char *entry = "Process", *free_name = "FreeResult";
     long threads = 1;
-    int self_test = 0, status = 0, log_level_set = 0, keep_loaded = 0;
+    int self_test = 0, status = 0, log_level_set = 0, keep_loaded = 0, stream = 0;
     run_cfg cfg;
     memset(&cfg, 0, sizeof cfg);
     cfg.repeat = 1;
     cfg.abi = 1;
     command *cmds = NULL;
-    size_t n_cmds = 0, cap_cmds = 0;
+    size_t n_cmds = 0, cap_cmds = 0, n_streamed = 0;
     int first_cmd = argc;
 
     for (int i = 1; i < argc; i++) {
@@ -502,6 +502,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--verbose")) cfg.verbose = 1;
         else if (!strcmp(a, "--shared-host")) cfg.shared_host = 1;
         else if (!strcmp(a, "--keep-loaded")) keep_loaded = 1;
+        else if (!strcmp(a, "--stream")) stream = 1;
         else if (!strcmp(a, "--self-test")) self_test = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage();
@@ -521,6 +522,10 @@ int main(int argc, char **argv) {
     }
     if (threads < 1 || cfg.repeat < 1) {
         fprintf(stderr, "host_sim: --threads and --repeat must be >= 1\n");
+        return 2;
+    }
+    if (stream && (!events || threads != 1 || cfg.repeat != 1 || cfg.bench || first_cmd < argc)) {
+        fprintf(stderr, "host_sim: --stream needs --events and no --threads, --repeat, --bench or COMMAND\n");
         return 2;
     }
 
@@ -592,6 +597,25 @@ int main(int argc, char **argv) {
             const char *p = line;
             while (*p == ' ' || *p == '\t') p++;
             if (!*p || *p == '#') continue;
+            if (stream) {
+                /* One event at a time, as a host delivers them: run it, flush its reply, then read
+                 * the next line (which may depend on this reply, e.g. a connection id). */
+                command one;
+                if (parse_command(p, n_streamed++, &one)) {
+                    free_command(&one);
+                    status = 2;
+                    break;
+                }
+                worker w = {.cfg = &cfg, .host = &hosts[0]};
+                cfg.cmds = &one;
+                cfg.n_cmds = 1;
+                run_worker(&w);
+                cfg.cmds = NULL;
+                cfg.n_cmds = 0;
+                free_command(&one);
+                fflush(stdout);
+                continue;
+            }
             if (add_command(&cmds, &n_cmds, &cap_cmds, p)) {
                 status = 2;
                 break;
@@ -603,6 +627,7 @@ int main(int argc, char **argv) {
     for (int i = first_cmd; i < argc && status == 0; i++)
         if (add_command(&cmds, &n_cmds, &cap_cmds, argv[i])) status = 2;
     if (status) goto done;
+    if (stream) goto summary;
     if (n_cmds == 0) {
         fprintf(stderr, "host_sim: no commands (give COMMAND_JSON arguments or --events FILE)\n");
         status = 2;
@@ -644,6 +669,7 @@ int main(int argc, char **argv) {
         free(ws);
         free(tids);
     }
+summary:
     fflush(stdout);
     long calls = atomic_load(&cfg.calls), ok = atomic_load(&cfg.ok), bad = atomic_load(&cfg.bad);
     long galloc = atomic_load(&g_engine.gw_allocated), gfreed = atomic_load(&g_engine.gw_freed);

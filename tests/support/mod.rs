@@ -3,6 +3,8 @@
 //! `WorkerResponse`s out. Shared by the integration tests and the `process` benchmark.
 #![allow(dead_code)] // each test binary uses a different part
 
+pub mod host_sim;
+
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
 use std::path::PathBuf;
