@@ -15,6 +15,8 @@ pub struct RedisServer {
     port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Extra configuration (`--name value` pairs) given on every start, after the defaults.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -23,6 +25,14 @@ impl RedisServer {
     ///
     /// Panics if `redis-server` is not installed (`scripts/test.sh` installs it) or does not come up.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start), with extra configuration given on every start and restart after the
+    /// defaults (so it can override them), e.g. `["--key-load-delay", "50"]` to make a restart
+    /// spend a while loading its data set, as a large production data set would.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let extra: Vec<String> = extra.iter().map(|arg| (*arg).to_owned()).collect();
         let mut dir = tempfile::Builder::new()
             .prefix("wsm-redis-")
             .tempdir()
@@ -36,6 +46,7 @@ impl RedisServer {
                 port,
                 dir,
                 child: None,
+                extra: extra.clone(),
             };
             match server.launch() {
                 Ok(()) => return server,
@@ -64,8 +75,9 @@ impl RedisServer {
             .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
     }
 
-    /// Kills the server (SIGKILL: no shutdown work, like a crash). Its data is gone; the port stays
-    /// this server's for [`restart`](Self::restart).
+    /// Kills the server (SIGKILL: no shutdown work, like a crash). Its data is gone, except what an
+    /// explicit `SAVE` wrote to its directory, which [`restart`](Self::restart) loads again; the
+    /// port stays this server's.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -73,8 +85,9 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port (empty) and waits until it answers PING; stops it
-    /// first if it is running.
+    /// Starts the server again on the same port (empty, or with what a `SAVE` left) and waits until
+    /// it answers PING, which it does only once it has loaded its data; stops it first if it is
+    /// running.
     pub fn restart(&mut self) {
         self.stop();
         // The old socket may linger briefly; retry until the port binds.
@@ -107,6 +120,7 @@ impl RedisServer {
             .arg(&dir)
             .arg("--logfile")
             .arg(dir.join("redis.log"))
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 //! Lifecycle events on `websocketmanager.lifecycle`: one task publishes them in the order they were
 //! emitted, so each connection's events arrive in causal order. Best effort by design: the socket task
-//! must never wait for the bus, so when the bounded queue is full an event is dropped and counted.
+//! must never wait for the bus, so when the bounded queue is full an event is dropped and counted; an
+//! event the bus does not take after one retry (the bus is down) is dropped and counted too.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -21,7 +22,7 @@ const QUEUE: usize = 4096;
 pub struct BusLifecycle {
     queue: mpsc::Sender<LifecycleEvent>,
     observer: Option<Arc<dyn LifecycleSink>>,
-    dropped: AtomicU64,
+    dropped: Arc<AtomicU64>,
 }
 
 impl BusLifecycle {
@@ -32,6 +33,8 @@ impl BusLifecycle {
         observer: Option<Arc<dyn LifecycleSink>>,
     ) -> Arc<BusLifecycle> {
         let (queue, mut events) = mpsc::channel::<LifecycleEvent>(QUEUE);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let given_up = Arc::clone(&dropped);
         tokio::spawn(async move {
             while let Some(event) = events.recv().await {
                 let body = encode(&event, &instance_id, &source);
@@ -43,7 +46,10 @@ impl BusLifecycle {
                     {
                         Ok(()) => break,
                         Err(e) if attempt == 1 => {
-                            tracing::warn!(connection = %event.connection_id, kind = event.kind.as_str(), error = %e, "lifecycle event not published");
+                            // Counted, so an outage of the bus shows in the metrics even though
+                            // the events describing it could not be published.
+                            given_up.fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(connection = %event.connection_id, kind = event.kind.as_str(), error = %e, "lifecycle event not published; dropped");
                         }
                         Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
                     }
@@ -53,11 +59,11 @@ impl BusLifecycle {
         Arc::new(BusLifecycle {
             queue,
             observer,
-            dropped: AtomicU64::new(0),
+            dropped,
         })
     }
 
-    /// Events dropped because the queue was full.
+    /// Events dropped because the queue was full or the bus did not take them.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }

@@ -27,7 +27,10 @@
 //! (no round trip per event; see [`RedisPublisher`]). The envelope is the event re-encoded as daprd
 //! would ([`EnvelopeWriter`]); the `metadata` field is what daprd's HTTP publish always adds (the
 //! request's metadata map, empty). An event that is not a JSON object stops its batch: the events
-//! before it are published, the error says how many.
+//! before it are published, the error says how many. An error reply that names a passing server
+//! state (`LOADING` after a restart, `BUSY`, `OOM`, `READONLY`, `MASTERDOWN`, ...) makes the batch
+//! `Unavailable`, so the publisher retries it; other error replies are `Rejected`. A publishing
+//! connection sends nothing before Redis answers `PING`, so no batch meets a Redis still loading.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -517,7 +520,7 @@ impl StreamConn {
             line: Vec::with_capacity(64),
         };
         let mut hello = Vec::new();
-        let mut expected = 0;
+        let mut sent = Vec::new();
         if let Some(password) = &endpoint.password {
             match &endpoint.username {
                 Some(user) => {
@@ -525,20 +528,24 @@ impl StreamConn {
                 }
                 None => push_command(&mut hello, &[b"AUTH", password.as_bytes()]),
             }
-            expected += 1;
+            sent.push("AUTH");
         }
         if endpoint.db != 0 {
             push_command(&mut hello, &[b"SELECT", endpoint.db.to_string().as_bytes()]);
-            expected += 1;
+            sent.push("SELECT");
         }
-        if expected > 0 {
-            conn.write.write_all(&hello).await?;
-            for _ in 0..expected {
-                if let Reply::Error(e) = conn.reply().await? {
-                    return Err(std::io::Error::other(format!(
-                        "Redis refused the handshake: {e}"
-                    )));
-                }
+        // A restarted Redis accepts connections while it loads its data set, and answers every
+        // command with LOADING until it is done. Only a PONG shows it takes writes: a batch sent
+        // before could be refused in part (LOADING for the first events, stored for the rest once
+        // loading ended) and its retry would put the first events after the rest.
+        push_command(&mut hello, &[b"PING"]);
+        sent.push("PING");
+        conn.write.write_all(&hello).await?;
+        for command in sent {
+            if let Reply::Error(e) = conn.reply().await? {
+                return Err(std::io::Error::other(format!(
+                    "Redis answered {command} with {e}"
+                )));
             }
         }
         Ok(conn)
@@ -749,6 +756,15 @@ impl RedisPublisher {
                 })
             }
         };
+        if let Some(e) = refused.as_deref().filter(|e| transient_reply(e)) {
+            // Redis is in a passing state (loading, a busy script, out of memory, a replica...):
+            // the batch is retried, not dropped. The connection is not kept, so the retry opens
+            // a new one and sends nothing before Redis answers PING.
+            return Err(BackendError::Unavailable {
+                backend: BACKEND,
+                reason: format!("{what}: Redis cannot take writes now: {e}"),
+            });
+        }
         *guard = Some(conn);
         if let Some((n, e)) = invalid {
             return Err(BackendError::Rejected {
@@ -828,6 +844,24 @@ impl Publisher for RedisPublisher {
     }
 }
 
+/// Whether an error reply describes the server's state rather than the request (its first word
+/// is the error code): such a state passes, so a batch answered with one must be retried, never
+/// dropped as refused.
+fn transient_reply(reply: &str) -> bool {
+    matches!(
+        reply.split_whitespace().next().unwrap_or(""),
+        "LOADING"
+            | "BUSY"
+            | "TRYAGAIN"
+            | "CLUSTERDOWN"
+            | "MASTERDOWN"
+            | "READONLY"
+            | "NOREPLICAS"
+            | "OOM"
+            | "MISCONF"
+    )
+}
+
 async fn ping(conn: &ConnectionManager) -> Result<(), BackendError> {
     let _: String = redis::cmd("PING")
         .query_async(&mut conn.clone())
@@ -871,6 +905,73 @@ fn error(what: String, e: &RedisError) -> BackendError {
         BackendError::Rejected {
             backend: BACKEND,
             reason: format!("{what}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::{transient_reply, BackendError, RedisConfig, RedisPublisher};
+
+    /// A restarted Redis that is still loading answers PING with LOADING: the publisher does not
+    /// take that connection for publishing, and says why.
+    #[tokio::test]
+    async fn a_publishing_connection_is_used_only_after_a_pong() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("a client");
+            let mut asked = vec![0u8; 64];
+            let n = socket.read(&mut asked).await.expect("a request");
+            asked.truncate(n);
+            socket
+                .write_all(b"-LOADING Redis is loading the dataset in memory\r\n")
+                .await
+                .expect("the answer is written");
+            asked
+        });
+        let config = RedisConfig {
+            url: format!("redis://127.0.0.1:{port}"),
+            ..RedisConfig::default()
+        };
+        let error = RedisPublisher::connect(&config)
+            .await
+            .expect_err("a loading Redis is not ready for publishing");
+        assert!(matches!(error, BackendError::Unavailable { .. }), "{error}");
+        assert!(error.to_string().contains("PING with LOADING"), "{error}");
+        assert_eq!(
+            server.await.expect("the fake server"),
+            b"*1\r\n$4\r\nPING\r\n"
+        );
+    }
+
+    #[test]
+    fn server_states_are_transient_and_request_errors_are_not() {
+        for reply in [
+            "LOADING Redis is loading the dataset in memory",
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.",
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "READONLY You can't write against a read only replica.",
+            "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.",
+            "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+            "NOREPLICAS Not enough good replicas to write.",
+            "TRYAGAIN Multiple keys request during rehashing of slot",
+            "CLUSTERDOWN The cluster is down",
+        ] {
+            assert!(transient_reply(reply), "{reply}");
+        }
+        for reply in [
+            "WRONGTYPE Operation against a key holding the wrong kind of value",
+            "ERR The ID specified in XADD is equal or smaller than the target stream top item",
+            "ERR wrong number of arguments for 'xadd' command",
+            "NOPERM User has no permissions to run the 'xadd' command",
+            "",
+        ] {
+            assert!(!transient_reply(reply), "{reply}");
         }
     }
 }

@@ -117,7 +117,7 @@ pub struct ServiceSnapshot {
     pub reconnects: u64,
     pub degraded: u64,
     pub errors: u64,
-    /// Lifecycle events dropped because the lifecycle publisher was behind.
+    /// Lifecycle events dropped because the lifecycle publisher was behind or the bus was down.
     pub lifecycle_dropped: u64,
     pub taken_over: u64,
     pub ownership_lost: u64,
