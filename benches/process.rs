@@ -294,16 +294,22 @@ fn from_c(host_sim: &Path, data: &str, repeat: usize, runs: usize) -> Result<CRu
                 .arg(&lib)
                 .arg("--gateway")
                 .arg(format!("script:{}", script.display()))
+                // A reply to a call the script does not answer is a reply too: only successful
+                // ones measure the same path as the Rust host.
+                .args(["--expect", r#""success":true"#])
                 .args(["--bench", "--repeat", &repeat.to_string(), &command])
                 .output()
                 .map_err(|e| format!("running {}: {e}", host_sim.display()))?;
             let stdout = String::from_utf8_lossy(&out.stdout);
             if !out.status.success() {
+                // One line per bad call: the last few say what went wrong, and the summary.
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                let lines: Vec<&str> = stderr.lines().collect();
                 return Err(format!(
-                    "{} exited with {}: {stdout}{}",
+                    "{} exited with {}; its stderr ends:\n{}",
                     host_sim.display(),
                     out.status,
-                    String::from_utf8_lossy(&out.stderr)
+                    lines[lines.len().saturating_sub(4)..].join("\n")
                 ));
             }
             // `bench: N calls, 1 thread(s), S s, R calls/s, median X us, p99 Y us`
@@ -450,7 +456,7 @@ fn main() {
     {
         let figure = format!(
             "`Process` {name}, C host (`host_sim --bench`): median per call (p99), median of \
-             {c_runs} runs × {} calls [each run's median]",
+             {c_runs} run(s) × {} calls [each run's median]",
             grouped(c_repeat as f64)
         );
         let rust = format!("Rust host, same run: {:.2} µs", us(rust.median));

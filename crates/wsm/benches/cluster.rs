@@ -972,12 +972,15 @@ fn main() {
                 grouped(settings.calls as f64)
             ),
             &format!(
-                "{:.0} µs ({:.0} µs); forwarding overhead {overhead:.0} µs",
-                f.forwarded[0], f.forwarded[2]
+                "{} µs ({} µs); forwarding overhead {} µs",
+                grouped(f.forwarded[0]),
+                grouped(f.forwarded[2]),
+                grouped(overhead)
             ),
             &format!(
-                "direct call to the owner (client → A → feed), same run: {:.0} µs ({:.0} µs)",
-                f.direct[0], f.direct[2]
+                "direct call to the owner (client → A → feed), same run: {} µs ({} µs)",
+                grouped(f.direct[0]),
+                grouped(f.direct[2])
             ),
             &format!("{:.2}", f.forwarded[0] / f.direct[0]),
             &format!(

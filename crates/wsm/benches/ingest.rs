@@ -985,7 +985,7 @@ fn main() {
         (
             "wsm → memory bus, 8 KiB reads, a reader taking CloudEvent JSON",
             memory_json,
-            memory_n / 2,
+            settings.frames(Path::MemoryJson),
             "— (the reader encodes)",
         ),
     ] {

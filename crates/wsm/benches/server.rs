@@ -716,10 +716,11 @@ fn main() {
                 settings.runs,
                 grouped(settings.sends as f64)
             ),
-            &format!("{:.0} µs ({:.0} µs)", g[0], g[2]),
+            &format!("{} µs ({} µs)", grouped(g[0]), grouped(g[2])),
             &format!(
-                "bare tokio-tungstenite client, same echo: {:.0} µs ({:.0} µs)",
-                b[0], b[2]
+                "bare tokio-tungstenite client, same echo: {} µs ({} µs)",
+                grouped(b[0]),
+                grouped(b[2])
             ),
             &format!("{:.2}", g[0] / b[0]),
             &format!(
