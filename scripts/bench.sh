@@ -5,7 +5,7 @@
 # between `<!-- bench.sh:begin -->` and `<!-- bench.sh:end -->` in BENCHMARKS.md. The rest of that
 # file, the detailed sections, is left alone. Re-running replaces the block.
 #
-#   scripts/bench.sh                          # everything, about 15 minutes on 2 cores
+#   scripts/bench.sh                          # everything: ~5 min on 2 cores, + ~10 min cold build
 #   BENCH_ONLY=send,forward scripts/bench.sh  # a subset: process, ingest, send, idle, failover, forward
 #   BENCH_QUICK=1 scripts/bench.sh            # small counts, to check the plumbing (not for quoting)
 #
