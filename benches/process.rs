@@ -10,7 +10,8 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-#[path = "support/rows.rs"]
+// The rows for `scripts/bench.sh`: one definition, shared with the wsm benches.
+#[path = "../crates/wsm/benches/support/rows.rs"]
 mod rows;
 
 use std::ffi::{c_char, c_void};

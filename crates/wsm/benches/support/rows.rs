@@ -2,6 +2,8 @@
 //! BENCHMARKS.md. With `BENCH_ROWS=<file>` set, a bench appends one tab-separated line per figure:
 //! `figure, ours, baseline, ratio, goal, command`, units inside the values. A machine-readable
 //! side channel keeps the script from parsing each bench's human output, which may change freely.
+//! The plugin's bench (`benches/process.rs` at the workspace root) includes this file as well, so
+//! the format has one definition.
 
 use std::io::Write;
 use std::path::PathBuf;
