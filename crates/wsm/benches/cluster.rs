@@ -32,7 +32,8 @@
 //! Environment: `BENCH_RUNS` (failover runs, default 5), `BENCH_CALLS` (timed `SendRaw` calls per
 //! path, default 20 000), `BENCH_WARMUP` (untimed calls per path first, default 2 000),
 //! `BENCH_ONLY` (`failover` or `forward`), `WSM_BIN` (the `wsm` binary; default the one cargo built
-//! for this bench).
+//! for this bench), `BENCH_ROWS` (append the main figures as rows to this file for
+//! `scripts/bench.sh`).
 //!
 //! Without `--bench` (`cargo test --all-targets`) it runs a smoke version: one failover run and 200
 //! calls per path, about ten seconds. It exits with status 1 after the table if a connection did not
@@ -53,6 +54,7 @@ use wsm_testkit::RedisServer;
 #[path = "support/mod.rs"]
 mod support;
 
+use support::rows::{grouped, Rows};
 use support::{env_or, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
 
 /// Failover settings (issue 6): heartbeat every second, stale after three, first reconnect after
@@ -821,6 +823,7 @@ fn main() {
         (false, true) => " ✅",
         (false, false) => " ❌",
     };
+    let rows = Rows::from_env("scripts/bench_cluster.sh", settings.smoke);
     if let Some(runs) = failover.as_ref().filter(|runs| !runs.is_empty()) {
         println!();
         let head: Vec<String> = (1..=runs.len()).map(|r| format!("run {r}")).collect();
@@ -875,6 +878,30 @@ fn main() {
         let all: Vec<Option<i64>> = runs.iter().map(|r| r.all_back()).collect();
         let all_ok =
             median_max(&all).is_some_and(|(_, max)| max <= GOAL_FAILOVER.as_millis() as i64);
+        let back = all.iter().filter(|v| v.is_some()).count();
+        rows.add(
+            &format!(
+                "Failover: all {FAILOVER_CONNS} connections of a SIGKILLed instance publishing \
+                 again from B or C (heartbeat {HEARTBEAT_S} s, stale after {STALE_S} s): median \
+                 (max) of {} run(s)",
+                runs.len()
+            ),
+            &median_max(&all).map_or_else(
+                || {
+                    format!(
+                        "a connection not back within {} s in {} of {} run(s)",
+                        BACK_WITHIN.as_secs(),
+                        runs.len() - back,
+                        runs.len()
+                    )
+                },
+                |(median, max)| format!("{} ({})", secs(median), secs(max)),
+            ),
+            "no runnable alternative; the C# service marks a peer stale after 30 s by default \
+             (documented, not run)",
+            "—",
+            &format!("≤ {} s (max){}", GOAL_FAILOVER.as_secs(), pass(all_ok)),
+        );
         row(
             &format!("**all {FAILOVER_CONNS} connections back**"),
             all,
@@ -937,6 +964,31 @@ fn main() {
         println!(
             "| B's `wsm_forwarded_total` (A's) | {} ({}) | — | — | — |",
             f.forwarded_by_b, f.forwarded_by_a
+        );
+        rows.add(
+            &format!(
+                "`SendRaw` forwarded by a non-owner (client → B → A → feed), sequential, 100 \
+                 bytes: median (p99) of {} calls",
+                grouped(settings.calls as f64)
+            ),
+            &format!(
+                "{} µs ({} µs); forwarding overhead {} µs",
+                grouped(f.forwarded[0]),
+                grouped(f.forwarded[2]),
+                grouped(overhead)
+            ),
+            &format!(
+                "direct call to the owner (client → A → feed), same run: {} µs ({} µs)",
+                grouped(f.direct[0]),
+                grouped(f.direct[2])
+            ),
+            &format!("{:.2}", f.forwarded[0] / f.direct[0]),
+            &format!(
+                "overhead ≤ {GOAL_FORWARD_US:.0} µs{} (the C# service documents ~{:.0} ms per \
+                 forward, not run)",
+                pass(overhead <= GOAL_FORWARD_US),
+                CSHARP_FORWARD_US / 1000.0
+            ),
         );
     }
     println!();

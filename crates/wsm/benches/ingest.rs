@@ -9,7 +9,13 @@
 //!    CloudEvent JSON (what `wsm tail` does);
 //! 3. **wsm → Redis Streams**: the same into `RedisPublisher` on a real redis-server (XLEN must
 //!    match, and a sample of entries must carry contiguous `seq`);
-//! 4. **naive bridge**: the bare client doing `XADD` in pipelines of up to 256 per round trip.
+//! 4. **naive bridge**: the bare client doing `XADD` in pipelines of up to 256 per round trip;
+//! 5. **Python bridge**: `benches/python_bridge.py`, what a user would write by hand with the
+//!    `websockets` and `redis` packages: one awaited `XADD` per frame. It runs with the interpreter
+//!    in `BENCH_PYTHON` (a venv with `benches/python_bridge.requirements.txt`; `scripts/bench.sh`
+//!    makes one), against the same feed server and a redis-server of its own; XLEN must match the
+//!    frames it counted and its last frame must be the feed's last. Without `BENCH_PYTHON` its row
+//!    says "not run".
 //!
 //! Every path reads ~100-byte text frames from the local feed server at max rate on one connection,
 //! for a fixed number of frames, three times; the median rate counts. The clock starts when the
@@ -24,9 +30,11 @@
 //! Counts are chosen so each run lasts at least ~2 s and the whole bench under 2 minutes.
 //! Environment: `BENCH_BARE_FRAMES` (default 10 000 000), `BENCH_FRAMES` (memory, default
 //! 10 000 000; half for the JSON reader), `BENCH_REDIS_FRAMES` (Redis and naive bridge, default
-//! 1 000 000), `BENCH_RUNS` (default 3), `BENCH_ONLY` (comma list of
-//! `bare,memory,memory-default,memory-json,redis,naive`, to profile one path),
-//! `BENCH_READ_BUFFER` (wsm's socket read buffer in bytes on every wsm path, for experiments).
+//! 1 000 000), `BENCH_PYTHON_FRAMES` (Python bridge, default 100 000: about 10 s at its ~10k/s),
+//! `BENCH_PYTHON` (the Python interpreter), `BENCH_RUNS` (default 3), `BENCH_ONLY` (comma list of
+//! `bare,memory,memory-default,memory-json,redis,naive,python`, to profile one path),
+//! `BENCH_READ_BUFFER` (wsm's socket read buffer in bytes on every wsm path, for experiments),
+//! `BENCH_ROWS` (append the table's rows to this file for `scripts/bench.sh`).
 //!
 //! The feed server runs on its own thread and single-threaded runtime, like a separate process; the
 //! measured side runs on a multi-threaded runtime with 2 workers (the machines have 2 cores). Other
@@ -34,6 +42,8 @@
 //! A run that lost or duplicated anything does not count; the bench exits with status 1 after the
 //! table when any run did.
 
+use std::path::{Path as FsPath, PathBuf};
+use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,10 +65,21 @@ use wsm::publish::{spawn_publisher, FrameSource, PublishMetrics, PublishOptions}
 use wsm::security::NetworkPolicy;
 use wsm_testkit::RedisServer;
 
+#[path = "support/mod.rs"]
+mod support;
+
+use support::env_or;
+use support::rows::{grouped, Rows};
+
 /// Starts the stream of a connection opened with `streams=0`; its reply is one more text frame.
 const SUBSCRIBE: &str = r#"{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}"#;
 const TOPIC: &str = "bench.ingest";
 const NAIVE_STREAM: &str = "bench.naive";
+const PYTHON_STREAM: &str = "bench.python";
+/// The hand-written Python bridge.
+const PYTHON_BRIDGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_bridge.py");
+/// Bound against hangs of the Python bridge, which is about 100 times slower than the others.
+const PYTHON_HANG: Duration = Duration::from_secs(900);
 const FRAME_SIZE: usize = 100;
 /// tokio-tungstenite's default read buffer, which the bare client uses.
 const BARE_READ_BUFFER: usize = 128 << 10;
@@ -80,16 +101,18 @@ enum Path {
     MemoryJson,
     Redis,
     Naive,
+    Python,
 }
 
 impl Path {
-    const ALL: [Path; 6] = [
+    const ALL: [Path; 7] = [
         Path::Bare,
         Path::Memory,
         Path::MemoryDefault,
         Path::MemoryJson,
         Path::Redis,
         Path::Naive,
+        Path::Python,
     ];
 
     fn name(self) -> &'static str {
@@ -100,6 +123,7 @@ impl Path {
             Path::MemoryJson => "memory-json",
             Path::Redis => "redis",
             Path::Naive => "naive",
+            Path::Python => "python",
         }
     }
 
@@ -111,6 +135,7 @@ impl Path {
             Path::MemoryJson => "wsm → memory bus, JSON reader",
             Path::Redis => "wsm → Redis Streams",
             Path::Naive => "naive bridge (XADD, pipelines ≤ 256)",
+            Path::Python => "Python bridge (one XADD per frame)",
         }
     }
 }
@@ -118,9 +143,11 @@ impl Path {
 struct Settings {
     smoke: bool,
     /// Frames per run, by path (`Path::ALL` order).
-    frames: [u64; 6],
+    frames: [u64; 7],
     runs: usize,
     paths: Vec<Path>,
+    /// The interpreter for the Python bridge; without it that path does not run.
+    python: Option<PathBuf>,
 }
 
 impl Settings {
@@ -133,12 +160,20 @@ impl Settings {
                 .collect(),
             Err(_) => Path::ALL.to_vec(),
         };
+        let python = std::env::var_os("BENCH_PYTHON")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from);
+        let paths = paths
+            .into_iter()
+            .filter(|p| *p != Path::Python || python.is_some())
+            .collect();
         if smoke {
             return Settings {
                 smoke,
-                frames: [3000; 6],
+                frames: [3000; 7],
                 runs: 1,
                 paths,
+                python,
             };
         }
         let redis = env_or("BENCH_REDIS_FRAMES", 1_000_000);
@@ -151,22 +186,17 @@ impl Settings {
                 env_or("BENCH_FRAMES", 10_000_000) / 2,
                 redis,
                 redis,
+                env_or("BENCH_PYTHON_FRAMES", 100_000),
             ],
             runs: env_or("BENCH_RUNS", 3usize).max(1),
             paths,
+            python,
         }
     }
 
     fn frames(&self, path: Path) -> u64 {
         self.frames[Path::ALL.iter().position(|p| *p == path).unwrap_or(0)]
     }
-}
-
-fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
-    std::env::var(key)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 /// One timed run.
@@ -182,7 +212,20 @@ struct Run {
 
 impl Run {
     fn rate(&self) -> f64 {
+        if self.elapsed.is_zero() {
+            return 0.0;
+        }
         self.frames as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// A run that produced no figure.
+    fn failed(problem: String) -> Run {
+        Run {
+            frames: 0,
+            elapsed: Duration::ZERO,
+            degraded: 0,
+            problems: vec![problem],
+        }
     }
 }
 
@@ -680,6 +723,82 @@ async fn naive(base: &str, redis_url: &str, count: u64) -> Run {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 5. The Python bridge
+
+/// What `python_bridge.py` prints.
+#[derive(serde::Deserialize)]
+struct PythonReport {
+    frames: u64,
+    seconds: f64,
+    last_u: Option<u64>,
+}
+
+async fn python(python: &FsPath, base: &str, redis_url: &str, count: u64) -> Run {
+    let expected = count + 1;
+    let mut conn = redis_conn(redis_url).await;
+    flush(&mut conn).await;
+    let child = tokio::process::Command::new(python)
+        .arg(PYTHON_BRIDGE)
+        .arg(feed_url(base, count))
+        .arg(redis_url)
+        .arg(PYTHON_STREAM)
+        .arg(expected.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output();
+    let what = format!("python: {} {PYTHON_BRIDGE}", python.display());
+    let out = match tokio::time::timeout(PYTHON_HANG, child).await {
+        Err(_) => return Run::failed(format!("{what} did not finish within {PYTHON_HANG:?}")),
+        Ok(Err(e)) => return Run::failed(format!("{what} could not start: {e}")),
+        Ok(Ok(out)) => out,
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let report = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str::<PythonReport>(line).ok());
+    let report = match (out.status.success(), report) {
+        (true, Some(report)) => report,
+        _ => {
+            return Run::failed(format!(
+                "{what} exited with {} and no report: {stdout}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    let mut problems = Vec::new();
+    if report.frames != expected {
+        problems.push(format!(
+            "python: counted {} frames, expected {expected}",
+            report.frames
+        ));
+    }
+    if report.last_u != Some(count) {
+        problems.push(format!(
+            "python: the last frame's u is {:?}, expected {count}",
+            report.last_u
+        ));
+    }
+    let stored = xlen(&mut conn, PYTHON_STREAM).await;
+    if stored != report.frames {
+        problems.push(format!(
+            "python: XLEN {stored}, but it counted {} frames",
+            report.frames
+        ));
+    }
+    flush(&mut conn).await;
+    Run {
+        frames: stored.min(report.frames),
+        elapsed: Duration::from_secs_f64(report.seconds.max(0.0)),
+        degraded: 0,
+        problems,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 
 fn measure(
     runtime: &Runtime,
@@ -700,6 +819,10 @@ fn measure(
                     Path::MemoryJson => memory(base, count, true, None).await,
                     Path::Redis => wsm_redis(base, &redis_url, count).await,
                     Path::Naive => naive(base, &redis_url, count).await,
+                    Path::Python => match &settings.python {
+                        Some(interpreter) => python(interpreter, base, &redis_url, count).await,
+                        None => Run::failed("python: BENCH_PYTHON is not set".into()),
+                    },
                 }
             });
             println!(
@@ -751,10 +874,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("bench runtime");
-    let [bare_n, memory_n, _, _, redis_n, _] = settings.frames;
+    let [bare_n, memory_n, _, _, redis_n, _, python_n] = settings.frames;
     println!(
         "ingest: one connection, ~{FRAME_SIZE}-byte text frames at max rate; frames per run: \
-         {bare_n} (bare), {memory_n} (memory), {redis_n} (redis, naive); {} run(s) each{}",
+         {bare_n} (bare), {memory_n} (memory), {redis_n} (redis, naive), {python_n} (python: {}); \
+         {} run(s) each{}",
+        settings
+            .python
+            .as_ref()
+            .map_or("not run, BENCH_PYTHON is not set".to_owned(), |p| p
+                .display()
+                .to_string()),
         settings.runs,
         if settings.smoke {
             " — smoke run (debug build: the figures mean nothing)"
@@ -763,14 +893,24 @@ fn main() {
         }
     );
 
-    let mut rates: [Option<f64>; 6] = [None; 6];
+    let mut rates: [Option<f64>; 7] = [None; 7];
     let mut problems = Vec::new();
     let mut lossy = Vec::new();
     for (n, path) in Path::ALL.into_iter().enumerate() {
         if !settings.paths.contains(&path) {
             continue;
         }
-        let runs = measure(&runtime, path, &settings, &base, redis.as_ref());
+        // The Python bridge gets a redis-server of its own, started for it, so nothing the
+        // other paths left behind (memory, fragmentation) weighs on it.
+        let own_redis = (path == Path::Python).then(RedisServer::start);
+        let runs = measure(
+            &runtime,
+            path,
+            &settings,
+            &base,
+            own_redis.as_ref().or(redis.as_ref()),
+        );
+        drop(own_redis);
         problems.extend(runs.iter().flat_map(|r| r.problems.iter().cloned()));
         let (rate, failed) = median(&runs);
         if failed > 0 {
@@ -792,74 +932,131 @@ fn main() {
     let _ = stop_feed.send(());
     let _ = feed_thread.join();
 
-    let [bare, memory, memory_default, memory_json, redis, naive] = rates;
+    let [bare, memory, memory_default, memory_json, redis, naive, python] = rates;
+    let rows = Rows::from_env("cargo bench -p wsm --bench ingest", settings.smoke);
     println!();
-    println!("| figure | frames/s | baseline | ratio | goal |");
+    println!("| figure | ours | baseline, same run | ratio | goal |");
     println!("|---|---:|---:|---:|---|");
-    let fmt = |rate: Option<f64>| rate.map_or("—".to_owned(), |r| format!("{r:.0}"));
+    let row = |figure: &str, ours: &str, baseline: &str, ratio: &str, goal: &str| {
+        println!("| {figure} | {ours} | {baseline} | {ratio} | {goal} |");
+        rows.add(figure, ours, baseline, ratio, goal);
+    };
     let pass = |ok: bool| match (settings.smoke, ok) {
         (true, _) => "",
-        (false, true) => "✅",
-        (false, false) => "❌",
+        (false, true) => " ✅",
+        (false, false) => " ❌",
     };
-    let row = |figure: &str, value: Option<f64>, base: Option<f64>, goal: f64| {
-        let ratio = value.zip(base).map(|(v, b)| v / b);
-        println!(
-            "| {figure} | {} | {} | {} | ≥ {goal} {} |",
-            fmt(value),
-            fmt(base),
-            ratio.map_or("—".to_owned(), |r| format!("{r:.2}")),
-            ratio.map_or("", |r| pass(r >= goal)),
-        );
+    let fps =
+        |rate: Option<f64>| rate.map_or("not run".to_owned(), |r| format!("{}/s", grouped(r)));
+    let ratio = |value: Option<f64>, base: Option<f64>| value.zip(base).map(|(v, b)| v / b);
+    let ratio_text = |r: Option<f64>| r.map_or("—".to_owned(), |r| format!("{r:.2}"));
+    let goal = |r: Option<f64>, at_least: f64| {
+        format!("≥ {at_least} ×{}", r.map_or("", |r| pass(r >= at_least)))
     };
-    row(
-        "memory bus vs bare client, both reading 128 KiB at a time",
-        memory,
-        bare,
-        0.8,
-    );
-    for (figure, rate) in [
-        (
-            "memory bus with wsm's default 8 KiB reads (not a goal: idle-friendly)",
-            memory_default,
-        ),
-        (
-            "memory bus, 8 KiB reads, JSON reader (not a goal: the reader encodes)",
-            memory_json,
-        ),
-    ] {
-        if rate.is_none() {
-            continue;
-        }
-        println!(
-            "| {figure} | {} | {} | {} | — |",
-            fmt(rate),
-            fmt(bare),
-            rate.zip(bare)
-                .map_or("—".to_owned(), |(v, b)| format!("{:.2}", v / b)),
+    let runs = settings.runs;
+    let ingest = |what: &str, n: u64| {
+        format!(
+            "Ingest, one connection, ~{FRAME_SIZE}-byte frames: {what} ({} frames per run, median \
+             of {runs})",
+            grouped(n as f64)
+        )
+    };
+    let bare_text = format!("bare tokio-tungstenite counting client: {}", fps(bare));
+    let r = ratio(memory, bare);
+    if memory.is_some() {
+        row(
+            &ingest(
+                "wsm → memory bus, 128 KiB socket reads like the bare client",
+                memory_n,
+            ),
+            &fps(memory),
+            &bare_text,
+            &ratio_text(r),
+            &goal(r, 0.8),
         );
     }
-    row("Redis vs naive bridge", redis, naive, 0.75);
-    // Both with wsm's default read buffer, when measured.
-    row(
-        "Redis vs memory bus (8 KiB reads)",
-        redis,
-        memory_default.or(memory),
-        0.5,
-    );
-    if let Some(r) = redis {
-        println!(
-            "| Redis absolute | {r:.0} | Python bridge ≈ 10000 (SPEC 7, not re-measured) | {:.1} | ≥ 100000/s {} (SPEC 7: ≥ 40 × Python ≈ 400000/s {}) |",
-            r / 10_000.0,
-            pass(r >= 100_000.0),
-            pass(r >= 400_000.0),
+    for (what, rate, n, why) in [
+        (
+            "wsm → memory bus, wsm's default 8 KiB reads",
+            memory_default,
+            memory_n,
+            "— (small reads keep 10k idle connections cheap)",
+        ),
+        (
+            "wsm → memory bus, 8 KiB reads, a reader taking CloudEvent JSON",
+            memory_json,
+            settings.frames(Path::MemoryJson),
+            "— (the reader encodes)",
+        ),
+    ] {
+        if rate.is_some() {
+            row(
+                &ingest(what, n),
+                &fps(rate),
+                &bare_text,
+                &ratio_text(ratio(rate, bare)),
+                why,
+            );
+        }
+    }
+    if redis.is_some() {
+        let r = ratio(redis, naive);
+        row(
+            &ingest("wsm → Redis Streams", redis_n),
+            &fps(redis),
+            &format!(
+                "naive Rust bridge (the bare client, XADD in pipelines ≤ {NAIVE_PIPELINE}): {}",
+                fps(naive)
+            ),
+            &ratio_text(r),
+            &goal(r, 0.75),
+        );
+        let r = ratio(redis, python);
+        let absolute = redis.map_or("", |v| pass(v >= 100_000.0));
+        row(
+            &ingest("wsm → Redis Streams, against the Python bridge", redis_n),
+            &fps(redis),
+            &match python {
+                Some(p) => format!(
+                    "hand-written Python bridge (websockets + redis.asyncio, one XADD per \
+                     frame; {} frames per run): {}/s",
+                    grouped(python_n as f64),
+                    grouped(p)
+                ),
+                None => "Python bridge: not run (set BENCH_PYTHON to a Python with \
+                         benches/python_bridge.requirements.txt; scripts/bench.sh does)"
+                    .to_owned(),
+            },
+            &r.map_or("—".to_owned(), |r| format!("{r:.1} ×")),
+            &format!(
+                "≥ 40 ×{}; ≥ 100,000/s{absolute}",
+                r.map_or("", |r| pass(r >= 40.0))
+            ),
+        );
+        // Both with wsm's default read buffer, when measured.
+        let memory_8k = memory_default.or(memory);
+        let r = ratio(redis, memory_8k);
+        row(
+            &ingest("wsm → Redis Streams, against wsm → memory bus", redis_n),
+            &fps(redis),
+            &format!("wsm → memory bus (8 KiB reads): {}", fps(memory_8k)),
+            &ratio_text(r),
+            &format!(
+                "{} (the limit is redis-server's own XADD rate)",
+                goal(r, 0.5)
+            ),
+        );
+    } else if python.is_some() {
+        row(
+            &ingest("the hand-written Python bridge alone", python_n),
+            "—",
+            &fps(python),
+            "—",
+            "—",
         );
     }
     println!();
-    println!(
-        "median of {} run(s); command: cargo bench -p wsm --bench ingest",
-        settings.runs
-    );
+    println!("median of {runs} run(s); command: cargo bench -p wsm --bench ingest");
     for note in &lossy {
         println!("LOSS: {note}");
     }

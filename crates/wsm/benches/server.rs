@@ -11,7 +11,12 @@
 //!    answered, the server's RSS before and after, and, at the end, `List` must show every one
 //!    `connected`. Then the server holds them idle for a while and its CPU time is read: that
 //!    server runs with `--record-ttl-seconds 30`, so its refresh of every record (every TTL ÷ 3)
-//!    falls into the window.
+//!    falls into the window. The baseline, measured in the same run against the same feed server
+//!    once the server is gone: a bare tokio-tungstenite client opening the same connections with
+//!    the same number in flight, in a process of its own like the server (this binary again, in
+//!    its `--bare-connect-child` mode, on a multi-threaded runtime like `wsm serve`'s), timed
+//!    until its last handshake is done. The ratio is what the gRPC calls and wsm's bookkeeping
+//!    (records, indexes, tasks) add to opening the sockets.
 //!
 //! The server is the built `wsm` binary, spawned as `wsm serve` (memory state and bus, free ports,
 //! `--allow-private-networks` since the feed is on loopback, `--max-connections 0`). A process of
@@ -30,17 +35,21 @@
 //! first, default 2 000), `BENCH_RUNS` (runs of figure 1, each timing both paths; default 3),
 //! `BENCH_CONNS` (default 10 000), `BENCH_INFLIGHT` (Connect RPCs in flight, default 128),
 //! `BENCH_IDLE_SECONDS` (the idle window, default 12), `BENCH_ONLY` (`send` or `idle`), `WSM_BIN`
-//! (the `wsm` binary; default the one cargo built for this bench).
+//! (the `wsm` binary; default the one cargo built for this bench), `BENCH_ROWS` (append the main
+//! figures as rows to this file for `scripts/bench.sh`).
 //!
 //! Without `--bench` (`cargo test --all-targets`) it runs a smoke version: 200 calls, 50
 //! connections, a second or two. A run with failed calls, wrong echoes or connections that are not
 //! `connected` exits with status 1 after the table.
 
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use feed_server::FeedConfig;
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::runtime::Builder;
 use tokio_tungstenite::tungstenite::Message;
 use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
@@ -48,6 +57,7 @@ use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
 #[path = "support/mod.rs"]
 mod support;
 
+use support::rows::{grouped, Rows};
 use support::{env_or, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
 
 /// Size of the `Send` payload, in bytes.
@@ -333,6 +343,8 @@ struct IdleFigure {
     idle_window: Duration,
     refreshes: f64,
     rss_idle: u64,
+    /// The baseline: the bare client's time to open the same connections, or why it has none.
+    bare: Result<Duration, String>,
 }
 
 async fn idle_figure(
@@ -444,6 +456,10 @@ async fn idle_figure(
         - (idle_from.as_secs_f64() / REFRESH_EVERY.as_secs_f64()).floor();
     let (rss_idle, peak) = wsm.memory();
     drop(wsm);
+    let bare = bare_connects(settings, feed).await;
+    if let Err(e) = &bare {
+        problems.push(format!("baseline (bare client connects): {e}"));
+    }
     Some(IdleFigure {
         conns: settings.conns,
         established,
@@ -461,7 +477,144 @@ async fn idle_figure(
         idle_window: idle_to - idle_from,
         refreshes,
         rss_idle,
+        bare,
     })
+}
+
+/// The baseline of figure 2: a bare tokio-tungstenite client opening the same number of silent
+/// connections to the same feed with the same number in flight, in a child process of its own
+/// (`--bare-connect-child`). Returns the time until its last handshake completed.
+async fn bare_connects(settings: &Settings, feed: &Feed) -> Result<Duration, String> {
+    // The server's connections must be gone from the feed first: the feed's side of both sets
+    // would not fit into this process's open-file limit together.
+    if !feed
+        .handle
+        .wait_for_connections(0, Duration::from_secs(30))
+        .await
+    {
+        return Err(format!(
+            "the feed server still has {} connections open 30 s after wsm was killed",
+            feed.handle.connections()
+        ));
+    }
+    let exe = std::env::current_exe().map_err(|e| format!("the bench's own path: {e}"))?;
+    let mut child = tokio::process::Command::new(&exe)
+        .arg(BARE_CHILD)
+        .arg(feed.silent_url())
+        .arg(settings.conns.to_string())
+        .arg(settings.inflight.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("starting {} {BARE_CHILD}: {e}", exe.display()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or("the bare client's stdout is not piped")?;
+    let line = tokio::time::timeout(HANG, BufReader::new(stdout).lines().next_line())
+        .await
+        .map_err(|_| format!("the bare client did not report within {HANG:?}"))?
+        .map_err(|e| format!("reading the bare client's report: {e}"))?
+        .ok_or("the bare client exited without a report (its stderr says why)")?;
+    // `opened <n> failed <n> nanos <n>`
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .step_by(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let [opened, failed, nanos] = fields[..] else {
+        return Err(format!("unreadable report from the bare client: {line}"));
+    };
+    if failed > 0 || opened != settings.conns as u64 {
+        return Err(format!(
+            "the bare client opened {opened} of {} connections ({failed} failed)",
+            settings.conns
+        ));
+    }
+    // All of them open at the same time, as the server's were.
+    let all_open = feed
+        .handle
+        .wait_for_connections(settings.conns, Duration::from_secs(5))
+        .await;
+    let feed_side = feed.handle.connections();
+    // Closing its stdin lets the child close its connections and exit.
+    drop(child.stdin.take());
+    match tokio::time::timeout(Duration::from_secs(30), child.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        other => return Err(format!("the bare client did not exit cleanly: {other:?}")),
+    }
+    if !all_open {
+        return Err(format!(
+            "the feed server had {feed_side} of the bare client's {} connections open",
+            settings.conns
+        ));
+    }
+    Ok(Duration::from_nanos(nanos))
+}
+
+/// The argument that makes this binary the bare client of figure 2's baseline.
+const BARE_CHILD: &str = "--bare-connect-child";
+
+/// Child mode: `--bare-connect-child URL N INFLIGHT` opens N WebSocket connections to URL with
+/// INFLIGHT handshakes in flight, prints `opened <n> failed <n> nanos <n>` once all are done, holds
+/// them until stdin closes, and exits. The runtime is multi-threaded with one worker per core, as
+/// `wsm serve`'s is.
+fn bare_connect_child(args: &[String]) -> i32 {
+    let [url, n, inflight] = args else {
+        eprintln!("{BARE_CHILD}: want URL N INFLIGHT, got {args:?}");
+        return 2;
+    };
+    let (Ok(n), Ok(inflight)) = (n.parse::<usize>(), inflight.parse::<usize>()) else {
+        eprintln!("{BARE_CHILD}: N and INFLIGHT must be numbers, got {n:?} and {inflight:?}");
+        return 2;
+    };
+    let runtime = match Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{BARE_CHILD}: cannot build a runtime: {e}");
+            return 1;
+        }
+    };
+    let (results, elapsed) = runtime.block_on(async {
+        let started = Instant::now();
+        let results: Vec<_> = futures_util::stream::iter(0..n)
+            .map(|_| tokio_tungstenite::connect_async_with_config(url.as_str(), None, true))
+            .buffer_unordered(inflight.max(1))
+            .collect()
+            .await;
+        (results, started.elapsed())
+    });
+    let mut open = Vec::with_capacity(n);
+    let mut failed = 0;
+    for result in results {
+        match result {
+            Ok((ws, _)) => open.push(ws),
+            Err(e) => {
+                if failed == 0 {
+                    eprintln!("{BARE_CHILD}: a connect to {url} failed: {e}");
+                }
+                failed += 1;
+            }
+        }
+    }
+    println!(
+        "opened {} failed {failed} nanos {}",
+        open.len(),
+        elapsed.as_nanos()
+    );
+    let _ = std::io::stdout().flush();
+    // Hold the connections until the parent has counted them on the feed's side.
+    for line in std::io::stdin().lock().lines() {
+        if line.is_err() {
+            break;
+        }
+    }
+    drop(open);
+    drop(runtime);
+    0
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -488,6 +641,10 @@ fn mib(bytes: u64) -> f64 {
 }
 
 fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(at) = args.iter().position(|a| a == BARE_CHILD) {
+        std::process::exit(bare_connect_child(&args[at + 1..]));
+    }
     let settings = Settings::from_env();
     let fd_limit = raise_fd_limit();
     let needed = settings.conns as u64 + 256;
@@ -527,6 +684,7 @@ fn main() {
         (false, true) => " ✅",
         (false, false) => " ❌",
     };
+    let rows = Rows::from_env("scripts/bench_server.sh", settings.smoke);
     println!();
     println!("| figure | value | baseline | ratio | goal |");
     println!("|---|---|---|---|---|");
@@ -551,19 +709,70 @@ fn main() {
             g[0] / b[0],
             pass(g[0] <= GOAL_SEND_MEDIAN_US),
         );
+        rows.add(
+            &format!(
+                "`Send` round trip, gRPC → wsm → feed echo, sequential, 100-byte JSON: median \
+                 (p99) of {} run(s) × {} calls",
+                settings.runs,
+                grouped(settings.sends as f64)
+            ),
+            &format!("{} µs ({} µs)", grouped(g[0]), grouped(g[2])),
+            &format!(
+                "bare tokio-tungstenite client, same echo: {} µs ({} µs)",
+                grouped(b[0]),
+                grouped(b[2])
+            ),
+            &format!("{:.2}", g[0] / b[0]),
+            &format!(
+                "median ≤ {GOAL_SEND_MEDIAN_US} µs{}",
+                pass(g[0] <= GOAL_SEND_MEDIAN_US)
+            ),
+        );
     }
     if let Some(idle) = &idle {
         let rate = idle.conns as f64 / idle.established.as_secs_f64();
+        let (bare, ratio) = match &idle.bare {
+            Ok(bare) => (
+                format!(
+                    "bare tokio-tungstenite client, same connections and concurrency: {:.2} s",
+                    bare.as_secs_f64()
+                ),
+                format!("{:.2}", idle.established.as_secs_f64() / bare.as_secs_f64()),
+            ),
+            Err(_) => (
+                "bare client: failed (the bench's output says why)".to_owned(),
+                "—".to_owned(),
+            ),
+        };
+        let goal = format!(
+            "≤ {} s{}",
+            GOAL_ESTABLISH.as_secs(),
+            pass(idle.established <= GOAL_ESTABLISH)
+        );
         println!(
             "| {} idle connections: all `Connect` calls answered ({} in flight); Connect median \
-             (p99) | {:.2} s = {rate:.0}/s; {:.1} ms ({:.1} ms) | — | — | ≤ {} s{} |",
+             (p99) | {:.2} s = {rate:.0}/s; {:.1} ms ({:.1} ms) | {bare} | {ratio} | {goal} |",
             idle.conns,
             settings.inflight,
             idle.established.as_secs_f64(),
             idle.connect_ms[0],
             idle.connect_ms[1],
-            GOAL_ESTABLISH.as_secs(),
-            pass(idle.established <= GOAL_ESTABLISH),
+        );
+        rows.add(
+            &format!(
+                "{} idle connections opened through `Connect` ({} in flight): time until all \
+                 are answered",
+                grouped(idle.conns as f64),
+                settings.inflight
+            ),
+            &format!(
+                "{:.2} s ({}/s)",
+                idle.established.as_secs_f64(),
+                grouped(rate)
+            ),
+            &bare,
+            &ratio,
+            &goal,
         );
         let grown = idle.rss_after.saturating_sub(idle.rss_before);
         println!(
@@ -572,6 +781,21 @@ fn main() {
             mib(idle.rss_after),
             mib(idle.peak),
             pass(idle.peak <= GOAL_RSS),
+        );
+        rows.add(
+            &format!(
+                "wsm RSS with {} idle connections: before → after the last Connect (peak)",
+                grouped(idle.conns as f64)
+            ),
+            &format!(
+                "{:.1} → {:.1} MiB ({:.1} MiB)",
+                mib(idle.rss_before),
+                mib(idle.rss_after),
+                mib(idle.peak)
+            ),
+            "— (no runnable alternative)",
+            "—",
+            &format!("peak ≤ 1 GiB{}", pass(idle.peak <= GOAL_RSS)),
         );
         println!(
             "| RSS per connection ((after − before) ÷ {}) | {:.0} bytes ({:.1} KiB) | — | — | — |",

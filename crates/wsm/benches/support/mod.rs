@@ -1,7 +1,10 @@
-//! Code the process benches share (`#[path = "support/mod.rs"] mod support;` in each): the
-//! environment knobs, the `wsm` binary, a feed server on its own thread, `wsm serve` child
-//! processes and latency statistics. Each bench uses a different part of it.
+//! Code the benches share (`#[path = "support/mod.rs"] mod support;` in each): the environment
+//! knobs, the `wsm` binary, a feed server on its own thread, `wsm serve` child processes, latency
+//! statistics, and the result rows for `scripts/bench.sh` ([`rows`]). Each bench uses a different
+//! part of it.
 #![allow(dead_code)]
+
+pub mod rows;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
