@@ -441,7 +441,15 @@ fn published(event: &PublishedEvent) -> Published {
 async fn frames(events: &mut Streaming<PublishedEvent>, count: usize) -> Vec<Published> {
     let mut frames = Vec::with_capacity(count);
     while frames.len() < count {
-        frames.push(published(&next_event(events).await));
+        let Ok(event) = tokio::time::timeout(HANG, events.message()).await else {
+            panic!(
+                "only {} of {count} frames were published within {HANG:?}; the last: {:?}",
+                frames.len(),
+                frames.last()
+            );
+        };
+        let event = event.expect("the stream stays open").expect("an event");
+        frames.push(published(&event));
     }
     frames
 }
