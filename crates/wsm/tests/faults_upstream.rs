@@ -94,7 +94,7 @@ struct Hostile {
 impl Hostile {
     async fn start<F, Fut>(script: F) -> Hostile
     where
-        F: Fn(Session) -> Fut + Send + Sync + 'static,
+        F: Fn(Accepted) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
         let listener = TcpListener::bind("127.0.0.1:0")
@@ -107,20 +107,20 @@ impl Hostile {
         let (stop, mut stopped) = oneshot::channel::<()>();
         let accept = tokio::spawn(async move {
             // Owned here, so ending this task closes every connection too.
-            let mut sessions = JoinSet::new();
+            let mut connections = JoinSet::new();
             loop {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((tcp, _)) = accepted else { break };
                         let index = shared.accepted.fetch_add(1, Ordering::SeqCst);
-                        sessions.spawn(serve(tcp, index, Arc::clone(&script), Arc::clone(&shared)));
+                        connections.spawn(serve(tcp, index, Arc::clone(&script), Arc::clone(&shared)));
                     }
-                    Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                    Some(_) = connections.join_next(), if !connections.is_empty() => {}
                     _ = &mut stopped => break,
                 }
             }
             drop(listener);
-            sessions.shutdown().await;
+            connections.shutdown().await;
         });
         Hostile {
             addr,
@@ -168,7 +168,7 @@ impl Drop for Hostile {
 
 async fn serve<F, Fut>(tcp: TcpStream, index: usize, script: Arc<F>, seen: Arc<Seen>)
 where
-    F: Fn(Session) -> Fut,
+    F: Fn(Accepted) -> Fut,
     Fut: Future<Output = ()>,
 {
     let _ = tcp.set_nodelay(true);
@@ -183,7 +183,7 @@ where
     // A script that returns closes our side (its write half is dropped); the connection counts as
     // closed by the client only once the reader sees the client's EOF or reset.
     let client_first = tokio::select! {
-        () = script(Session { index, key, out }) => false,
+        () = script(Accepted { index, key, out }) => false,
         () = &mut client => true,
     };
     if !client_first {
@@ -274,14 +274,14 @@ fn frame_header(opcode: u8, len: u64) -> Vec<u8> {
 }
 
 /// One accepted connection whose handshake request was read.
-struct Session {
+struct Accepted {
     /// 0 for the first connection the upstream accepted, 1 for the next, …
     index: usize,
     key: String,
     out: OwnedWriteHalf,
 }
 
-impl Session {
+impl Accepted {
     /// Completes the handshake.
     async fn accept(&mut self) -> std::io::Result<()> {
         let response = format!(
