@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::{ConnectionOptions, ConnectionSpec};
@@ -91,7 +92,7 @@ pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<
         )
         .await
         .map(|(socket, _response)| socket)
-        .map_err(|e| failed(e.to_string()))
+        .map_err(|e| failed(handshake_failed(e)))
     };
     match tokio::time::timeout(options.connect_timeout, handshake).await {
         Err(_) => Err(DialError::Timeout {
@@ -99,6 +100,19 @@ pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<
             timeout_ms: options.connect_timeout.as_millis(),
         }),
         Ok(result) => result,
+    }
+}
+
+/// Why the WebSocket handshake failed, in words an operator can act on.
+fn handshake_failed(e: WsError) -> String {
+    match e {
+        // Tungstenite's guard against a slowloris upstream; its own text ("Attack attempt
+        // detected") says neither what was seen nor that the upstream is at fault.
+        WsError::AttackAttempt => "the upstream's handshake response came in too many small \
+            pieces or was too large (over 64 reads averaging under 128 bytes, over 512 reads or \
+            over 64 KiB), which is refused as a slowloris pattern"
+            .to_owned(),
+        other => other.to_string(),
     }
 }
 

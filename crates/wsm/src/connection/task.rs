@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
@@ -52,6 +53,14 @@ enum End {
     Closed,
     /// Lost: the upstream closed, a read or write failed, or keepalive timed out.
     Dropped(String),
+    /// The upstream broke the protocol (a message over the size limit, a text message that is not
+    /// UTF-8). The socket is closed with the code RFC 6455 gives that case, so the upstream's
+    /// operator can see why, and then it is handled like a drop.
+    Violation {
+        reason: String,
+        code: u16,
+        close_reason: &'static str,
+    },
 }
 
 /// Full runs handled before the socket task looks at its commands again.
@@ -136,6 +145,14 @@ impl SocketTask {
                     return;
                 }
                 End::Dropped(reason) => reason,
+                End::Violation {
+                    reason,
+                    code,
+                    close_reason,
+                } => {
+                    close(&mut socket, code, close_reason).await;
+                    reason
+                }
             };
             drop(socket);
             if !self.spec.auto_reconnect {
@@ -317,7 +334,7 @@ impl SocketTask {
                         "the upstream closed the TCP connection".into(),
                     ))
                 }
-                Some(Err(e)) => return Taken::End(End::Dropped(format!("read failed: {e}"))),
+                Some(Err(e)) => return Taken::End(read_failed(e)),
                 Some(Ok(message)) => {
                     if let Some(end) = self.received(message) {
                         return Taken::End(end);
@@ -633,6 +650,34 @@ impl BurstClock {
                 at
             }
         }
+    }
+}
+
+/// How a failed read ends the connection. The two cases an upstream causes by what it sends name
+/// the limit or the rule it broke: "read failed: Space limit exceeded" alone would leave the
+/// operator guessing which limit, and where to raise it.
+fn read_failed(e: WsError) -> End {
+    match e {
+        // Refused as soon as a frame header announces more than the limit, before any of its
+        // payload is buffered (fragments: once their sum exceeds it).
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
+            reason: format!(
+                "the upstream sent a message of at least {size} bytes, over the limit of \
+                 {max_size} bytes (max_message_size; wsm serve: --max-message-bytes); closed \
+                 with 1009"
+            ),
+            code: 1009,
+            close_reason: "message too big",
+        },
+        WsError::Utf8(detail) => End::Violation {
+            reason: format!(
+                "the upstream sent a text message that is not valid UTF-8 ({detail}); closed \
+                 with 1007"
+            ),
+            code: 1007,
+            close_reason: "invalid UTF-8 in a text message",
+        },
+        other => End::Dropped(format!("read failed: {other}")),
     }
 }
 
