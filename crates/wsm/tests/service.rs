@@ -462,6 +462,57 @@ async fn lifecycle_events_are_published_in_order() {
     );
 }
 
+/// A record that vanishes from the shared store while its owner lives (a store restarted without
+/// persistence, a clear, an expiry) ends the connection, and its consumers hear so: no other
+/// instance will report it.
+#[tokio::test]
+async fn a_connection_whose_record_vanished_ends_with_a_disconnected_event() {
+    let bus = MemoryBus::new();
+    let mut rx = bus.subscribe("websocketmanager.lifecycle");
+    let e = env_with(10, config(), Arc::new(bus.clone()), bus).await;
+    let record = e
+        .service
+        .connect(ConnectRequest {
+            url: e.feed.url("/ws"),
+            auto_reconnect: true,
+            ..ConnectRequest::default()
+        })
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        next_event(&mut rx).await; // connecting, connected
+    }
+    e.state
+        .delete(&wsm::store::record_key(&record.id), Concurrency::LastWrite)
+        .await
+        .unwrap();
+    assert_eq!(e.service.verify_ownership().await.unwrap(), 1);
+    let event = next_event(&mut rx).await;
+    assert_eq!(
+        event["type"], "com.virtufin.websocketmanager.lifecycle.disconnected",
+        "{event}"
+    );
+    assert_eq!(event["data"]["connection_id"], record.id.as_str());
+    assert_eq!(event["data"]["url"], record.url.as_str());
+    assert!(
+        event["data"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("record is gone from the shared store")),
+        "{event}"
+    );
+    assert!(
+        e.feed.wait_for_connections(0, HANG).await,
+        "the socket is closed"
+    );
+    // Nothing else follows: the connection is over, not reconnecting.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .is_err(),
+        "no lifecycle event after the disconnect"
+    );
+}
+
 #[tokio::test]
 async fn tags_can_be_set_and_read_within_the_limits() {
     let e = env(10).await;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::WebSocketService;
 use crate::backends::BackendError;
 use crate::connection::{
-    Connection, ConnectionSpec, LifecycleEvent, LifecycleSink, OutboundMessage, Status,
+    Connection, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage,
+    Status,
 };
 use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
@@ -234,8 +235,24 @@ impl WebSocketService {
     /// queued, close the socket, forget the record. Nothing is written: the record is not ours.
     pub(super) async fn revoke(&self, id: &str, owner: Option<String>) {
         let live = lock(&self.inner.live).remove(id);
+        let record = self.inner.store.get_local(id);
         self.inner.store.forget_local(id);
         let Some(live) = live else { return };
+        if owner.is_none() {
+            // No other instance reports this connection from now on, so its consumers must hear
+            // that it ended here: a record lost with the store's data (a restart without
+            // persistence) would otherwise end a feed without a word.
+            self.inner.lifecycle.emit(LifecycleEvent {
+                kind: LifecycleKind::Disconnected,
+                connection_id: id.into(),
+                url: record.map(|r| r.url).unwrap_or_default().into(),
+                reason: "its record is gone from the shared store (disconnected through another \
+                         instance, cleared, expired, or lost with the store's data); socket closed"
+                    .to_owned(),
+                attempt: 0,
+                epoch: live.connection.epoch(),
+            });
+        }
         live.revoked.store(true, Ordering::Release);
         self.inner.ownership.lost.fetch_add(1, Ordering::Relaxed);
         match &owner {
