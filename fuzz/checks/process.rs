@@ -397,14 +397,16 @@ fn default_answer(method: &str) -> &'static str {
 }
 
 /// Whether a failure body is WSM's `{"code": INTERNAL|13}` (in any spelling SPEC §3 accepts), the one
-/// way an `INTERNAL` reply is not the plugin's own fault.
+/// way an `INTERNAL` reply is not the plugin's own fault. Read like any JSON object with a `code`:
+/// other members are skipped unread, so bytes in them that are not UTF-8 do not hide the code.
 fn names_internal(body: &[u8]) -> bool {
-    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
-        return false;
-    };
-    match map.get("code") {
-        Some(Value::String(name)) => name.replace('_', "").eq_ignore_ascii_case("internal"),
-        Some(Value::Number(n)) => n.as_u64() == Some(13),
+    #[derive(serde::Deserialize)]
+    struct Status {
+        code: Value,
+    }
+    match serde_json::from_slice::<Status>(body).map(|s| s.code) {
+        Ok(Value::String(name)) => name.replace('_', "").eq_ignore_ascii_case("internal"),
+        Ok(Value::Number(n)) => n.as_u64() == Some(13),
         _ => false,
     }
 }

@@ -102,10 +102,16 @@ impl Correlator {
         let Ok(Envelope { id: Some(id) }) = serde_json::from_str::<Envelope>(frame) else {
             return false;
         };
-        let Ok(id) = Uuid::parse_str(id) else {
+        let Ok(uuid) = Uuid::try_parse(id) else {
             return false;
         };
-        self.complete(&id, Bytes::copy_from_slice(frame.as_bytes()))
+        // The response's id must equal the one we sent (SPEC 5), which `wrap` writes lowercase and
+        // hyphenated: the braced, simple, URN or uppercase spellings the parser also takes name
+        // no request.
+        if uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) != id {
+            return false;
+        }
+        self.complete(&uuid, Bytes::copy_from_slice(frame.as_bytes()))
     }
 
     /// Completes the request a binary frame answers, handing over the frame minus its 16-byte prefix.
