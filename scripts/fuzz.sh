@@ -54,8 +54,8 @@ for t in "${targets[@]}"; do
   ) || status=$?
   [ -f "$log_dir/fuzz-0.log" ] && mv "$log_dir/fuzz-0.log" "$log_dir/$t.log"
   if [ -f "$log_dir/$t.log" ]; then
-    grep -E '^#[0-9]+ +(DONE|NEW|REDUCE|pulse)' "$log_dir/$t.log" | tail -n 1 || true
-    grep -E '^stat::' "$log_dir/$t.log" || true
+    grep -E '^#[0-9]+[[:space:]]+(DONE|NEW|REDUCE|pulse)' "$log_dir/$t.log" | tail -n 1 || true
+    grep -E '^stat::' "$log_dir/$t.log" | awk '!seen[$0]++' || true
   fi
   echo "corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
   if [ "$status" -ne 0 ] || grep -q 'contract violated\|ERROR: ' "$log_dir/$t.log" 2>/dev/null; then

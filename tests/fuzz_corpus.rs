@@ -399,6 +399,16 @@ fn correlation_seeds() -> Vec<(String, Vec<u8>)> {
                 ops::echo_binary(1, b"x"),
             ]),
         ),
+        // Not found by libFuzzer in its runs, but by a probe of the same checks: an array whose
+        // first element is a pending id matched it (serde reads a struct from an array too).
+        (
+            "regression-array-frame".into(),
+            seq(&[
+                ops::register(),
+                reply(r#"["@"]"#, 0),
+                reply(r#" [ "@", {"id":"@"} ]"#, 0),
+            ]),
+        ),
         (
             "seed-clear".into(),
             seq(&[
