@@ -11,32 +11,20 @@
 
 mod support;
 
+// The reply checks are the fuzz targets' own (fuzz/checks/process.rs), so that this test, the
+// libFuzzer target and the corpus replay hold the plugin to exactly the same contract.
+#[path = "../fuzz/checks/process.rs"]
+mod process_check;
+
 use std::sync::OnceLock;
 
-use controller::generated::{CloudEvent, WorkerResponse};
-use serde_json::{json, Value};
+use process_check::{expectation, Facts, METHODS};
+use serde_json::json;
 use support::{Canned, Event, Plugin, ScriptedHost};
 
 const DEFAULT_SEED: u64 = 0x5eed_c0de_2026_1124;
 const DEFAULT_ITERATIONS: usize = 100_000;
 const THREADS: usize = 2;
-const SOURCE: &str = "urn:com.virtufin.worker.websocketmanagercontroller";
-const RESPONSE_TYPE: &str = "response.websocketmanagercontroller";
-const METHODS: [&str; 13] = [
-    "Connect",
-    "SendRaw",
-    "StartPublish",
-    "StopPublish",
-    "Send",
-    "List",
-    "Disconnect",
-    "SetTag",
-    "GetTag",
-    "SetTags",
-    "GetTags",
-    "Subscribe",
-    "Unsubscribe",
-];
 
 fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
@@ -284,117 +272,6 @@ fn host_for(round: usize) -> ScriptedHost {
     host
 }
 
-/// What the reply must say about a decodable event.
-struct Expect {
-    correlation: Option<String>,
-    subject: Option<String>,
-    event_type: String,
-}
-
-/// Decodes the input the way the plugin must: `None` when it is not a CloudEvent FlatBuffer.
-fn expectation(input: &[u8]) -> Option<Expect> {
-    let event = flatbuffers::root::<CloudEvent>(input).ok()?;
-    let first = |name: &str| {
-        event
-            .extensions()
-            .into_iter()
-            .flatten()
-            .filter_map(|e| Some((e.name()?, e.value()?)))
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.to_owned())
-    };
-    Some(Expect {
-        correlation: first("correlationid"),
-        subject: event.subject().map(str::to_owned),
-        event_type: first("response_type")
-            .filter(|t| !t.trim().is_empty())
-            .unwrap_or_else(|| RESPONSE_TYPE.to_owned()),
-    })
-}
-
-/// Checks one reply against its input; `Err` says what is wrong.
-fn check(input: &[u8], out: &[u8]) -> Result<(), String> {
-    let resp = flatbuffers::root::<WorkerResponse>(out)
-        .map_err(|e| format!("reply is not a valid WorkerResponse: {e}"))?;
-    if let Some(m) = resp.error_message() {
-        return Err(format!(
-            "error_message set (a panic inside the plugin?): {m}"
-        ));
-    }
-    let ev = resp.result_event().ok_or("reply without result_event")?;
-    let id = ev.id().ok_or("reply without id")?;
-    uuid::Uuid::parse_str(id).map_err(|e| format!("reply id {id:?}: {e}"))?;
-    if ev.source() != Some(SOURCE) {
-        return Err(format!("source {:?}", ev.source()));
-    }
-    if ev.specversion() != Some("1.0") || ev.datacontenttype() != Some("application/json") {
-        return Err("specversion or datacontenttype".into());
-    }
-    if !ev.time().is_some_and(|t| t.len() >= 20 && t.ends_with('Z')) {
-        return Err(format!("time {:?}", ev.time()));
-    }
-    let data = ev.data().map(|d| d.bytes()).unwrap_or_default();
-    let data: Value =
-        serde_json::from_slice(data).map_err(|e| format!("reply data is not JSON: {e}"))?;
-    let command = data["command"].as_str().ok_or("data.command missing")?;
-    let success = data["success"].as_bool().ok_or("data.success missing")?;
-    if !success {
-        let code = data["code"].as_str().ok_or("data.code missing")?;
-        data["message"].as_str().ok_or("data.message missing")?;
-        if code == "INTERNAL" {
-            return Err(format!("INTERNAL reply: {data}"));
-        }
-    }
-    let extensions: Vec<(String, String)> = ev
-        .extensions()
-        .into_iter()
-        .flatten()
-        .map(|e| {
-            (
-                e.name().unwrap_or_default().to_owned(),
-                e.value().unwrap_or_default().to_owned(),
-            )
-        })
-        .collect();
-    match expectation(input) {
-        None => {
-            if command != "error" || success || data["code"] != "BAD_REQUEST" {
-                return Err(format!("undecodable input did not get BAD_REQUEST: {data}"));
-            }
-            if !extensions.is_empty() || ev.subject().is_some() {
-                return Err(format!("undecodable input got extensions {extensions:?}"));
-            }
-            if ev.type_() != Some(RESPONSE_TYPE) {
-                return Err(format!("type {:?}", ev.type_()));
-            }
-        }
-        Some(expect) => {
-            let want: Vec<(String, String)> = expect
-                .correlation
-                .map(|c| vec![("correlationid".to_owned(), c)])
-                .unwrap_or_default();
-            if extensions != want {
-                return Err(format!("extensions {extensions:?}, expected {want:?}"));
-            }
-            if ev.subject().map(str::to_owned) != expect.subject {
-                return Err(format!(
-                    "subject {:?}, expected {:?}",
-                    ev.subject(),
-                    expect.subject
-                ));
-            }
-            if ev.type_() != Some(expect.event_type.as_str()) {
-                return Err(format!(
-                    "type {:?}, expected {}",
-                    ev.type_(),
-                    expect.event_type
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn hex(bytes: &[u8]) -> String {
     let shown: String = bytes.iter().take(512).map(|b| format!("{b:02x}")).collect();
     if bytes.len() > 512 {
@@ -441,7 +318,7 @@ fn fuzz(seed: u64, thread: usize, iterations: usize, corpus: &[Vec<u8>]) -> (usi
         let Some(out) = out else {
             fail("Process returned 0 without a reply".into())
         };
-        if let Err(why) = check(&input, &out) {
+        if let Err(why) = process_check::check(&input, &out, &Facts::default()) {
             fail(why);
         }
         if expectation(&input).is_none() {
@@ -477,7 +354,8 @@ fn mutated_events_always_get_a_well_formed_reply() {
         );
         let (rc, out) = plugin().call_raw(host.table(), event.as_ptr(), event.len() as i32);
         assert_eq!(rc, 0);
-        check(event, &out.expect("reply")).unwrap_or_else(|e| panic!("corpus entry {n}: {e}"));
+        process_check::check(event, &out.expect("reply"), &Facts::default())
+            .unwrap_or_else(|e| panic!("corpus entry {n}: {e}"));
     }
     assert!(
         host.calls().len() >= 17,

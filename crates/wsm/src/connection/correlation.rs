@@ -5,6 +5,7 @@
 //! answered by a binary frame with the same prefix (stripped from the response). Frames are inspected
 //! only while a request is pending: with nothing pending the hot path pays one atomic load.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -93,19 +94,35 @@ impl Correlator {
         if self.pending() == 0 {
             return false;
         }
+        // Only an object has a top-level "id": serde would also read a struct from an array, taking
+        // `["<id>"]`'s first element for the id.
+        if !frame
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return false;
+        }
         // Only the top-level "id" is read; everything else is skipped without allocating.
         #[derive(Deserialize)]
         struct Envelope<'a> {
-            #[serde(borrow)]
-            id: Option<&'a str>,
+            // Borrowed from the frame, unless the upstream wrote it with JSON escapes (`\u0061`),
+            // which still spell the same id; a missing id is empty and so names no request.
+            #[serde(borrow, default)]
+            id: Cow<'a, str>,
         }
-        let Ok(Envelope { id: Some(id) }) = serde_json::from_str::<Envelope>(frame) else {
+        let Ok(Envelope { id }) = serde_json::from_str::<Envelope>(frame) else {
             return false;
         };
-        let Ok(id) = Uuid::parse_str(id) else {
+        let Ok(uuid) = Uuid::try_parse(&id) else {
             return false;
         };
-        self.complete(&id, Bytes::copy_from_slice(frame.as_bytes()))
+        // The response's id must equal the one we sent (SPEC 5), which `wrap` writes lowercase and
+        // hyphenated: the braced, simple, URN or uppercase spellings the parser also takes name
+        // no request.
+        if *uuid.hyphenated().encode_lower(&mut Uuid::encode_buffer()) != *id {
+            return false;
+        }
+        self.complete(&uuid, Bytes::copy_from_slice(frame.as_bytes()))
     }
 
     /// Completes the request a binary frame answers, handing over the frame minus its 16-byte prefix.
@@ -188,6 +205,50 @@ mod tests {
         assert!(!c.match_binary(&Bytes::from_static(b"short")));
         assert!(c.match_binary(&Bytes::from(frame)));
         assert_eq!(rx.try_recv().unwrap(), &b"resp"[..]);
+    }
+
+    // Found by the correlation fuzz target (fuzz/corpus/correlation/regression-*).
+    #[test]
+    fn a_text_id_matches_only_as_sent_but_json_escapes_are_the_same_id() {
+        let c = Correlator::default();
+        let (id, mut rx) = c.register();
+        for other_spelling in [
+            id.hyphenated().to_string().to_uppercase(),
+            id.braced().to_string(),
+            id.simple().to_string(),
+            id.urn().to_string(),
+        ] {
+            assert!(
+                !c.match_text(&format!(r#"{{"id":"{other_spelling}"}}"#)),
+                "{other_spelling}"
+            );
+        }
+        assert_eq!(c.pending(), 1);
+        let escaped: String = id
+            .to_string()
+            .chars()
+            .map(|ch| format!("\\u{:04x}", ch as u32))
+            .collect();
+        let reply = format!(r#"{{"id":"{escaped}","result":null}}"#);
+        assert!(c.match_text(&reply));
+        assert_eq!(rx.try_recv().unwrap(), reply.as_bytes());
+    }
+
+    #[test]
+    fn only_an_object_has_a_top_level_id() {
+        let c = Correlator::default();
+        let (id, mut rx) = c.register();
+        for frame in [
+            format!(r#"["{id}"]"#),
+            format!(r#" [ "{id}", 1 ]"#),
+            format!(r#"{{"data":{{"id":"{id}"}}}}"#),
+            format!(r#""{id}""#),
+        ] {
+            assert!(!c.match_text(&frame), "{frame}");
+        }
+        let reply = format!("\n\t {{\"id\":\"{id}\"}}");
+        assert!(c.match_text(&reply));
+        assert_eq!(rx.try_recv().unwrap(), reply.as_bytes());
     }
 
     #[test]
