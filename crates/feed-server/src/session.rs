@@ -232,11 +232,13 @@ impl Session {
             Message::Text(text) => {
                 registry.record(self.id, ReceivedMessage::Text(text.as_str().to_owned()));
                 if let Some(answer) = self.subscriptions.handle(text.as_str()) {
-                    self.ws.send(Message::text(answer.reply)).await?;
+                    // In effect before the client hears so: one that reads the stats or the
+                    // subscriptions after the reply must find them.
                     if answer.changed {
                         registry.set_subscriptions(self.id, self.subscriptions.names());
                         self.update_streams();
                     }
+                    self.ws.send(Message::text(answer.reply)).await?;
                 } else if self.params.echo {
                     if let Echo::Reply(reply) = echo::text_reply(text.as_str()) {
                         self.reply(Message::text(reply)).await?;
