@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 mod support;
 
 use support::host_sim::Worker;
+use support::live_wsm::LiveWsm;
 
 const TOPIC: &str = "md.e2e.btcusdt";
 const STREAM: &str = "btcusdt@depth@100ms";
@@ -20,66 +21,33 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// Redis, the feed and a WSM server with Redis backends, for as long as the test holds this.
 struct Stack {
-    runtime: tokio::runtime::Runtime,
     redis: wsm_testkit::RedisServer,
-    feed: feed_server::FeedHandle,
-    http: String,
+    live: LiveWsm,
 }
 
 fn stack() -> Stack {
-    use clap::Parser as _;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: wsm::config::ServeArgs,
-    }
     let redis = wsm_testkit::RedisServer::start();
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let cli = Cli::parse_from([
-        "wsm",
-        "--bind",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-g",
-        "0",
-        "--allow-private-networks",
+    let url = redis.url();
+    let live = LiveWsm::start(&[
         "--state",
         "redis",
         "--pubsub",
         "redis",
         "--redis-url",
-        &redis.url(),
+        &url,
         "--instance-id",
         "wsm-e2e",
         "--log-level",
         "warn",
     ]);
-    let (http, feed) = runtime.block_on(async {
-        let feed = feed_server::FeedServer::start(feed_server::FeedConfig {
-            rate: 200,
-            auto_stream: false,
-            ..feed_server::FeedConfig::default()
-        })
-        .await
-        .expect("the feed server starts");
-        let running = wsm::server::start(&cli.args, std::future::pending())
-            .await
-            .expect("wsm starts on Redis");
-        (format!("http://{}", running.http_addr), feed)
-    });
-    Stack {
-        runtime,
-        redis,
-        feed,
-        http,
-    }
+    Stack { redis, live }
 }
 
 impl Stack {
     /// Every entry of the topic's Redis stream, with its `data` field parsed: the CloudEvent.
     fn events(&self) -> Vec<Value> {
         let entries = self
+            .live
             .runtime
             .block_on(wsm_testkit::stream_entries(&self.redis.url(), TOPIC));
         entries
@@ -115,6 +83,7 @@ impl Stack {
     /// The Redis keys that hold connection records.
     fn record_keys(&self) -> BTreeSet<String> {
         let snapshot = self
+            .live
             .runtime
             .block_on(wsm_testkit::RedisSnapshot::take(&self.redis.url()));
         snapshot
@@ -127,8 +96,9 @@ impl Stack {
     }
 
     fn wait_for_feed_connections(&self, n: usize) -> bool {
-        self.runtime
-            .block_on(self.feed.wait_for_connections(n, WAIT))
+        self.live
+            .runtime
+            .block_on(self.live.feed.wait_for_connections(n, WAIT))
     }
 }
 
@@ -148,8 +118,8 @@ fn has_record(keys: &BTreeSet<String>, id: &str) -> bool {
 #[test]
 fn host_to_plugin_to_wsm_on_redis_to_feed_and_back() {
     let stack = stack();
-    let feed_url = stack.feed.url("/ws");
-    let mut worker = Worker::start(&stack.http);
+    let feed_url = stack.live.feed.url("/ws");
+    let mut worker = Worker::start(&stack.live.http);
     let mut sent_ids: Vec<&str> = Vec::new();
 
     // Connect, subscribe upstream, publish to a topic: the job the controller exists for.
@@ -245,7 +215,7 @@ fn host_to_plugin_to_wsm_on_redis_to_feed_and_back() {
     );
 
     // The SUBSCRIBE the plugin built reached the feed.
-    let subscriptions = stack.feed.subscriptions();
+    let subscriptions = stack.live.feed.subscriptions();
     assert!(
         subscriptions
             .values()
@@ -262,7 +232,7 @@ fn host_to_plugin_to_wsm_on_redis_to_feed_and_back() {
         })
         .collect();
     sent_ids.extend([""; 2]);
-    let mut other = Worker::start(&stack.http);
+    let mut other = Worker::start(&stack.live.http);
     let others = id_of(&other.call(&format!(
         r#"{{"command":"create","url":"{feed_url}","tags":{{"desk":"e2e","worker":"b"}}}}"#
     )));
@@ -315,7 +285,7 @@ fn host_to_plugin_to_wsm_on_redis_to_feed_and_back() {
     assert!(
         stack.wait_for_feed_connections(1),
         "only worker B's socket is left at the feed, has {}",
-        stack.feed.connections()
+        stack.live.feed.connections()
     );
     let records = stack.record_keys();
     for conn in more.iter().chain([&id]) {

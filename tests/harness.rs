@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 mod support;
 
 use support::host_sim::{run, stderr, stdout_lines, work_dir, write_file};
+use support::live_wsm::LiveWsm;
 
 fn recorded(path: &Path) -> Vec<(String, String, Value)> {
     std::fs::read_to_string(path)
@@ -572,59 +573,11 @@ fn script_mode_suite_under_valgrind() {
     );
 }
 
-/// The WSM server (memory backends) and a feed server, in a runtime of their own, for as long as the
-/// test holds this.
-struct LiveWsm {
-    runtime: tokio::runtime::Runtime,
-    http: String,
-    grpc: String,
-    feed: feed_server::FeedHandle,
-}
-
-fn live_wsm() -> LiveWsm {
-    use clap::Parser as _;
-    #[derive(clap::Parser)]
-    struct Cli {
-        #[command(flatten)]
-        args: wsm::config::ServeArgs,
-    }
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let cli = Cli::parse_from([
-        "wsm",
-        "--bind",
-        "127.0.0.1",
-        "-s",
-        "0",
-        "-g",
-        "0",
-        "--allow-private-networks",
-    ]);
-    let (running, feed) = runtime.block_on(async {
-        let feed = feed_server::FeedServer::start(feed_server::FeedConfig {
-            rate: 50,
-            auto_stream: false,
-            ..feed_server::FeedConfig::default()
-        })
-        .await
-        .expect("feed server starts");
-        let running = wsm::server::start(&cli.args, std::future::pending())
-            .await
-            .expect("wsm starts");
-        (running, feed)
-    });
-    LiveWsm {
-        http: format!("http://{}", running.http_addr),
-        grpc: format!("http://{}", running.grpc_addr),
-        runtime,
-        feed,
-    }
-}
-
 #[test]
 fn http_mode_against_the_real_wsm_server() {
     use wsm::api::proto::{web_socket_manager_client::WebSocketManagerClient, SubscribeRequest};
 
-    let live = live_wsm();
+    let live = LiveWsm::start(&[]);
     let url = live.feed.url("/ws");
     let create = format!(r#"{{"command":"create","url":"{url}","tags":{{"desk":"demo"}}}}"#);
     let out = run(&[], &["--gateway", &live.http, &create]);

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part
 
 pub mod host_sim;
+pub mod live_wsm;
 
 use std::collections::HashMap;
 use std::ffi::{c_char, c_void, CStr};
