@@ -301,6 +301,16 @@ fn process_seeds() -> Vec<(String, Vec<u8>)> {
             &list,
         ),
     ));
+    // Not found by libFuzzer in its runs, but by a probe of the same checks: a failed call whose
+    // body said code OK (0) became a failure reply with code "OK".
+    seeds.push((
+        "regression-failure-code-ok-number".into(),
+        Case::encode(0, &[fail(5, r#"{"code":0,"message":"fine"}"#)], &list),
+    ));
+    seeds.push((
+        "regression-failure-code-ok-name".into(),
+        Case::encode(0, &[fail(2, r#"{"code":"OK"}"#)], &list),
+    ));
     seeds.push((
         "seed-create-empty-body".into(),
         Case::encode(
