@@ -43,15 +43,17 @@ fi
 target_dir=${FUZZ_TARGET_DIR:-$root/fuzz/target}
 
 if [ "$mode" = cmin ]; then
-  # cmin keeps the smallest set of inputs with the same coverage, renamed to their hashes; the named
-  # seeds (seed-*) and reproducers (regression-*) are put back under their names afterwards, since
-  # the stable replay looks for them by name.
+  # cmin keeps a smallest set of inputs that covers every edge the corpus covers (-use_counters=0:
+  # hit counts are not features here, which keeps the committed corpus at a few hundred files),
+  # renamed to their hashes; the named seeds (seed-*) and reproducers (regression-*) are put back
+  # under their names afterwards, since the stable replay looks for them by name.
   for t in "${targets[@]}"; do
     corpus=$root/fuzz/corpus/$t
     keep=$(mktemp -d)
     find "$corpus" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'regression-*' \) -exec cp {} "$keep" \;
     echo "== cmin $t: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
-    cargo +nightly fuzz cmin --fuzz-dir "$root/fuzz" --target-dir "$target_dir" "$t" "$corpus"
+    cargo +nightly fuzz cmin --fuzz-dir "$root/fuzz" --target-dir "$target_dir" "$t" "$corpus" \
+      -- -use_counters=0
     for named in "$keep"/*; do
       [ -f "$named" ] || continue
       # libFuzzer names an input by its SHA-1: drop that copy of a named file.
