@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs a cargo-fuzz target (libFuzzer, nightly) on its committed corpus; see docs/fuzzing.md.
 # Usage: scripts/fuzz.sh [process|correlation|all] [seconds]   (defaults: all, 600 s per target)
+#        scripts/fuzz.sh cmin [process|correlation|all]         minimise the committed corpus
 #
 # One process and one worker at a time (-jobs=1 -workers=1), so the run leaves the other core free.
 # New inputs land in fuzz/corpus/<target>/; a crash is written to fuzz/artifacts/<target>/ and this
@@ -12,6 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
+mode=run
+if [ "${1:-}" = cmin ]; then
+  mode=cmin
+  shift
+fi
 target=${1:-all}
 seconds=${2:-600}
 case "$target" in
@@ -19,7 +25,7 @@ case "$target" in
   process | correlation) targets=("$target") ;;
   *) echo "fuzz.sh: unknown target '$target' (process, correlation or all)" >&2; exit 2 ;;
 esac
-if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; then
+if [ "$mode" = run ] && { ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -eq 0 ]; }; then
   echo "fuzz.sh: seconds must be a positive whole number, got '$seconds'" >&2
   exit 2
 fi
@@ -35,6 +41,30 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 target_dir=${FUZZ_TARGET_DIR:-$root/fuzz/target}
+
+if [ "$mode" = cmin ]; then
+  # cmin keeps a smallest set of inputs that covers every edge the corpus covers (-use_counters=0:
+  # hit counts are not features here, which keeps the committed corpus at a few hundred files),
+  # renamed to their hashes; the named seeds (seed-*) and reproducers (regression-*) are put back
+  # under their names afterwards, since the stable replay looks for them by name.
+  for t in "${targets[@]}"; do
+    corpus=$root/fuzz/corpus/$t
+    keep=$(mktemp -d)
+    find "$corpus" -maxdepth 1 -type f \( -name 'seed-*' -o -name 'regression-*' \) -exec cp {} "$keep" \;
+    echo "== cmin $t: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+    cargo +nightly fuzz cmin --fuzz-dir "$root/fuzz" --target-dir "$target_dir" "$t" "$corpus" \
+      -- -use_counters=0
+    for named in "$keep"/*; do
+      [ -f "$named" ] || continue
+      # libFuzzer names an input by its SHA-1: drop that copy of a named file.
+      rm -f "$corpus/$(sha1sum "$named" | cut -d' ' -f1)"
+      cp "$named" "$corpus"/
+    done
+    rm -rf "$keep"
+    echo "corpus: $(find "$corpus" -type f | wc -l) files, $(du -sh "$corpus" | cut -f1)"
+  done
+  exit 0
+fi
 log_dir=${FUZZ_LOG_DIR:-$(mktemp -d)}
 mkdir -p "$log_dir"
 

@@ -2,7 +2,8 @@
 # Runs every test of the repository: unit and integration tests of all workspace crates (the plugin
 # is driven through dlopen of the freshly built libcontroller.so, from Rust and from the C host
 # harness in tests/harness/, also under valgrind; wsm's tests start their own redis-server on free
-# ports and the local feed server), then the demo as a smoke test.
+# ports and the local feed server; tests/fuzz_corpus.rs replays the committed fuzz corpus on stable),
+# then the demo as a smoke test.
 # Usage: scripts/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -325,7 +325,8 @@ pub fn map_failure(method: &str, failure: &TransportFailure) -> ReplyError {
             serde_json::Value::Number(n) => n.as_u64().and_then(grpc_code_from_number),
             _ => None,
         };
-        if let Some(code) = code {
+        // A failed call is never OK, whatever its body says: that body is not WSM's error.
+        if let Some(code) = code.filter(|code| *code != "OK") {
             let message = if status.message.is_empty() {
                 format!("{SERVICE}.{method} failed with {code}")
             } else {
@@ -446,6 +447,19 @@ mod tests {
         );
         let e = map_failure("List", &failure(r#"{"code":"NOPE","message":"x"}"#));
         assert_eq!(e.code, GATEWAY_ERROR);
+    }
+
+    // Found with the process fuzz target's checks (fuzz/corpus/process/regression-failure-code-ok-*).
+    #[test]
+    fn a_failure_whose_body_says_ok_is_a_gateway_error() {
+        for body in [r#"{"code":0,"message":"fine"}"#, r#"{"code":"OK"}"#] {
+            let e = map_failure("List", &failure(body));
+            assert_eq!(e.code, GATEWAY_ERROR, "{body}");
+            assert_eq!(
+                e.message,
+                format!("gateway call websocketmanager.List failed with status 5: {body}")
+            );
+        }
     }
 
     #[test]

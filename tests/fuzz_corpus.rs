@@ -43,7 +43,10 @@ fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
             let path = entry.expect("corpus directory entry").path();
             let bytes = std::fs::read(&path)
                 .unwrap_or_else(|e| panic!("corpus file {}: {e}", path.display()));
-            (path.file_name().unwrap().to_string_lossy().into_owned(), bytes)
+            (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                bytes,
+            )
         })
         .collect();
     files.sort();
@@ -97,7 +100,10 @@ fn the_correlation_corpus_passes_the_fuzz_checks() {
 
 #[test]
 fn every_named_seed_is_in_the_corpus() {
-    for (target, seeds) in [("process", process_seeds()), ("correlation", correlation_seeds())] {
+    for (target, seeds) in [
+        ("process", process_seeds()),
+        ("correlation", correlation_seeds()),
+    ] {
         let corpus = corpus(target);
         for (name, bytes) in seeds {
             let found = corpus.iter().find(|(n, _)| *n == name);
@@ -110,8 +116,8 @@ fn every_named_seed_is_in_the_corpus() {
     }
 }
 
-/// The checks themselves can fail: a broken reply, a leaked gateway buffer's worth of garbage and
-/// an impossible correlation are refused, so a clean replay means something.
+/// The checks themselves can fail: bytes that are no reply, the reply of another request and frames
+/// without a top-level id are refused, so a clean replay means something.
 #[test]
 fn the_checks_refuse_broken_replies() {
     let event = Event::json(&json!({"command": "list"})).encode();
@@ -135,8 +141,9 @@ fn the_checks_refuse_broken_replies() {
                 &mut out_len,
             )
         };
-        // SAFETY: Process returned `out_len` bytes at `out`, released once below.
+        // SAFETY: Process returned `out_len` bytes at `out`.
         let copy = unsafe { std::slice::from_raw_parts(out, out_len as usize) }.to_vec();
+        // SAFETY: the reply of the call above, released once.
         unsafe { controller::FreeResult(out) };
         (rc, copy)
     };
@@ -145,8 +152,7 @@ fn the_checks_refuse_broken_replies() {
     let err = process_check::check(&with_correlation, &reply, &facts).unwrap_err();
     assert!(err.contains("extensions"), "{err}");
 
-    // A frame that names a pending request by the top-level id must match; one that does not must
-    // not: the oracle agrees with itself on both.
+    // The correlation model reads only a JSON object's own, single "id".
     assert_eq!(
         correlation_check::text_id(r#"{"x":1,"id":"abc"}"#).as_deref(),
         Some("abc")
@@ -159,7 +165,10 @@ fn the_checks_refuse_broken_replies() {
 #[test]
 #[ignore = "writes the named seeds into fuzz/corpus/"]
 fn write_seeds() {
-    for (target, seeds) in [("process", process_seeds()), ("correlation", correlation_seeds())] {
+    for (target, seeds) in [
+        ("process", process_seeds()),
+        ("correlation", correlation_seeds()),
+    ] {
         let dir = corpus_dir(target);
         std::fs::create_dir_all(&dir).expect("create the corpus directory");
         for (name, bytes) in seeds {
@@ -188,7 +197,10 @@ fn process_seeds() -> Vec<(String, Vec<u8>)> {
                    "on_connect":["hello",{"method":"SUBSCRIBE","params":["a"],"id":1}],
                    "api_host":"h"}),
         ),
-        ("create-minimal", json!({"command":"create","url":"ws://feed/ws"})),
+        (
+            "create-minimal",
+            json!({"command":"create","url":"ws://feed/ws"}),
+        ),
         (
             "subscribe",
             json!({"command":"subscribe","id":"c-1","params":["btcusdt@depth","ethusdt@trade"]}),
@@ -300,6 +312,16 @@ fn process_seeds() -> Vec<(String, Vec<u8>)> {
             &[fail(13, r#"{"code":13,"message":"store unavailable"}"#)],
             &list,
         ),
+    ));
+    // Not found by libFuzzer in its runs, but by a probe of the same checks: a failed call whose
+    // body said code OK (0) became a failure reply with code "OK".
+    seeds.push((
+        "regression-failure-code-ok-number".into(),
+        Case::encode(0, &[fail(5, r#"{"code":0,"message":"fine"}"#)], &list),
+    ));
+    seeds.push((
+        "regression-failure-code-ok-name".into(),
+        Case::encode(0, &[fail(2, r#"{"code":"OK"}"#)], &list),
     ));
     seeds.push((
         "seed-create-empty-body".into(),

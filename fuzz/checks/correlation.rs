@@ -179,9 +179,8 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                 let frame = render(template, &requests);
                 let expected = pending_index(&requests, text_id(&frame).as_deref());
                 let matched = correlator.match_text(&frame);
-                settle(&mut requests, matched, expected, frame.as_bytes()).map_err(|e| {
-                    fail(format!("text frame {}: {e}", shown(frame.as_bytes())))
-                })?;
+                settle(&mut requests, matched, expected, frame.as_bytes())
+                    .map_err(|e| fail(format!("text frame {}: {e}", shown(frame.as_bytes()))))?;
             }
             OP_BINARY => {
                 let p = input.byte().unwrap_or(1);
@@ -243,7 +242,10 @@ pub fn run(data: &[u8]) -> Result<(), String> {
                     }
                     let matched = correlator.match_binary(&wrapped);
                     settle(&mut requests, matched, expected, payload).map_err(|e| {
-                        fail(format!("binary echo of request {k}'s {}: {e}", shown(payload)))
+                        fail(format!(
+                            "binary echo of request {k}'s {}: {e}",
+                            shown(payload)
+                        ))
                     })?;
                 }
             }

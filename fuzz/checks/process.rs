@@ -581,7 +581,9 @@ pub fn check(input: &[u8], out: &[u8], facts: &Facts) -> Result<(), String> {
             return Err(format!("INTERNAL reply: {data}"));
         }
         if !PLUGIN_CODES.contains(&code) && !GRPC_ERROR_CODES.contains(&code) {
-            return Err(format!("failure code {code:?} is not a documented one: {data}"));
+            return Err(format!(
+                "failure code {code:?} is not a documented one: {data}"
+            ));
         }
     }
     let extensions: Vec<(String, String)> = ev
