@@ -105,13 +105,8 @@ async fn connect(via: &WsmProcess, url: &str, topic: &str) -> String {
 }
 
 async fn list(via: &WsmProcess) -> BTreeMap<String, WebSocketConnection> {
-    via.client()
+    via.list()
         .await
-        .list(proto::ListRequest::default())
-        .await
-        .expect("List")
-        .into_inner()
-        .connections
         .into_iter()
         .map(|c| (c.id.clone(), c))
         .collect()

@@ -705,14 +705,7 @@ async fn feed_killed_and_restarted_ten_times() {
             "reconnects: {outages} outages, {attempts} attempts, wsm_reconnects_total {reconnects}"
         );
         assert_eq!(reconnects, attempts, "every reconnect attempt is counted");
-        let listed = wsm
-            .client()
-            .await
-            .list(proto::ListRequest::default())
-            .await
-            .expect("List")
-            .into_inner()
-            .connections;
+        let listed = wsm.list().await;
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].status, "connected");
     })
@@ -1055,14 +1048,7 @@ async fn redis_restarted_during_publishing() {
             "a batch in flight on the killed server is not repeated"
         );
         assert_updates_complete(&events, sent, "redis restart");
-        let listed = wsm
-            .client()
-            .await
-            .list(proto::ListRequest::default())
-            .await
-            .expect("List")
-            .into_inner()
-            .connections;
+        let listed = wsm.list().await;
         assert_eq!(listed[0].id, id);
     })
     .await;

@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 
 use tonic::transport::{Channel, Endpoint};
 use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
+use wsm::api::proto::{ListRequest, WebSocketConnection};
 
 use super::server::HANG;
 
@@ -88,6 +89,17 @@ impl WsmProcess {
             .await
             .expect("the gRPC port accepts");
         WebSocketManagerClient::new(channel)
+    }
+
+    /// Every connection, as `List` on this instance shows them.
+    pub async fn list(&self) -> Vec<WebSocketConnection> {
+        self.client()
+            .await
+            .list(ListRequest::default())
+            .await
+            .expect("List")
+            .into_inner()
+            .connections
     }
 
     /// One unlabelled metric from `/metrics`.
