@@ -49,10 +49,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use feed_server::{FeedConfig, FeedServer};
+use feed_server::FeedConfig;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::runtime::{Builder, Runtime};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsm::backends::memory::{BusEventRef, MemoryBus, Subscription};
 use wsm::backends::redis::{RedisConfig, RedisPublisher};
@@ -227,34 +227,6 @@ impl Run {
             problems: vec![problem],
         }
     }
-}
-
-/// Starts a feed server on its own thread; returns its base URL and how to stop it.
-fn start_feed() -> (String, oneshot::Sender<()>, std::thread::JoinHandle<()>) {
-    let (url_tx, url_rx) = std::sync::mpsc::channel();
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let runtime = Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("feed runtime");
-        runtime.block_on(async {
-            let feed = FeedServer::start(FeedConfig {
-                rate: 0,
-                size: FRAME_SIZE,
-                ..FeedConfig::default()
-            })
-            .await
-            .expect("start feed server");
-            url_tx.send(feed.url("")).expect("send url");
-            let _ = stop_rx.await;
-            feed.shutdown().await;
-        });
-    });
-    let url = url_rx
-        .recv_timeout(Duration::from_secs(10))
-        .expect("feed server url");
-    (url, stop_tx, thread)
 }
 
 fn feed_url(base: &str, count: u64) -> String {
@@ -867,7 +839,12 @@ fn main() {
         .paths
         .iter()
         .any(|p| matches!(p, Path::Redis | Path::Naive));
-    let (base, stop_feed, feed_thread) = start_feed();
+    let feed = support::Feed::start(FeedConfig {
+        rate: 0,
+        size: FRAME_SIZE,
+        ..FeedConfig::default()
+    });
+    let base = feed.base.clone();
     let redis = needs_redis.then(RedisServer::start);
     let runtime = Builder::new_multi_thread()
         .worker_threads(2)
@@ -929,8 +906,7 @@ fn main() {
     }
     drop(runtime);
     drop(redis);
-    let _ = stop_feed.send(());
-    let _ = feed_thread.join();
+    feed.stop();
 
     let [bare, memory, memory_default, memory_json, redis, naive, python] = rates;
     let rows = Rows::from_env("cargo bench -p wsm --bench ingest", settings.smoke);
