@@ -9,8 +9,8 @@ use clap::{Args, ValueEnum};
 
 use crate::api::auth::ApiKeys;
 use crate::cluster::ClusterConfig;
-use crate::connection::{BackoffPolicy, ConnectionOptions};
-use crate::security::{parse_allowed_hosts, NetworkPolicy};
+use crate::connection::{BackoffPolicy, ConnectionOptions, TlsClient, TlsMinVersion, TlsSettings};
+use crate::security::{parse_allowed_hosts, NetworkPolicy, UrlRedactor};
 use crate::service::ServiceConfig;
 
 /// Which implementation backs the state store or the pub/sub.
@@ -83,6 +83,22 @@ pub struct ServeArgs {
     /// Hosts Connect may reach whatever they resolve to (comma list: names, `*.suffix`, IPs, CIDRs).
     #[arg(long, env = "WSM_ALLOWED_HOSTS", default_value = "")]
     pub allowed_hosts: String,
+    /// Extra CAs to trust for wss:// upstreams (PEM bundle), added to the compiled-in Mozilla roots.
+    #[arg(long, env = "WSM_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain (PEM) presented to wss:// upstreams that require mTLS.
+    #[arg(long, env = "WSM_TLS_CLIENT_CERT", requires = "tls_client_key")]
+    pub tls_client_cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WSM_TLS_CLIENT_KEY", requires = "tls_client_cert")]
+    pub tls_client_key: Option<std::path::PathBuf>,
+    /// Lowest TLS version offered to upstreams.
+    #[arg(long, env = "WSM_TLS_MIN_VERSION", value_enum, default_value = "1.2")]
+    pub tls_min_version: TlsMinVersion,
+    /// Query keys whose values are redacted wherever a URL is shown (comma list), beyond the
+    /// built-in list (apiKey, listenKey, token, signature, password, ...).
+    #[arg(long, env = "WSM_REDACT_QUERY_PARAMS", value_delimiter = ',')]
+    pub redact_query_params: Vec<String>,
     /// Most connections this instance holds (0 = no limit).
     #[arg(long, env = "WSM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -137,6 +153,17 @@ impl ServeArgs {
         Ok(policy.with_allowed_hosts(allowed))
     }
 
+    /// TLS to upstreams: every file is read now, so a wrong path stops the start.
+    pub fn tls_client(&self) -> Result<TlsClient, String> {
+        TlsClient::new(&TlsSettings {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.tls_client_cert.clone(),
+            client_key: self.tls_client_key.clone(),
+            min_version: self.tls_min_version,
+        })
+        .map_err(|e| e.to_string())
+    }
+
     /// The service's settings.
     pub fn service_config(&self) -> Result<ServiceConfig, String> {
         let defaults = ServiceConfig::default();
@@ -149,6 +176,8 @@ impl ServeArgs {
             },
             max_message_size: self.max_message_bytes as usize,
             network: self.network_policy()?,
+            tls: self.tls_client()?,
+            redact: UrlRedactor::new(&self.redact_query_params),
             ..ConnectionOptions::default()
         };
         let instance_id = self

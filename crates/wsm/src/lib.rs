@@ -29,6 +29,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 mod sync;
+pub mod text;
 
 pub use error::ServiceError;
 pub use model::ConnectionRecord;

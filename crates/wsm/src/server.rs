@@ -118,7 +118,16 @@ pub async fn start(
     args: &ServeArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<Running, StartError> {
+    // Before anything can open a TLS connection: this build's provider, also as the process
+    // default for any library that asks rustls for one.
+    crate::connection::tls::install_default_provider();
     let config = args.service_config().map_err(StartError::Config)?;
+    tracing::info!(
+        provider = crate::connection::tls::crypto_provider_name(),
+        ca_file = ?args.ca_file,
+        client_certificate = args.tls_client_cert.is_some(),
+        "TLS to upstreams: Mozilla's roots (compiled in) plus --ca-file"
+    );
     let (state, bus, tail) = backends(args).await?;
     let service = WebSocketService::start(config, state, bus)
         .await

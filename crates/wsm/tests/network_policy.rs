@@ -166,11 +166,29 @@ async fn cloud_metadata_is_refused_even_with_allow_private_networks() {
         "ws://[fd00:ec2::254]/",
         "ws://[::ffff:169.254.169.254]/",
     ] {
-        let err = service.connect(request(url.into())).await.expect_err(url);
-        assert_eq!(err.code(), "INVALID_ARGUMENT", "{url}: {err}");
-        assert!(err.to_string().contains("cloud metadata"), "{err}");
+        refused_as_metadata(&service, url).await;
     }
     assert!(service.list(&[]).await.expect("list").is_empty());
+}
+
+#[tokio::test]
+async fn eks_pod_identity_is_refused_as_cloud_metadata() {
+    let service = service(NetworkPolicy::allow_private()).await;
+    for url in ["ws://169.254.170.23/v1/credentials", "ws://[fd00:ec2::23]/"] {
+        refused_as_metadata(&service, url).await;
+    }
+}
+
+#[tokio::test]
+async fn tencent_cloud_metadata_is_refused() {
+    let service = service(NetworkPolicy::allow_private()).await;
+    refused_as_metadata(&service, "ws://169.254.0.23/meta-data/").await;
+}
+
+async fn refused_as_metadata(service: &WebSocketService, url: &str) {
+    let err = service.connect(request(url.into())).await.expect_err(url);
+    assert_eq!(err.code(), "INVALID_ARGUMENT", "{url}: {err}");
+    assert!(err.to_string().contains("cloud metadata"), "{err}");
 }
 
 #[tokio::test]

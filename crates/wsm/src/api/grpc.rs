@@ -37,6 +37,8 @@ pub struct ApiMetrics {
     pub forwarded: AtomicU64,
     /// `Subscribe` streams open now.
     pub subscribers: AtomicU64,
+    /// Calls that panicked (a defect) and were answered INTERNAL.
+    pub panics: AtomicU64,
 }
 
 impl ApiMetrics {
@@ -67,6 +69,7 @@ pub struct GrpcApi {
 
 impl GrpcApi {
     pub fn new(service: WebSocketService, tail: TopicTail, cluster: Option<Arc<Cluster>>) -> Self {
+        super::guard::install_hook();
         GrpcApi {
             service,
             tail,
@@ -95,6 +98,30 @@ impl GrpcApi {
     /// owner). If the owner is stale, stopped or unreachable, this instance claims the connection
     /// and serves the call itself.
     async fn on_owner<Req, Resp, L, LF, R, RF>(
+        &self,
+        method: &'static str,
+        request: Request<Req>,
+        id: impl Fn(&Req) -> &str,
+        timeout: Duration,
+        local: L,
+        remote: R,
+    ) -> RpcResult<Resp>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Resp, ServiceError>>,
+        R: Fn(PeerClient, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let connection = id(request.get_ref()).to_owned();
+        self.guarded(method, &connection, async move {
+            self.serve_on_owner(method, request, id, timeout, local, remote)
+                .await
+        })
+        .await
+    }
+
+    async fn serve_on_owner<Req, Resp, L, LF, R, RF>(
         &self,
         method: &'static str,
         request: Request<Req>,
@@ -209,6 +236,22 @@ impl GrpcApi {
         }
     }
 
+    /// Runs one call behind the panic barrier: a panic answers INTERNAL, counted like any answer.
+    async fn guarded<T>(
+        &self,
+        method: &'static str,
+        id: &str,
+        call: impl Future<Output = RpcResult<T>>,
+    ) -> RpcResult<T> {
+        match super::guard::guard(method, id, &self.metrics.panics, call).await {
+            Ok(result) => result,
+            Err(status) => {
+                self.metrics.count(method, status.code());
+                Err(status)
+            }
+        }
+    }
+
     /// Answers a miss that was already counted.
     fn refuse<T>(&self, method: &'static str, e: ServiceError) -> RpcResult<T> {
         let status = Status::from(e);
@@ -253,30 +296,36 @@ impl WebSocketManager for GrpcApi {
         &self,
         request: Request<proto::ConnectRequest>,
     ) -> RpcResult<proto::ConnectResponse> {
-        let result = match convert::connect_request(request.into_inner()) {
-            Ok(req) => self
-                .service
-                .connect(req)
-                .await
-                .map(|record| proto::ConnectResponse {
-                    id: record.id,
-                    status: record.status.as_str().to_owned(),
-                }),
-            Err(e) => Err(e),
-        };
-        self.answer("Connect", result)
+        self.guarded("Connect", "", async move {
+            let result = match convert::connect_request(request.into_inner()) {
+                Ok(req) => self
+                    .service
+                    .connect(req)
+                    .await
+                    .map(|record| proto::ConnectResponse {
+                        id: record.id,
+                        status: record.status.as_str().to_owned(),
+                    }),
+                Err(e) => Err(e),
+            };
+            self.answer("Connect", result)
+        })
+        .await
     }
 
     async fn list(&self, request: Request<proto::ListRequest>) -> RpcResult<proto::ListResponse> {
-        let filters = convert::filters(request.into_inner().filters);
-        let result = self
-            .service
-            .list(&filters)
-            .await
-            .map(|records| proto::ListResponse {
-                connections: records.into_iter().map(convert::connection).collect(),
-            });
-        self.answer("List", result)
+        self.guarded("List", "", async move {
+            let filters = convert::filters(request.into_inner().filters);
+            let result = self
+                .service
+                .list(&filters)
+                .await
+                .map(|records| proto::ListResponse {
+                    connections: records.into_iter().map(convert::connection).collect(),
+                });
+            self.answer("List", result)
+        })
+        .await
     }
 
     async fn disconnect(
@@ -336,8 +385,8 @@ impl WebSocketManager for GrpcApi {
     async fn send(&self, request: Request<proto::SendRequest>) -> RpcResult<proto::SendResponse> {
         // The owner applies the call's own timeout; the forward waits a little longer for it.
         let own = u64::try_from(request.get_ref().timeout_ms).unwrap_or(0);
-        let timeout =
-            Duration::from_millis(own).max(Duration::from_secs(5)) + self.forward_timeout();
+        let own = Duration::from_millis(own).min(crate::service::MAX_SEND_TIMEOUT);
+        let timeout = own.max(Duration::from_secs(5)) + self.forward_timeout();
         self.on_owner(
             "Send",
             request,
@@ -405,11 +454,14 @@ impl WebSocketManager for GrpcApi {
         request: Request<proto::GetTagRequest>,
     ) -> RpcResult<proto::GetTagResponse> {
         let req = request.into_inner();
-        let result = self.service.get_tag(&req.id, &req.key).await;
-        self.answer(
-            "GetTag",
-            result.map(|value| proto::GetTagResponse { value }),
-        )
+        self.guarded("GetTag", &req.id, async {
+            let result = self.service.get_tag(&req.id, &req.key).await;
+            self.answer(
+                "GetTag",
+                result.map(|value| proto::GetTagResponse { value }),
+            )
+        })
+        .await
     }
 
     async fn set_tags(
@@ -437,14 +489,17 @@ impl WebSocketManager for GrpcApi {
         request: Request<proto::GetTagsRequest>,
     ) -> RpcResult<proto::GetTagsResponse> {
         let req = request.into_inner();
-        let result = self
-            .service
-            .get_tags(&req.id)
-            .await
-            .map(|tags| proto::GetTagsResponse {
-                tags: tags.into_iter().collect(),
-            });
-        self.answer("GetTags", result)
+        self.guarded("GetTags", &req.id, async {
+            let result = self
+                .service
+                .get_tags(&req.id)
+                .await
+                .map(|tags| proto::GetTagsResponse {
+                    tags: tags.into_iter().collect(),
+                });
+            self.answer("GetTags", result)
+        })
+        .await
     }
 
     type SubscribeStream =
@@ -454,19 +509,22 @@ impl WebSocketManager for GrpcApi {
         &self,
         request: Request<proto::SubscribeRequest>,
     ) -> RpcResult<Self::SubscribeStream> {
-        let topic = request.into_inner().topic;
-        if topic.trim().is_empty() {
-            let e = ServiceError::InvalidArgument("Topic is required".into());
-            return self.answer("Subscribe", Err(e));
-        }
-        let events = match self.tail.open(topic, Arc::clone(&self.metrics)).await {
-            Ok(events) => events,
-            Err(status) => {
-                self.metrics.count("Subscribe", status.code());
-                return Err(status);
+        self.guarded("Subscribe", "", async move {
+            let topic = request.into_inner().topic;
+            if topic.trim().is_empty() {
+                let e = ServiceError::InvalidArgument("Topic is required".into());
+                return self.answer("Subscribe", Err(e));
             }
-        };
-        let stream: Self::SubscribeStream = Box::pin(ReceiverStream::new(events));
-        self.answer("Subscribe", Ok(stream))
+            let events = match self.tail.open(topic, Arc::clone(&self.metrics)).await {
+                Ok(events) => events,
+                Err(status) => {
+                    self.metrics.count("Subscribe", status.code());
+                    return Err(status);
+                }
+            };
+            let stream: Self::SubscribeStream = Box::pin(ReceiverStream::new(events));
+            self.answer("Subscribe", Ok(stream))
+        })
+        .await
     }
 }

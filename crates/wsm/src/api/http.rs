@@ -105,7 +105,15 @@ async fn metrics(State(http): State<Http>) -> Response {
 }
 
 async fn invoke(State(http): State<Http>, Path(method): Path<String>, body: Bytes) -> Response {
-    match http.invoker.invoke(&method, &body).await {
+    // The RPCs have their own barrier; this one covers the JSON transcoding around them.
+    let panics = &http.api.metrics().panics;
+    let call = super::guard::guard(
+        "/v1/invoke",
+        "",
+        panics,
+        http.invoker.invoke(&method, &body),
+    );
+    match call.await.and_then(|result| result) {
         Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
         Err(status) => error_body(status.code(), status.message()),
     }

@@ -50,7 +50,8 @@ impl Invoker {
             .find(|m| m.name() == method || m.name().eq_ignore_ascii_case(method))
             .ok_or_else(|| {
                 Status::unimplemented(format!(
-                    "{SERVICE_NAME} has no method {method:?}; the methods are {}",
+                    "{SERVICE_NAME} has no method {:?}; the methods are {}",
+                    crate::text::excerpt(method, 64),
                     self.methods().join(", ")
                 ))
             })?;

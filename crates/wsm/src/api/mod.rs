@@ -4,6 +4,7 @@
 //! - [`invoke`]: the proto3-JSON transcoding `/v1/invoke` uses, driven by the schema's descriptors;
 //! - [`metrics`]: the Prometheus text `/metrics` serves;
 //! - [`auth`]: the optional `x-api-key` check both ports share;
+//! - [`guard`]: the panic barrier every call passes (a defect answers INTERNAL, never CANCELLED);
 //! - [`tail`]: what `Subscribe` streams (the memory bus, or a Redis stream).
 //!
 //! Both ports call the same [`grpc::GrpcApi`] methods, so an RPC behaves the same whichever way it
@@ -12,6 +13,7 @@
 pub mod auth;
 mod convert;
 pub mod grpc;
+pub mod guard;
 pub mod http;
 pub mod invoke;
 pub mod metrics;

@@ -78,11 +78,12 @@ impl Forwarder {
     }
 }
 
-/// The instance that forwarded this call, if it was forwarded.
+/// The instance that forwarded this call, if it was forwarded, cut short for the logs it goes
+/// into (any caller can set the header).
 pub fn forwarded_by(metadata: &MetadataMap) -> Option<String> {
     metadata
         .get(HOP_HEADER)
-        .map(|v| v.to_str().unwrap_or("a peer").to_owned())
+        .map(|v| crate::text::excerpt(v.to_str().unwrap_or("a peer"), 64))
 }
 
 /// Whether a forwarded call failed for want of a connection to the peer (refused, reset, gone),

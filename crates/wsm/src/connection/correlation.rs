@@ -59,6 +59,24 @@ pub fn wrap(id: Uuid, payload: &[u8], text: bool) -> Bytes {
     out.into()
 }
 
+/// Cancels its request when dropped (a no-op once the request was answered).
+pub struct Pending<'a> {
+    correlator: &'a Correlator,
+    id: Uuid,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(correlator: &'a Correlator, id: Uuid) -> Self {
+        Pending { correlator, id }
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.correlator.cancel(&self.id);
+    }
+}
+
 /// The requests of one connection that wait for their response.
 #[derive(Debug, Default)]
 pub struct Correlator {

@@ -1,22 +1,27 @@
-//! Opening one WebSocket: the network policy check, the TCP connection to the checked addresses,
-//! the handshake request (headers, subprotocols), TLS for `wss`, the read-buffer and message-size
-//! limits, and a timeout so a slow resolver or upstream handshake cannot hang a caller.
+//! Opening one WebSocket: the URL and network policy checks, the TCP connection to the checked
+//! addresses, TLS for `wss` (see [`super::tls`]), the handshake request (headers, subprotocols),
+//! the read-buffer and message-size limits, and a timeout over all of it, so a slow resolver, TLS
+//! peer or upstream handshake cannot hang a caller.
 //!
-//! The TCP connection is opened here, to exactly the addresses the policy accepted, and the
-//! WebSocket/TLS handshake runs over it (Host header and SNI still from the URL). Letting the
-//! WebSocket library resolve the name again would open a window for DNS rebinding: a second answer
-//! could point at an address that was never checked.
+//! The TCP connection is opened here, to exactly the addresses the policy accepted, and TLS and the
+//! WebSocket handshake run over it (Host header and SNI still from the URL). Letting the WebSocket
+//! library resolve the name again would open a window for DNS rebinding: a second answer could
+//! point at an address that was never checked.
+//!
+//! Errors show the URL redacted and cut short (see [`crate::security::redact`]): they reach
+//! callers, lifecycle events and logs.
 
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Error as WsError;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::target::Target;
 use super::{ConnectionOptions, ConnectionSpec};
 use crate::security::{Refusal, ResolveError};
 
@@ -25,8 +30,10 @@ pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Why a handshake failed, for the operator (never includes header values: they may be secrets).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DialError {
-    #[error("invalid url {url}: {reason}")]
-    InvalidUrl { url: String, reason: String },
+    /// The caller's URL is not one a WebSocket can be opened to.
+    #[error("{0}")]
+    InvalidUrl(String),
+    /// A caller's handshake header or subprotocol cannot be sent.
     #[error("invalid header {name}: {reason}")]
     InvalidHeader { name: String, reason: String },
     /// The network policy refuses the target: the caller's request, not the upstream, is at fault.
@@ -41,8 +48,23 @@ pub enum DialError {
     },
     #[error("handshake with {url} timed out after {timeout_ms} ms")]
     Timeout { url: String, timeout_ms: u128 },
+    /// TLS failed: a certificate the trust store refuses, a wrong name, an expired certificate,
+    /// no common TLS version, or no TLS at all on the port.
+    #[error("TLS handshake with {url} failed: {reason}")]
+    Tls { url: String, reason: String },
     #[error("handshake with {url} failed: {reason}")]
     Failed { url: String, reason: String },
+}
+
+impl DialError {
+    /// Whether the caller's request is at fault (INVALID_ARGUMENT), rather than the upstream
+    /// (UNAVAILABLE, worth retrying).
+    pub fn is_callers_mistake(&self) -> bool {
+        matches!(
+            self,
+            DialError::InvalidUrl(_) | DialError::InvalidHeader { .. } | DialError::Refused(_)
+        )
+    }
 }
 
 /// Socket settings: bounded buffers so 10k mostly idle connections stay cheap, and a message-size
@@ -55,48 +77,54 @@ pub fn socket_config(options: &ConnectionOptions) -> WebSocketConfig {
         .max_frame_size(Some(options.max_message_size))
 }
 
-/// Checks the target against `options.network`, connects to a checked address and handshakes, all
-/// within `options.connect_timeout`.
+/// Checks the target against `options.network`, connects to a checked address, runs TLS for
+/// `wss` and the WebSocket handshake, all within `options.connect_timeout`.
 pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<Socket, DialError> {
-    let request = request(spec)?;
-    let (host, port) = host_and_port(&request, &spec.url)?;
+    let shown = crate::text::excerpt(&options.redact.redact(&spec.url), crate::text::SHORT);
+    let target = Target::parse(&spec.url, &options.redact).map_err(DialError::InvalidUrl)?;
+    let request = request(&target, spec, &shown)?;
     let failed = |reason: String| DialError::Failed {
-        url: spec.url.clone(),
+        url: shown.clone(),
         reason,
     };
     let handshake = async {
         let addrs = options
             .network
-            .resolve(&host, port)
+            .resolve(target.host(), target.port())
             .await
             .map_err(|e| match e {
-                ResolveError::Refused(refusal) => {
-                    DialError::Refused(refusal.with_target(spec.url.as_str()))
-                }
+                ResolveError::Refused(refusal) => DialError::Refused(refusal.with_target(&*shown)),
                 ResolveError::Lookup { host, reason } => DialError::Resolve {
-                    url: spec.url.clone(),
+                    url: shown.clone(),
                     host,
                     reason,
                 },
             })?;
-        let stream = connect(&addrs).await.map_err(failed)?;
+        let tcp = connect(&addrs).await.map_err(failed)?;
         // TCP_NODELAY: requests and pongs should not wait for Nagle.
-        stream
-            .set_nodelay(true)
+        tcp.set_nodelay(true)
             .map_err(|e| failed(format!("could not set TCP_NODELAY: {e}")))?;
-        tokio_tungstenite::client_async_tls_with_config(
-            request,
-            stream,
-            Some(socket_config(options)),
-            None,
-        )
-        .await
-        .map(|(socket, _response)| socket)
-        .map_err(|e| failed(handshake_failed(e)))
+        let stream = if target.is_tls() {
+            let tls = options
+                .tls
+                .handshake(&target.tls_name(), tcp)
+                .await
+                .map_err(|reason| DialError::Tls {
+                    url: shown.clone(),
+                    reason,
+                })?;
+            MaybeTlsStream::Rustls(tls)
+        } else {
+            MaybeTlsStream::Plain(tcp)
+        };
+        tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config(options)))
+            .await
+            .map(|(socket, _response)| socket)
+            .map_err(|e| failed(handshake_failed(e)))
     };
     match tokio::time::timeout(options.connect_timeout, handshake).await {
         Err(_) => Err(DialError::Timeout {
-            url: spec.url.clone(),
+            url: shown.clone(),
             timeout_ms: options.connect_timeout.as_millis(),
         }),
         Ok(result) => result,
@@ -117,24 +145,18 @@ fn handshake_failed(e: WsError) -> String {
 }
 
 /// The handshake request: the URL (which sets Host), the caller's headers and subprotocols.
-fn request(spec: &ConnectionSpec) -> Result<Request, DialError> {
-    let mut request =
-        spec.url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| DialError::InvalidUrl {
-                url: spec.url.clone(),
-                reason: e.to_string(),
-            })?;
+fn request(target: &Target, spec: &ConnectionSpec, shown: &str) -> Result<Request, DialError> {
+    let mut request = target
+        .as_str()
+        .into_client_request()
+        .map_err(|e| DialError::InvalidUrl(format!("invalid URL {shown}: {e}")))?;
     let headers = request.headers_mut();
     for (name, value) in &spec.headers {
-        let invalid = |reason: String| DialError::InvalidHeader {
-            name: name.clone(),
-            reason,
-        };
-        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(e.to_string()))?;
-        let value = HeaderValue::from_str(value)
-            .map_err(|_| invalid("the value is not a valid header value".into()))?;
+        let (header, value) =
+            super::headers::header(name, value).map_err(|reason| DialError::InvalidHeader {
+                name: crate::text::excerpt(name, 64),
+                reason,
+            })?;
         headers.append(header, value);
     }
     if !spec.subprotocols.is_empty() {
@@ -146,22 +168,6 @@ fn request(spec: &ConnectionSpec) -> Result<Request, DialError> {
         headers.insert("Sec-WebSocket-Protocol", value);
     }
     Ok(request)
-}
-
-/// The URL's host (IPv6 in brackets, as in the URL) and port (80 for `ws`, 443 for `wss`).
-fn host_and_port(request: &Request, url: &str) -> Result<(String, u16), DialError> {
-    let invalid = |reason: &str| DialError::InvalidUrl {
-        url: url.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let uri = request.uri();
-    let host = uri.host().ok_or_else(|| invalid("the URL has no host"))?;
-    let default_port = match uri.scheme_str() {
-        Some("ws") => 80,
-        Some("wss") => 443,
-        _ => return Err(invalid("the scheme must be ws or wss")),
-    };
-    Ok((host.to_owned(), uri.port_u16().unwrap_or(default_port)))
 }
 
 /// Connects to the first of `addrs` that accepts, in the resolver's order.

@@ -5,7 +5,10 @@
 mod backoff;
 pub mod correlation;
 mod dial;
+pub mod headers;
+pub mod target;
 mod task;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,40 +18,13 @@ use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use dial::DialError;
+pub use target::Target;
+pub use tls::{TlsClient, TlsMinVersion, TlsSettings};
 
 use crate::frames::Frame;
-use crate::security::NetworkPolicy;
+use crate::security::{NetworkPolicy, UrlRedactor};
 
 use correlation::Correlator;
-
-/// A URL as logs show it: without userinfo (`user:password@`) and with query values hidden, since
-/// feeds often carry tokens there. Lists and events keep the full URL; logs are read more widely.
-pub fn loggable_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let path = match path.split_once('?') {
-        Some((path, query)) => {
-            let keys: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((key, _)) => format!("{key}=…"),
-                    None => pair.to_owned(),
-                })
-                .collect();
-            format!("{path}?{}", keys.join("&"))
-        }
-        None => path.to_owned(),
-    };
-    if scheme.is_empty() {
-        format!("{host}{path}")
-    } else {
-        format!("{scheme}://{host}{path}")
-    }
-}
 
 /// Per-connection behaviour, with documented defaults.
 #[derive(Debug, Clone)]
@@ -73,6 +49,10 @@ pub struct ConnectionOptions {
     /// default (public addresses only): callers choose the URLs, so reaching loopback or the
     /// private network must be the operator's explicit choice.
     pub network: NetworkPolicy,
+    /// TLS for `wss://`: trust, client certificate, versions.
+    pub tls: TlsClient,
+    /// How the URL is shown in events, errors and logs (secrets redacted).
+    pub redact: UrlRedactor,
 }
 
 impl Default for ConnectionOptions {
@@ -87,6 +67,8 @@ impl Default for ConnectionOptions {
             command_queue: 256,
             max_replay: 1024,
             network: NetworkPolicy::strict(),
+            tls: TlsClient::default(),
+            redact: UrlRedactor::default(),
         }
     }
 }
@@ -592,6 +574,9 @@ impl Connection {
     ) -> Result<Bytes, SendError> {
         let text = correlation::is_text(content_type);
         let (request_id, response) = self.correlator.register();
+        // Forgets the request however this call ends: answered, timed out, failed, or abandoned
+        // by its caller (a cancelled RPC drops this future mid-wait).
+        let _pending = correlation::Pending::new(&self.correlator, request_id);
         let message = OutboundMessage {
             payload: correlation::wrap(request_id, &payload, text),
             content_type: content_type.to_owned(),
@@ -600,14 +585,15 @@ impl Connection {
             self.send_raw(message, false).await?;
             response.await.map_err(|_| SendError::Closed)
         };
-        let result = match tokio::time::timeout(timeout, outcome).await {
+        match tokio::time::timeout(timeout, outcome).await {
             Ok(result) => result,
             Err(_) => Err(SendError::Timeout),
-        };
-        if result.is_err() {
-            self.correlator.cancel(&request_id);
         }
-        result
+    }
+
+    /// Correlated requests waiting for their response.
+    pub fn pending_requests(&self) -> usize {
+        self.correlator.pending()
     }
 
     /// Starts (`Some`) or stops (`None`) publishing received frames.
@@ -629,20 +615,5 @@ impl Connection {
         {
             let _ = closed.await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::loggable_url;
-
-    #[test]
-    fn logged_urls_hide_credentials_and_query_values() {
-        assert_eq!(
-            loggable_url("wss://user:secret@feed.example:443/ws?token=abc&x=1"),
-            "wss://feed.example:443/ws?token=…&x=…"
-        );
-        assert_eq!(loggable_url("ws://127.0.0.1:9/ws"), "ws://127.0.0.1:9/ws");
-        assert_eq!(loggable_url("ws://h?flag"), "ws://h?flag");
     }
 }

@@ -100,7 +100,8 @@ impl SocketTask {
         let topic = spec.topic.as_deref().map(Arc::from);
         SocketTask {
             id: spec.id.as_str().into(),
-            url: spec.url.as_str().into(),
+            // Events and logs show the URL redacted; only the dial sees the real one.
+            url: options.redact.redact(&spec.url).into(),
             epoch: spec.epoch + 1,
             spec,
             options,
@@ -159,7 +160,7 @@ impl SocketTask {
                 self.finish(&format!("{reason}; auto_reconnect is off"));
                 return;
             }
-            tracing::warn!(connection = %self.id, url = %super::loggable_url(&self.url), %reason, "connection lost; reconnecting");
+            tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "connection lost; reconnecting");
             match self.reconnect(reason).await {
                 Ok((next, attempts)) => {
                     socket = next;
@@ -196,7 +197,7 @@ impl SocketTask {
             self.finish(&format!("{reason}; auto_reconnect is off"));
             return None;
         }
-        tracing::warn!(connection = %self.id, url = %super::loggable_url(&self.url), %reason, "taken-over connection did not open; reconnecting");
+        tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "taken-over connection did not open; reconnecting");
         match self.reconnect(reason).await {
             Ok((socket, _)) => Some(socket),
             Err(None) => {
@@ -592,7 +593,12 @@ impl SocketTask {
         self.correlator.clear();
         self.set_status(Status::Disconnected);
         self.emit(LifecycleKind::Disconnected, reason, 0);
-        tracing::info!(connection = %self.id, url = %super::loggable_url(&self.url), reason, "connection ended");
+        tracing::info!(connection = %self.id, url = %self.shown_url(), reason, "connection ended");
+    }
+
+    /// The URL as logs show it: redacted and cut short.
+    fn shown_url(&self) -> String {
+        crate::text::excerpt(&self.url, crate::text::SHORT)
     }
 
     fn set_status(&self, status: Status) {

@@ -1,9 +1,12 @@
-//! Guards on what callers may make this service do on their behalf. Today that is the network
-//! policy: `Connect` dials URLs chosen by API callers, so without a check any caller could reach
-//! loopback services, the private network or a cloud metadata endpoint through us (SSRF).
+//! Guards on what callers may make this service do on their behalf, and on what it shows them:
+//! the network policy (`Connect` dials URLs chosen by API callers, so without a check any caller
+//! could reach loopback services, the private network or a cloud metadata endpoint through us),
+//! and the redaction of secrets in URLs wherever they are shown.
 
 pub mod network;
+pub mod redact;
 
 pub use network::{
     classify, parse_allowed_hosts, AddressClass, AllowEntry, NetworkPolicy, Refusal, ResolveError,
 };
+pub use redact::UrlRedactor;

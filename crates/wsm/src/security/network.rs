@@ -17,7 +17,8 @@
 //!   - an allowed-hosts IP or CIDR entry that contains the address.
 //! - If any one of a name's addresses is refused, the whole connect is refused: the resolver's
 //!   order is not ours to predict, so a mixed answer is treated as hostile.
-//! - **Cloud metadata** (169.254.169.254, 169.254.170.2, 100.100.100.200, fd00:ec2::254, also when
+//! - **Cloud metadata** (169.254.169.254, 169.254.170.2 and 169.254.170.23 (ECS, EKS Pod Identity),
+//!   100.100.100.200 (Alibaba), 169.254.0.23 (Tencent), fd00:ec2::254 and fd00:ec2::23, also when
 //!   embedded in IPv6) is refused even with `allow_private` and even when a hostname or a wider CIDR
 //!   entry matches. Only an allowed-hosts entry for that very address (the IP, or a /32 or /128)
 //!   lets it through. Allowing the private network is a common, broad setting; handing out the
@@ -31,14 +32,20 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
 
-/// Cloud metadata endpoints: AWS/GCP/Azure/OpenStack/Oracle IMDS, AWS ECS task metadata, Alibaba.
-const METADATA_V4: [Ipv4Addr; 3] = [
+/// Cloud metadata endpoints: AWS/GCP/Azure/OpenStack/Oracle IMDS, AWS ECS task metadata, AWS EKS
+/// Pod Identity, Alibaba, Tencent.
+const METADATA_V4: [Ipv4Addr; 5] = [
     Ipv4Addr::new(169, 254, 169, 254),
     Ipv4Addr::new(169, 254, 170, 2),
+    Ipv4Addr::new(169, 254, 170, 23),
     Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(169, 254, 0, 23),
 ];
-/// AWS IMDS over IPv6.
-const METADATA_V6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254)];
+/// AWS IMDS and EKS Pod Identity over IPv6.
+const METADATA_V6: [Ipv6Addr; 2] = [
+    Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0254),
+    Ipv6Addr::new(0xfd00, 0x0ec2, 0, 0, 0, 0, 0, 0x0023),
+];
 
 /// What kind of address an IP is, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -726,9 +733,13 @@ mod tests {
         for addr in [
             "169.254.169.254",
             "169.254.170.2",
+            "169.254.170.23",
             "100.100.100.200",
+            "169.254.0.23",
             "fd00:ec2::254",
+            "fd00:ec2::23",
             "::ffff:169.254.169.254",
+            "::ffff:169.254.170.23",
         ] {
             let refusal = open.check(addr, &[ip(addr)]).expect_err(addr);
             assert_eq!(refusal.class, CloudMetadata, "{addr}");

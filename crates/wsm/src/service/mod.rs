@@ -14,8 +14,9 @@ use tokio::task::JoinHandle;
 use crate::backends::{BackendError, Publisher, StateStore};
 use crate::cluster::{Lease, OwnershipFence};
 use crate::connection::{
-    Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink,
-    OutboundMessage, PublishQueue, QueueDepth, ReceiveStats, SendError, Status,
+    headers, Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind,
+    LifecycleSink, OutboundMessage, PublishQueue, QueueDepth, ReceiveStats, SendError, Status,
+    Target,
 };
 use crate::error::ServiceError;
 use crate::lifecycle::BusLifecycle;
@@ -25,14 +26,21 @@ use crate::store::ConnectionStore;
 use crate::sync::lock;
 
 mod ownership;
+mod slots;
 
 use ownership::OwnedLifecycle;
 pub use ownership::{OwnershipCounts, TakeOver};
+use slots::{Slot, Slots};
 
 /// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
 pub const MAX_TAGS: usize = 50;
 pub const MAX_TAG_KEY: usize = 128;
 pub const MAX_TAG_VALUE: usize = 1024;
+/// Longest `Send` timeout a caller may ask for (5 minutes): a pending request holds memory until
+/// it is answered or times out, so a caller must not be able to park one for weeks.
+pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(300);
+/// Most `on_connect` messages per connection (as many as replayed messages).
+pub const MAX_ON_CONNECT: usize = 1024;
 
 /// The service's settings; validated by the config layer.
 #[derive(Debug, Clone)]
@@ -88,6 +96,8 @@ pub struct ConnectRequest {
 
 struct Live {
     connection: Connection,
+    /// This connection's share of `--max-connections`, given back when it is dropped.
+    _slot: Slot,
     publisher: JoinHandle<()>,
     /// The depth of the connection's publish queue.
     queue: QueueDepth,
@@ -112,6 +122,8 @@ pub struct ServiceSnapshot {
     pub by_status: [(Status, usize); 4],
     /// Frames waiting in publish queues, all connections.
     pub queued_frames: usize,
+    /// Correlated `Send` requests waiting for their response, all connections.
+    pub pending_requests: usize,
     pub received_frames: u64,
     pub received_bytes: u64,
     pub reconnects: u64,
@@ -135,6 +147,8 @@ struct Inner {
     ownership: OwnershipCounts,
     /// Fences publishing while this instance may have been declared dead (see `cluster::lease`).
     lease: Arc<Lease>,
+    /// `--max-connections`, reserved before every dial and claim.
+    slots: Slots,
     /// Set when shutdown begins.
     closing: AtomicBool,
     refresher: Mutex<Option<JoinHandle<()>>>,
@@ -190,6 +204,7 @@ impl WebSocketService {
                 counts: Arc::clone(&events),
             })),
         );
+        let slots = Slots::new(config.max_connections);
         let inner = Arc::new(Inner {
             config,
             store,
@@ -201,6 +216,7 @@ impl WebSocketService {
             events,
             ownership: OwnershipCounts::default(),
             lease: Arc::new(Lease::unbounded()),
+            slots,
             closing: AtomicBool::new(false),
             refresher: Mutex::new(None),
         });
@@ -262,7 +278,9 @@ impl WebSocketService {
             (Status::Disconnected, 0),
         ];
         let mut queued_frames = 0;
+        let mut pending_requests = 0;
         for live in lock(&self.inner.live).values() {
+            pending_requests += live.connection.pending_requests();
             let status = live.connection.status();
             if let Some(slot) = by_status.iter_mut().find(|(s, _)| *s == status) {
                 slot.1 += 1;
@@ -273,6 +291,7 @@ impl WebSocketService {
         ServiceSnapshot {
             by_status,
             queued_frames,
+            pending_requests,
             received_frames: self.inner.received.frames.load(Ordering::Relaxed),
             received_bytes: self.inner.received.bytes.load(Ordering::Relaxed),
             reconnects: events.reconnects.load(Ordering::Relaxed),
@@ -287,14 +306,24 @@ impl WebSocketService {
     /// Opens a connection owned by this instance. A failed handshake leaves no record.
     pub async fn connect(&self, req: ConnectRequest) -> Result<ConnectionRecord, ServiceError> {
         self.refuse_when_closing()?;
-        validate_url(&req.url)?;
-        validate_tags(&req.tags)?;
-        let max = self.inner.config.max_connections;
-        if max > 0 && lock(&self.inner.live).len() >= max {
-            return Err(ServiceError::ResourceExhausted(format!(
-                "this instance already holds its maximum of {max} connections"
+        let target = Target::parse(&req.url, &self.inner.config.connection.redact)
+            .map_err(ServiceError::InvalidArgument)?;
+        headers::validate(req.headers.iter(), &req.subprotocols)
+            .map_err(ServiceError::InvalidArgument)?;
+        if req.on_connect.len() > MAX_ON_CONNECT {
+            return Err(ServiceError::InvalidArgument(format!(
+                "at most {MAX_ON_CONNECT} on_connect messages per connection, got {}",
+                req.on_connect.len()
             )));
         }
+        validate_tags(&req.tags)?;
+        // Reserved before the dial, so concurrent Connects cannot all pass a check made before
+        // any of them is counted; given back on every failure below by being dropped.
+        let slot = self.reserve_slot()?;
+        let req = ConnectRequest {
+            url: target.into(),
+            ..req
+        };
         let id = uuid::Uuid::new_v4().to_string();
         let record = ConnectionRecord {
             id: id.clone(),
@@ -323,7 +352,7 @@ impl WebSocketService {
             epoch: 0,
             topic: None,
         };
-        let live = self.open(spec, req.ping_interval).await?;
+        let live = self.open(spec, req.ping_interval, slot).await?;
         let record = ConnectionRecord {
             status: live.connection.status(),
             epoch: live.connection.epoch(),
@@ -342,7 +371,7 @@ impl WebSocketService {
         lock(&self.inner.live).insert(id.clone(), live);
         self.catch_up(&id, &connection, record.status, record.epoch)
             .await;
-        tracing::info!(connection = %id, url = %crate::connection::loggable_url(&record.url), "connected");
+        tracing::info!(connection = %id, url = %self.shown_url(&record.url), "connected");
         Ok(record)
     }
 
@@ -351,6 +380,7 @@ impl WebSocketService {
         &self,
         spec: ConnectionSpec,
         ping_interval: Option<Duration>,
+        slot: Slot,
     ) -> Result<Live, ServiceError> {
         let pipe = self.pipe(&spec, ping_interval, "connect requested".into());
         let lifecycle = Arc::clone(&pipe.lifecycle);
@@ -370,16 +400,15 @@ impl WebSocketService {
                 attempt: 0,
                 epoch: 0,
             });
-            match e {
-                // The caller asked for a target the network policy refuses: their request is
-                // at fault, and retrying will not help.
-                crate::connection::DialError::Refused(refusal) => {
-                    ServiceError::InvalidArgument(refusal.to_string())
-                }
-                other => ServiceError::Unavailable(other.to_string()),
+            // A target the network policy refuses, or a header that cannot be sent: the
+            // caller's request is at fault, and retrying will not help.
+            if e.is_callers_mistake() {
+                ServiceError::InvalidArgument(e.to_string())
+            } else {
+                ServiceError::Unavailable(e.to_string())
             }
         })?;
-        Ok(self.start_publisher(connection, pipe))
+        Ok(self.start_publisher(connection, pipe, slot))
     }
 
     /// What a socket needs before it opens: its publish queue, its lifecycle sink (muted once the
@@ -387,7 +416,8 @@ impl WebSocketService {
     fn pipe(&self, spec: &ConnectionSpec, ping_interval: Option<Duration>, reason: String) -> Pipe {
         let from = FrameSource {
             connection_id: spec.id.as_str().into(),
-            url: spec.url.as_str().into(),
+            // Published frames carry the URL as it may be shown (secrets redacted).
+            url: self.inner.config.connection.redact.redact(&spec.url).into(),
             source: self.inner.config.app_id.as_str().into(),
         };
         let revoked = Arc::new(AtomicBool::new(false));
@@ -422,7 +452,7 @@ impl WebSocketService {
         }
     }
 
-    fn start_publisher(&self, connection: Connection, pipe: Pipe) -> Live {
+    fn start_publisher(&self, connection: Connection, pipe: Pipe, slot: Slot) -> Live {
         let depth = pipe.queue.depth();
         // The socket task holds the only queue sender: the publisher ends when the task does.
         drop(pipe.queue);
@@ -441,22 +471,49 @@ impl WebSocketService {
         );
         Live {
             connection,
+            _slot: slot,
             publisher,
             queue: depth,
             revoked: pipe.revoked,
         }
     }
 
-    /// Every connection (all instances' records merged with this one's), filtered by tags (AND).
+    /// Every connection (all instances' records merged with this one's), filtered by tags (AND),
+    /// as callers may see them: URLs redacted (the store keeps the real ones).
     pub async fn list(
         &self,
         filters: &[(String, String)],
     ) -> Result<Vec<ConnectionRecord>, ServiceError> {
         let records = self.inner.store.list().await?;
+        let redact = &self.inner.config.connection.redact;
         Ok(records
             .into_iter()
             .filter(|r| filters.iter().all(|(k, v)| r.tags.get(k) == Some(v)))
+            .map(|r| ConnectionRecord {
+                url: redact.redact(&r.url),
+                ..r
+            })
             .collect())
+    }
+
+    /// A URL as events show it: secrets redacted.
+    pub(crate) fn redacted_url(&self, url: &str) -> String {
+        self.inner.config.connection.redact.redact(url)
+    }
+
+    /// A URL as logs show it: redacted and cut short.
+    fn shown_url(&self, url: &str) -> String {
+        crate::text::excerpt(&self.redacted_url(url), crate::text::SHORT)
+    }
+
+    /// One of `--max-connections`' slots, or RESOURCE_EXHAUSTED naming the limit.
+    fn reserve_slot(&self) -> Result<Slot, ServiceError> {
+        self.inner.slots.reserve().ok_or_else(|| {
+            ServiceError::ResourceExhausted(format!(
+                "this instance already holds its maximum of {} connections (--max-connections)",
+                self.inner.slots.max()
+            ))
+        })
     }
 
     pub async fn disconnect(&self, id: &str) -> Result<(), ServiceError> {
@@ -503,15 +560,7 @@ impl WebSocketService {
     ) -> Result<Bytes, ServiceError> {
         self.owned(id).await?;
         let connection = self.connected(id)?;
-        let timeout = match u64::try_from(timeout_ms) {
-            Ok(0) => self.inner.config.default_send_timeout,
-            Ok(ms) => Duration::from_millis(ms),
-            Err(_) => {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "timeout_ms must not be negative, got {timeout_ms}"
-                )))
-            }
-        };
+        let timeout = send_timeout(timeout_ms, self.inner.config.default_send_timeout)?;
         let content_type = default_content_type(content_type);
         connection
             .send(payload, content_type, timeout)
@@ -670,25 +719,27 @@ fn send_error(e: SendError) -> ServiceError {
     }
 }
 
+/// A Send's timeout: the default for 0, at most [`MAX_SEND_TIMEOUT`].
+pub fn send_timeout(timeout_ms: i32, default: Duration) -> Result<Duration, ServiceError> {
+    let max = MAX_SEND_TIMEOUT.as_millis();
+    match u64::try_from(timeout_ms) {
+        Ok(0) => Ok(default),
+        Ok(ms) if u128::from(ms) <= max => Ok(Duration::from_millis(ms)),
+        Ok(_) => Err(ServiceError::InvalidArgument(format!(
+            "timeout_ms is at most {max} (5 minutes), got {timeout_ms}"
+        ))),
+        Err(_) => Err(ServiceError::InvalidArgument(format!(
+            "timeout_ms must not be negative, got {timeout_ms}"
+        ))),
+    }
+}
+
 /// Text (`application/json`) unless the caller says otherwise.
 fn default_content_type(content_type: &str) -> &str {
     if content_type.trim().is_empty() {
         "application/json"
     } else {
         content_type
-    }
-}
-
-fn validate_url(url: &str) -> Result<(), ServiceError> {
-    if url.trim().is_empty() {
-        return Err(ServiceError::InvalidArgument("URL is required".into()));
-    }
-    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
-    match scheme.as_deref() {
-        Some("ws") | Some("wss") => Ok(()),
-        _ => Err(ServiceError::InvalidArgument(format!(
-            "URL must use ws:// or wss://, got {url}"
-        ))),
     }
 }
 

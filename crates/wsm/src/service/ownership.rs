@@ -71,12 +71,15 @@ impl WebSocketService {
             // Another call on this instance claimed it a moment ago; its socket is opening.
             return Ok(TakeOver::AlreadyOurs);
         }
-        let max = self.inner.config.max_connections;
-        if max > 0 && lock(&self.inner.live).len() >= max {
-            return Err(ServiceError::ResourceExhausted(format!(
-                "this instance holds its maximum of {max} connections; connection {id} is left for another instance"
-            )));
-        }
+        // Reserved before the claim, as Connect reserves before its dial: concurrent claims
+        // (a failover sweep and forwarded calls) cannot all pass the limit.
+        let slot = self.inner.slots.reserve().ok_or_else(|| {
+            ServiceError::ResourceExhausted(format!(
+                "this instance holds its maximum of {} connections (--max-connections); \
+                 connection {id} is left for another instance",
+                self.inner.slots.max()
+            ))
+        })?;
         let ended = record.status == Status::Disconnected;
         // The claim carries the epoch the new socket publishes with, so no later reader sees the
         // old one on a record that names the new owner.
@@ -115,7 +118,7 @@ impl WebSocketService {
             return Ok(TakeOver::Claimed);
         }
         tracing::info!(connection = %id, from, why, topic = claimed.topic.as_deref().unwrap_or(""), epoch = claimed.epoch, "took the connection over; reopening its socket");
-        let connection = self.resume(&claimed, from, why);
+        let connection = self.resume(&claimed, from, why, slot);
         self.catch_up(id, &connection, Status::Connecting, claimed.epoch)
             .await;
         if let Some(wait) = wait {
@@ -147,7 +150,13 @@ impl WebSocketService {
     }
 
     /// Reopens a claimed connection's socket in the background, wired like a new one.
-    fn resume(&self, record: &ConnectionRecord, from: &str, why: &str) -> Connection {
+    fn resume(
+        &self,
+        record: &ConnectionRecord,
+        from: &str,
+        why: &str,
+        slot: super::Slot,
+    ) -> Connection {
         let decode = |messages: &[StoredMessage]| -> Vec<OutboundMessage> {
             messages
                 .iter()
@@ -188,7 +197,7 @@ impl WebSocketService {
             pipe.queue.clone(),
             Arc::clone(&pipe.lifecycle),
         );
-        let live = self.start_publisher(connection.clone(), pipe);
+        let live = self.start_publisher(connection.clone(), pipe, slot);
         lock(&self.inner.live).insert(record.id.clone(), live);
         connection
     }
@@ -245,7 +254,10 @@ impl WebSocketService {
             self.inner.lifecycle.emit(LifecycleEvent {
                 kind: LifecycleKind::Disconnected,
                 connection_id: id.into(),
-                url: record.map(|r| r.url).unwrap_or_default().into(),
+                url: record
+                    .map(|r| self.redacted_url(&r.url))
+                    .unwrap_or_default()
+                    .into(),
                 reason: "its record is gone from the shared store (disconnected through another \
                          instance, cleared, expired, or lost with the store's data); socket closed"
                     .to_owned(),
