@@ -8,10 +8,18 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::api::auth::ApiKeys;
+use crate::api::listen::PortLimits;
 use crate::cluster::ClusterConfig;
 use crate::connection::{BackoffPolicy, ConnectionOptions, TlsClient, TlsMinVersion, TlsSettings};
-use crate::security::{parse_allowed_hosts, NetworkPolicy, UrlRedactor};
+use crate::security::{parse_allowed_hosts, AllowEntry, NetworkPolicy, UrlRedactor};
 use crate::service::ServiceConfig;
+
+/// The limits of the HTTP and the gRPC port.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub http: PortLimits,
+    pub grpc: PortLimits,
+}
 
 /// Which implementation backs the state store or the pub/sub.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -45,6 +53,14 @@ pub struct ServeArgs {
     /// Redis for the redis backends: redis://[user:password@]host:port[/db].
     #[arg(long, env = "WSM_REDIS_URL", default_value = "redis://127.0.0.1:6379")]
     pub redis_url: String,
+    /// Trim every Redis stream to about this many entries (`XADD MAXLEN ~`, Dapr's
+    /// maxLenApprox); unset = never trimmed.
+    #[arg(long, env = "WSM_REDIS_MAX_LEN_APPROX", value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_max_len_approx: Option<u64>,
+    /// Trim the Redis lifecycle stream (websocketmanager.lifecycle) to about this many events (0 =
+    /// as every other stream).
+    #[arg(long, env = "WSM_LIFECYCLE_MAX_LEN", default_value_t = crate::backends::redis::DEFAULT_LIFECYCLE_MAX_LEN)]
+    pub lifecycle_max_len: u64,
     /// Dapr pub/sub component name (and `pubsubname` in Redis envelopes).
     #[arg(short = 'n', long, env = "WSM_PUBSUB_NAME", default_value = "pubsub")]
     pub pubsub_name: String,
@@ -77,6 +93,14 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
+    /// The instances' shared credential for calls they forward to each other (sent in
+    /// x-wsm-peer-key, accepted in place of an API key). Client keys are never forwarded.
+    #[arg(long, env = "WSM_PEER_KEY", hide_env_values = true)]
+    pub peer_key: Option<String>,
+    /// Where peers may be (comma list of IPs and CIDRs): a heartbeat naming an address outside
+    /// gets no forwarded call. Empty = anywhere.
+    #[arg(long, env = "WSM_PEER_ALLOWED_CIDRS", default_value = "")]
+    pub peer_allowed_cidrs: String,
     /// Allow Connect to loopback, private, link-local and CGNAT addresses.
     #[arg(long, env = "WSM_ALLOW_PRIVATE_NETWORKS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub allow_private_networks: bool,
@@ -99,6 +123,25 @@ pub struct ServeArgs {
     /// built-in list (apiKey, listenKey, token, signature, password, ...).
     #[arg(long, env = "WSM_REDACT_QUERY_PARAMS", value_delimiter = ',')]
     pub redact_query_params: Vec<String>,
+    /// Most open client connections on the HTTP port; at the cap, new clients wait.
+    #[arg(long, env = "WSM_HTTP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub http_max_connections: u64,
+    /// How long an HTTP client may take to send a request's headers, in ms; also how long a
+    /// keep-alive connection may wait for its next request.
+    #[arg(long, env = "WSM_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_header_timeout_ms: u64,
+    /// How long an HTTP client may take to send a request's body, in ms.
+    #[arg(long, env = "WSM_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub http_body_timeout_ms: u64,
+    /// Most open client connections on the gRPC port; at the cap, new clients wait.
+    #[arg(long, env = "WSM_GRPC_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub grpc_max_connections: u64,
+    /// How long a gRPC client may take to send the HTTP/2 connection preface, in ms.
+    #[arg(long, env = "WSM_GRPC_HANDSHAKE_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(100..=3_600_000))]
+    pub grpc_handshake_timeout_ms: u64,
+    /// Most concurrent calls (HTTP/2 streams) per gRPC connection.
+    #[arg(long, env = "WSM_GRPC_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub grpc_max_concurrent_streams: u32,
     /// Most connections this instance holds (0 = no limit).
     #[arg(long, env = "WSM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -229,12 +272,47 @@ impl ServeArgs {
             heartbeat_interval: Duration::from_secs(self.heartbeat_interval_seconds),
             stale_after: Duration::from_secs(self.stale_threshold_seconds),
             advertised_address,
-            api_key: self.api_keys.first().cloned(),
+            peer_key: self.peer_key.clone().filter(|k| !k.trim().is_empty()),
+            peer_allowed: self.peer_allowed()?,
         })
     }
 
     pub fn api_keys(&self) -> ApiKeys {
-        ApiKeys::new(&self.api_keys)
+        ApiKeys::new(&self.api_keys).with_peer_key(self.peer_key.as_deref())
+    }
+
+    /// `--peer-allowed-cidrs`: IPs and CIDRs only (names would be resolved by whoever forged them).
+    fn peer_allowed(&self) -> Result<Vec<AllowEntry>, String> {
+        let entries = parse_allowed_hosts(&self.peer_allowed_cidrs)
+            .map_err(|e| format!("invalid --peer-allowed-cidrs / WSM_PEER_ALLOWED_CIDRS: {e}"))?;
+        if let Some(name) = entries
+            .iter()
+            .find(|e| matches!(e, AllowEntry::Host(_) | AllowEntry::Suffix(_)))
+        {
+            return Err(format!(
+                "invalid --peer-allowed-cidrs / WSM_PEER_ALLOWED_CIDRS: {name} is a host name; \
+                 give IP addresses or CIDRs"
+            ));
+        }
+        Ok(entries)
+    }
+
+    /// The limits of both ports.
+    pub fn port_limits(&self) -> Ports {
+        Ports {
+            http: PortLimits {
+                max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
+                first_bytes_within: Duration::from_millis(self.http_header_timeout_ms),
+            },
+            grpc: PortLimits {
+                max_connections: usize::try_from(self.grpc_max_connections).unwrap_or(usize::MAX),
+                first_bytes_within: Duration::from_millis(self.grpc_handshake_timeout_ms),
+            },
+        }
+    }
+
+    pub fn http_body_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_body_timeout_ms)
     }
 
     pub fn shutdown_flush(&self) -> Duration {

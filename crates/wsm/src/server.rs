@@ -7,12 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::GrpcApi;
+use crate::api::listen;
 use crate::api::proto::{web_socket_manager_server::WebSocketManagerServer, FILE_DESCRIPTOR_SET};
 use crate::api::tail::TopicTail;
 use crate::backends::dapr::{DaprConfig, DaprPublisher, DaprStateStore};
@@ -25,6 +24,10 @@ use crate::service::WebSocketService;
 
 /// How long in-flight calls (and open `Subscribe` streams) get to end once shutdown begins.
 const DRAIN: Duration = Duration::from_secs(5);
+/// An HTTP/2 ping to each gRPC client this long after its last frame...
+const GRPC_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+/// ...that must be answered within this long, or the connection is closed.
+const GRPC_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +68,8 @@ pub async fn backends(
         url: args.redis_url.clone(),
         key_prefix: Some(args.app_id.clone()),
         pubsub_name: args.pubsub_name.clone(),
+        max_len_approx: args.redis_max_len_approx,
+        lifecycle_max_len: (args.lifecycle_max_len > 0).then_some(args.lifecycle_max_len),
         ..RedisConfig::default()
     };
     let dapr = DaprConfig {
@@ -122,6 +127,7 @@ pub async fn start(
     // default for any library that asks rustls for one.
     crate::connection::tls::install_default_provider();
     let config = args.service_config().map_err(StartError::Config)?;
+    check_open_file_limit(args, &config);
     tracing::info!(
         provider = crate::connection::tls::crypto_provider_name(),
         ca_file = ?args.ca_file,
@@ -165,6 +171,16 @@ pub async fn start(
              but instances elsewhere cannot forward calls here; set WSM_GRPC_HOST"
         );
     }
+    if args.api_keys().enabled()
+        && cluster_config.peer_key.is_none()
+        && args.state != Backend::Memory
+    {
+        tracing::warn!(
+            "API keys are set but no --peer-key / WSM_PEER_KEY: a call reaching an instance that \
+             does not own its connection cannot be forwarded to the owner (instances never pass \
+             a client's key on); set the same peer key on every instance"
+        );
+    }
     let cluster = Cluster::start(service.clone(), cluster_config)
         .await
         .map_err(|e| StartError::Backend(format!("joining the cluster failed: {e}")))?;
@@ -196,7 +212,13 @@ pub async fn start(
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
+    let ports = args.port_limits();
     let grpc = tonic::transport::Server::builder()
+        // HTTP/2 limits: streams per connection, and pings that find a peer that stopped
+        // answering (its slot of the connection cap comes back).
+        .max_concurrent_streams(Some(args.grpc_max_concurrent_streams))
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .add_service(health)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             reflection,
@@ -210,31 +232,25 @@ pub async fn start(
             wsm,
             keys.interceptor(),
         ))
-        // tonic ignores its own `tcp_nodelay` for a listener passed in: without TCP_NODELAY on
-        // every accepted socket, a reply written after a small frame (a WINDOW_UPDATE) waits for
+        // Accepted sockets get TCP_NODELAY (tonic ignores its own setting for an incoming
+        // stream): without it, a reply written after a small frame (a WINDOW_UPDATE) waits for
         // the client's delayed ACK, about 40 ms.
         .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            listen::grpc_incoming(grpc_listener, ports.grpc),
             stopped(stop_rx.clone()),
         );
-    let router = crate::api::http::router(api, keys, max_request);
-    // As on the gRPC port: answers must not wait for the client's delayed ACK.
-    let http_listener = http_listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set on an HTTP connection");
-        }
-    });
-    let http = axum::serve(http_listener, router).with_graceful_shutdown(stopped(stop_rx));
+    let body = crate::api::http::BodyLimits {
+        max_bytes: max_request,
+        within: args.http_body_timeout(),
+    };
+    let router = crate::api::http::router(api, keys, body);
+    let http = listen::serve_http(http_listener, router, ports.http, stopped(stop_rx));
     let grpc = tokio::spawn(async move {
         if let Err(e) = grpc.await {
             tracing::error!(error = %e, "the gRPC server failed");
         }
     });
-    let http = tokio::spawn(async move {
-        if let Err(e) = http.await {
-            tracing::error!(error = %e, "the HTTP server failed");
-        }
-    });
+    let http = tokio::spawn(http);
 
     let flush = args.shutdown_flush();
     let svc = service.clone();
@@ -269,6 +285,59 @@ pub async fn start(
         cluster,
         done,
     })
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime does), and warns when the
+/// limit is below what the configured caps may need: every upstream and every client connection
+/// takes a descriptor, and running out takes `/health` down with everything else.
+fn check_open_file_limit(args: &ServeArgs, config: &crate::service::ServiceConfig) {
+    let Some(limit) = raise_open_file_limit() else {
+        return;
+    };
+    let ports = args.port_limits();
+    let wanted = (config.max_connections as u64)
+        .saturating_add(ports.http.max_connections as u64)
+        .saturating_add(ports.grpc.max_connections as u64)
+        .saturating_add(64);
+    if config.max_connections > 0 && limit < wanted {
+        tracing::warn!(
+            open_file_limit = limit,
+            wanted,
+            "the open-file limit is below --max-connections + --http-max-connections + \
+             --grpc-max-connections + 64; under full load, connects and calls fail for want of \
+             descriptors. Raise the limit (ulimit -n) or lower the caps"
+        );
+    }
+}
+
+/// The open-file limit after raising the soft limit to the hard one.
+#[cfg(unix)]
+fn raise_open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit.rlim_cur = limit.rlim_max;
+            }
+        }
+    }
+    Some(limit.rlim_cur as u64)
+}
+
+#[cfg(not(unix))]
+fn raise_open_file_limit() -> Option<u64> {
+    None
 }
 
 /// Resolves on SIGTERM or SIGINT.

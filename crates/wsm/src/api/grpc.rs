@@ -18,7 +18,7 @@ use super::convert;
 use super::proto::{self, web_socket_manager_server::WebSocketManager};
 use super::status::code_name;
 use super::tail::TopicTail;
-use crate::cluster::{self, Cluster, PeerClient, Route};
+use crate::cluster::{self, Cluster, ForwardError, PeerClient, Route};
 use crate::error::ServiceError;
 use crate::service::{TakeOver, WebSocketService};
 
@@ -161,11 +161,18 @@ impl GrpcApi {
         }
         let why = match cluster.route(&owner).await {
             Route::Forward(address) => 'forward: {
+                let shown = crate::text::excerpt(&address, 128);
                 let client = match cluster.forwarder().client(&address).await {
                     Ok(client) => client,
-                    Err(e) => {
-                        tracing::warn!(connection = %id, %owner, %address, error = %e, "the owner is unreachable; claiming its connection");
-                        break 'forward format!("unreachable at {address}: {e}");
+                    Err(ForwardError::NotAllowed(why)) => {
+                        // Not a sign the owner is dead: claiming would take a live owner's
+                        // connection on the word of a record nobody should have written.
+                        tracing::warn!(connection = %id, %owner, address = %shown, "{why}");
+                        return self.refuse(method, ServiceError::Unavailable(why));
+                    }
+                    Err(ForwardError::Unreachable(e)) => {
+                        tracing::warn!(connection = %id, %owner, address = %shown, error = %e, "the owner is unreachable; claiming its connection");
+                        break 'forward format!("unreachable at {shown}: {e}");
                     }
                 };
                 // Bounded here too: a paused owner accepts TCP but never answers, and the
@@ -183,8 +190,8 @@ impl GrpcApi {
                     }
                     Err(status) if cluster::is_unreachable(&status) => {
                         cluster.forwarder().forget(&address);
-                        tracing::warn!(connection = %id, %owner, %address, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
-                        format!("unreachable at {address}: {}", status.message())
+                        tracing::warn!(connection = %id, %owner, address = %shown, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
+                        format!("unreachable at {shown}: {}", status.message())
                     }
                     Err(status) => {
                         // The owner's own answer, passed on as it is; or our deadline, said so.
@@ -194,6 +201,14 @@ impl GrpcApi {
                                  it may be paused or overloaded. If it stays silent for the stale \
                                  threshold, another instance takes the connection over",
                                 timeout.as_millis()
+                            ))
+                        } else if status.code() == Code::Unauthenticated {
+                            Status::unauthenticated(format!(
+                                "instance {owner}, which owns connection {id}, refused the call \
+                                 forwarded to it ({}); instances forward with the peer key, which \
+                                 --peer-key / WSM_PEER_KEY must set to the same value on every \
+                                 instance",
+                                status.message()
                             ))
                         } else {
                             status

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use super::auth::{ApiKeys, API_KEY_HEADER};
+use super::auth::{ApiKeys, Port, API_KEY_HEADER, PEER_KEY_HEADER};
 use super::grpc::GrpcApi;
 use super::invoke::Invoker;
 use super::status::{code_name, http_status};
@@ -25,19 +25,30 @@ const READY_TIMEOUT: Duration = Duration::from_secs(2);
 struct Http {
     api: GrpcApi,
     invoker: Invoker,
+    keys: ApiKeys,
+    body: BodyLimits,
 }
 
-/// The HTTP port's routes. `max_body` bounds a request body (base64 makes a message 4/3 larger).
-pub fn router(api: GrpcApi, keys: ApiKeys, max_body: usize) -> Router {
+/// How large a request body may be (base64 makes a message 4/3 larger), and how long the client
+/// may take to send it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub within: Duration,
+}
+
+/// The HTTP port's routes.
+pub fn router(api: GrpcApi, keys: ApiKeys, body: BodyLimits) -> Router {
     let state = Http {
         invoker: Invoker::new(api.clone()),
         api,
+        keys: keys.clone(),
+        body,
     };
     let guarded = Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/invoke/{method}", post(invoke))
-        .layer(middleware::from_fn_with_state(keys, require_key))
-        .layer(DefaultBodyLimit::max(max_body));
+        .layer(middleware::from_fn_with_state(keys, require_key));
     Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -46,8 +57,14 @@ pub fn router(api: GrpcApi, keys: ApiKeys, max_body: usize) -> Router {
 }
 
 async fn require_key(State(keys): State<ApiKeys>, request: Request, next: Next) -> Response {
-    let presented = request.headers().get(API_KEY_HEADER).map(|v| v.as_bytes());
-    match keys.check(presented) {
+    let headers = request.headers();
+    let api_key = headers.get(API_KEY_HEADER).map(|v| v.as_bytes());
+    let peer_key = headers.get(PEER_KEY_HEADER).map(|v| v.as_bytes());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    match keys.admit(Port::Http, api_key, peer_key, peer) {
         Ok(()) => next.run(request).await,
         Err(refused) => error_body(tonic::Code::Unauthenticated, refused.message()),
     }
@@ -71,7 +88,7 @@ async fn ready(State(http): State<Http>) -> Response {
             Ok(()) => "ok".to_owned(),
             Err(e) => {
                 ready = false;
-                e.to_string()
+                e
             }
         };
         body.insert(name.to_owned(), value.into());
@@ -92,6 +109,7 @@ async fn metrics(State(http): State<Http>) -> Response {
         &service.snapshot(),
         service.metrics(),
         http.api.metrics(),
+        http.keys.failures(),
         http.api.cluster().map(|c| &**c),
     );
     (
@@ -104,7 +122,45 @@ async fn metrics(State(http): State<Http>) -> Response {
         .into_response()
 }
 
-async fn invoke(State(http): State<Http>, Path(method): Path<String>, body: Bytes) -> Response {
+async fn invoke(
+    State(http): State<Http>,
+    Path(method): Path<String>,
+    request: Request,
+) -> Response {
+    // Bounded in size and in time: a client dribbling a large body would hold its connection
+    // (and its slot of the port's cap) for as long as it liked.
+    let limits = http.body;
+    let read = axum::body::to_bytes(request.into_body(), limits.max_bytes);
+    let body: Bytes = match tokio::time::timeout(limits.within, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            let too_large = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return if too_large {
+                error_body(
+                    tonic::Code::ResourceExhausted,
+                    &format!(
+                        "the request body is over {} bytes (--max-message-bytes, base64 included)",
+                        limits.max_bytes
+                    ),
+                )
+            } else {
+                error_body(
+                    tonic::Code::InvalidArgument,
+                    &format!("the request body could not be read: {e}"),
+                )
+            };
+        }
+        Err(_) => {
+            return error_body(
+                tonic::Code::DeadlineExceeded,
+                &format!(
+                    "the request body did not arrive within {} ms (--http-body-timeout-ms)",
+                    limits.within.as_millis()
+                ),
+            )
+        }
+    };
     // The RPCs have their own barrier; this one covers the JSON transcoding around them.
     let panics = &http.api.metrics().panics;
     let call = super::guard::guard(

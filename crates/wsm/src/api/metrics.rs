@@ -4,6 +4,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
+use super::auth::AuthFailures;
 use super::grpc::ApiMetrics;
 use crate::cluster::Cluster;
 use crate::publish::PublishMetrics;
@@ -14,12 +15,13 @@ pub fn render(
     service: &ServiceSnapshot,
     publish: &PublishMetrics,
     api: &ApiMetrics,
+    auth: &AuthFailures,
     cluster: Option<&Cluster>,
 ) -> String {
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     // (name, type, help, value) of every unlabelled metric, in exposition order.
     #[rustfmt::skip]
-    let singles: [(&str, &str, &str, u64); 19] = [
+    let singles: [(&str, &str, &str, u64); 21] = [
         ("wsm_frames_received_total", "counter", "Data frames received from upstreams.", service.received_frames),
         ("wsm_bytes_received_total", "counter", "Payload bytes of the frames received from upstreams.", service.received_bytes),
         ("wsm_frames_published_total", "counter", "Frames published to pub/sub.", load(&publish.published)),
@@ -27,6 +29,7 @@ pub fn render(
         ("wsm_publish_errors_total", "counter", "Failed bus calls (each is retried).", load(&publish.publish_errors)),
         ("wsm_frames_dropped_total", "counter", "Frames the bus refused for good (never retried).", load(&publish.dropped)),
         ("wsm_publish_queue_frames", "gauge", "Frames waiting between sockets and the bus.", service.queued_frames as u64),
+        ("wsm_pending_requests", "gauge", "Correlated Send requests waiting for their response.", service.pending_requests as u64),
         ("wsm_reconnects_total", "counter", "Reconnect attempts begun.", service.reconnects),
         ("wsm_degraded_total", "counter", "Degraded events: a connection's bus calls began failing, or its publish queue was full and its socket paused.", service.degraded),
         ("wsm_connection_errors_total", "counter", "Failed handshakes and connection errors.", service.errors),
@@ -34,6 +37,7 @@ pub fn render(
         ("wsm_forwarded_total", "counter", "Calls forwarded to the instance owning the connection.", load(&api.forwarded)),
         ("wsm_ownership_misses_total", "counter", "Connection-specific calls that reached an instance not owning the connection.", load(&api.ownership_misses)),
         ("wsm_subscribers", "gauge", "Open Subscribe streams.", load(&api.subscribers)),
+        ("wsm_handler_panics_total", "counter", "Calls that hit a defect (a panic) and were answered INTERNAL.", load(&api.panics)),
         ("wsm_peers", "gauge", "Instances heartbeating now, as this one sees them (itself included).", cluster.map_or(1, |c| c.live_peers() as u64)),
         ("wsm_takeovers_total", "counter", "Connections this instance took over from stale, stopped or unreachable instances.", service.taken_over),
         ("wsm_ownership_lost_total", "counter", "Connections another instance took from this one.", service.ownership_lost),
@@ -72,6 +76,18 @@ pub fn render(
         m.sample(
             "wsm_requests_total",
             &[("method", method), ("code", code)],
+            n,
+        );
+    }
+    m.family(
+        "wsm_auth_failures_total",
+        "counter",
+        "Calls refused for a missing or wrong API key, by port and reason.",
+    );
+    for (port, reason, n) in auth.counts() {
+        m.sample(
+            "wsm_auth_failures_total",
+            &[("port", port), ("reason", reason)],
             n,
         );
     }

@@ -18,6 +18,7 @@ pub mod dapr;
 mod envelope;
 pub mod memory;
 pub mod redis;
+pub mod watched;
 
 /// A stored value and its ETag (Dapr's Redis store: the hash's `version` field).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -50,6 +50,9 @@ use crate::frames::{push_u64, FrameBatch};
 
 const BACKEND: &str = "redis";
 
+/// About how many lifecycle events the Redis stream keeps.
+pub const DEFAULT_LIFECYCLE_MAX_LEN: u64 = 100_000;
+
 /// How to reach Redis and how to lay data out in it. Defaults match a Dapr Redis component for the
 /// app id `websocketmanager`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,6 +66,9 @@ pub struct RedisConfig {
     pub pubsub_name: String,
     /// Dapr's `maxLenApprox`: `XADD … MAXLEN ~ n` trims streams to about `n` entries.
     pub max_len_approx: Option<u64>,
+    /// The same for the lifecycle topic alone (default 100,000): nobody trims it otherwise, and
+    /// it grows with every reconnect of every connection.
+    pub lifecycle_max_len: Option<u64>,
     /// Limit for opening a connection.
     pub connect_timeout: Duration,
     /// Limit for one answer; a publish batch counts as one, so allow for the largest batch.
@@ -76,10 +82,19 @@ impl Default for RedisConfig {
             key_prefix: Some("websocketmanager".to_owned()),
             pubsub_name: "pubsub".to_owned(),
             max_len_approx: None,
+            lifecycle_max_len: Some(DEFAULT_LIFECYCLE_MAX_LEN),
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// A Redis URL as errors and logs show it: without its password (or user), cut short.
+fn shown(url: &str) -> String {
+    crate::text::excerpt(
+        &crate::security::UrlRedactor::default().redact(url),
+        crate::text::SHORT,
+    )
 }
 
 impl RedisConfig {
@@ -89,7 +104,7 @@ impl RedisConfig {
         let client =
             redis::Client::open(self.url.as_str()).map_err(|e| BackendError::Rejected {
                 backend: BACKEND,
-                reason: format!("invalid Redis URL {:?}: {e}", self.url),
+                reason: format!("invalid Redis URL {:?}: {e}", shown(&self.url)),
             })?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -99,7 +114,7 @@ impl RedisConfig {
             .set_max_delay(Duration::from_millis(500));
         ConnectionManager::new_with_config(client, config)
             .await
-            .map_err(|e| unavailable(format!("connecting to {}", self.url), &e))
+            .map_err(|e| unavailable(format!("connecting to {}", shown(&self.url)), &e))
     }
 }
 
@@ -419,11 +434,12 @@ impl Endpoint {
             reason,
         };
         let client = redis::Client::open(url)
-            .map_err(|e| rejected(format!("invalid Redis URL {url:?}: {e}")))?;
+            .map_err(|e| rejected(format!("invalid Redis URL {:?}: {e}", shown(url))))?;
         let info = client.get_connection_info();
         let redis::ConnectionAddr::Tcp(host, port) = info.addr() else {
             return Err(rejected(format!(
-                "Redis URL {url:?}: only redis:// over TCP is supported for publishing"
+                "Redis URL {:?}: only redis:// over TCP is supported for publishing",
+                shown(url)
             )));
         };
         let settings = info.redis_settings();
@@ -465,6 +481,7 @@ pub struct RedisPublisher {
     endpoint: Arc<Endpoint>,
     pubsub_name: Arc<str>,
     max_len_approx: Option<u64>,
+    lifecycle_max_len: Option<u64>,
     connect_timeout: Duration,
     response_timeout: Duration,
     conn: Arc<Mutex<Option<StreamConn>>>,
@@ -477,6 +494,7 @@ impl std::fmt::Debug for RedisPublisher {
             .field("port", &self.endpoint.port)
             .field("pubsub_name", &self.pubsub_name)
             .field("max_len_approx", &self.max_len_approx)
+            .field("lifecycle_max_len", &self.lifecycle_max_len)
             .finish_non_exhaustive()
     }
 }
@@ -607,6 +625,7 @@ impl RedisPublisher {
             endpoint: Arc::new(Endpoint::from_url(&config.url)?),
             pubsub_name: config.pubsub_name.as_str().into(),
             max_len_approx: config.max_len_approx,
+            lifecycle_max_len: config.lifecycle_max_len,
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
             conn: Arc::new(Mutex::new(None)),
@@ -644,7 +663,12 @@ impl RedisPublisher {
         write_event: &mut WriteEvent<'_>,
     ) -> std::io::Result<(usize, Option<String>, Option<(usize, JsonError)>)> {
         // Everything before the envelope is the same for every event of the batch.
-        let max_len = self.max_len_approx.map(|n| n.to_string());
+        let max_len = if topic == crate::lifecycle::LIFECYCLE_TOPIC {
+            self.lifecycle_max_len.or(self.max_len_approx)
+        } else {
+            self.max_len_approx
+        };
+        let max_len = max_len.map(|n| n.to_string());
         let mut head = Vec::with_capacity(64 + topic.len());
         let argc = if max_len.is_some() { 10 } else { 7 };
         head.extend_from_slice(format!("*{argc}\r\n").as_bytes());

@@ -25,7 +25,9 @@ use crate::backends::{BackendError, Concurrency, StateStore};
 use crate::service::WebSocketService;
 use crate::sync::lock;
 
-pub use forward::{forwarded_by, is_timeout, is_unreachable, Forwarder, PeerClient, HOP_HEADER};
+pub use forward::{
+    forwarded_by, is_timeout, is_unreachable, ForwardError, Forwarder, PeerClient, HOP_HEADER,
+};
 pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
 pub use lease::{Lease, OwnershipFence};
 pub use registry::{PeerState, Registry};
@@ -39,8 +41,10 @@ pub struct ClusterConfig {
     pub stale_after: Duration,
     /// `host:port` where peers reach this instance's gRPC port.
     pub advertised_address: String,
-    /// An API key to send to peers, when keys are configured.
-    pub api_key: Option<String>,
+    /// The peer key forwarded calls carry (`--peer-key`).
+    pub peer_key: Option<String>,
+    /// Where peers may be (`--peer-allowed-cidrs`); empty = anywhere.
+    pub peer_allowed: Vec<crate::security::AllowEntry>,
 }
 
 impl ClusterConfig {
@@ -103,7 +107,7 @@ impl Cluster {
         let me = service.instance_id().to_owned();
         let cluster = Arc::new(Cluster {
             registry: Mutex::new(Registry::new(&me, config.stale_after)),
-            forwarder: Forwarder::new(&me, config.api_key.as_deref()),
+            forwarder: Forwarder::new(&me, config.peer_key.as_deref(), config.peer_allowed.clone()),
             config,
             service,
             state,

@@ -118,7 +118,12 @@ mod tests {
             err("ws://u:p@h:65616/ws"),
             "invalid URL ws://h:65616/REDACTED: the port must be a number from 1 to 65535"
         );
-        assert!(err("ws:///ws").contains("host"), "{}", err("ws:///ws"));
+        assert!(err("ws://").contains("host"), "{}", err("ws://"));
+        assert!(
+            err("ws://:80/ws").contains("host"),
+            "{}",
+            err("ws://:80/ws")
+        );
         assert!(err("wss://xn--ls8h-.com/").contains("internationalized"));
         assert!(err("ws://h/ws#frag").contains("fragment"));
         assert!(err("feed.example/ws").contains("absolute"));

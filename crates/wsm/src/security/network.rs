@@ -225,7 +225,7 @@ impl AllowEntry {
     }
 
     /// Whether this IP or CIDR entry contains `ip` (IPv4-mapped addresses count as IPv4).
-    fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let canonical = ip.to_canonical();
         match *self {
             AllowEntry::Ip(allowed) => allowed == ip || allowed == canonical,

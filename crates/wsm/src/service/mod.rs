@@ -11,6 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::backends::watched::{WatchedBus, WatchedState, WriteHealth};
 use crate::backends::{BackendError, Publisher, StateStore};
 use crate::cluster::{Lease, OwnershipFence};
 use crate::connection::{
@@ -149,6 +150,9 @@ struct Inner {
     lease: Arc<Lease>,
     /// `--max-connections`, reserved before every dial and claim.
     slots: Slots,
+    /// Whether the last write to the state store, and to the bus, succeeded.
+    state_writes: Arc<WriteHealth>,
+    bus_writes: Arc<WriteHealth>,
     /// Set when shutdown begins.
     closing: AtomicBool,
     refresher: Mutex<Option<JoinHandle<()>>>,
@@ -176,6 +180,12 @@ impl WebSocketService {
                 crate::store::TTL_RANGE.end()
             )));
         }
+        // Writes are watched for `/ready`: a store that answers PING may still refuse them.
+        let state_writes = Arc::new(WriteHealth::default());
+        let bus_writes = Arc::new(WriteHealth::default());
+        let state: Arc<dyn StateStore> =
+            Arc::new(WatchedState::new(state, Arc::clone(&state_writes)));
+        let bus: Arc<dyn Publisher> = Arc::new(WatchedBus::new(bus, Arc::clone(&bus_writes)));
         let store = ConnectionStore::new(state, config.record_ttl);
         if config.clear_all_on_start {
             // Every instance that ever listed itself, so no instance index keeps stale ids.
@@ -217,6 +227,8 @@ impl WebSocketService {
             ownership: OwnershipCounts::default(),
             lease: Arc::new(Lease::unbounded()),
             slots,
+            state_writes,
+            bus_writes,
             closing: AtomicBool::new(false),
             refresher: Mutex::new(None),
         });
@@ -262,11 +274,19 @@ impl WebSocketService {
         self.inner.config.connection.connect_timeout
     }
 
-    /// Whether the state store and the bus answer (for `/ready`): each one's error, if any.
-    pub async fn readiness(&self) -> [(&'static str, Result<(), BackendError>); 2] {
+    /// Whether the state store and the bus answer and take writes (for `/ready`): each one's
+    /// problem, if any.
+    pub async fn readiness(&self) -> [(&'static str, Result<(), String>); 2] {
         let state = self.inner.store.repository().state().ping().await;
         let pubsub = self.inner.bus.ping().await;
-        [("state", state), ("pubsub", pubsub)]
+        let check = |ping: Result<(), BackendError>, writes: &WriteHealth| {
+            ping.map_err(|e| e.to_string())?;
+            writes.failing().map_or(Ok(()), Err)
+        };
+        [
+            ("state", check(state, &self.inner.state_writes)),
+            ("pubsub", check(pubsub, &self.inner.bus_writes)),
+        ]
     }
 
     /// Counters and gauges of this instance, for the metrics.
