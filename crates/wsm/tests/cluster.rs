@@ -605,8 +605,8 @@ async fn a_gracefully_stopped_instances_connections_move_without_waiting_for_the
     let redis = RedisServer::start();
     let url = redis.url();
     let feed = feed(50).await;
-    // API keys on every instance: forwarded calls must carry one.
-    let keys = ["--api-keys", "k1,k2"];
+    // API keys on every instance: forwarded calls carry the instances' peer key instead.
+    let keys = ["--api-keys", "k1,k2", "--peer-key", "instances-only"];
     let mut a = instance(&url, "wsm-a", &keys);
     let b = instance(&url, "wsm-b", &keys);
     let mut on_a = Vec::new();
@@ -641,7 +641,7 @@ async fn a_gracefully_stopped_instances_connections_move_without_waiting_for_the
             .await
             .start_publish(publish)
             .await
-            .expect("StartPublish forwarded with an API key");
+            .expect("StartPublish forwarded with the peer key");
         on_a.push((id, topic));
     }
     let poll = Poll::new("frames from A's connections");

@@ -2,7 +2,9 @@
 //! and signals sent to them (SIGKILL, SIGSTOP/SIGCONT, SIGTERM), as an operator or a crash would.
 
 use std::io::{BufRead, BufReader};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use tonic::transport::{Channel, Endpoint};
 use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
@@ -14,19 +16,69 @@ pub struct WsmProcess {
     child: Child,
     pub http: String,
     pub grpc: String,
+    /// What it logged (stderr), when spawned with [`Spawn::capture_logs`].
+    logs: Option<Arc<Mutex<String>>>,
+}
+
+/// How to start a `wsm serve` process beyond its flags.
+#[derive(Debug, Clone, Default)]
+pub struct Spawn {
+    /// Keep stderr for [`WsmProcess::logs`] instead of passing it through.
+    pub capture_logs: bool,
+    /// `--log-level` (default warn).
+    pub log_level: Option<&'static str>,
+    /// The process's open-file limit, soft and hard (as `ulimit -n`).
+    pub open_files: Option<u64>,
 }
 
 impl WsmProcess {
     /// `wsm serve` on free loopback ports, loopback connects allowed, then `extra`.
     pub fn spawn(extra: &[&str]) -> WsmProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsm"))
+        WsmProcess::spawn_with(extra, &Spawn::default())
+    }
+
+    pub fn spawn_with(extra: &[&str], how: &Spawn) -> WsmProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_wsm"));
+        command
             .args(["serve", "--bind", "127.0.0.1", "-s", "0", "-g", "0"])
-            .args(["--allow-private-networks", "--log-level", "warn"])
+            .args(["--allow-private-networks"])
+            .args(["--log-level", how.log_level.unwrap_or("warn")])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("wsm starts");
+            .stderr(if how.capture_logs {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
+        if let Some(limit) = how.open_files {
+            let limit = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            // SAFETY: setrlimit is async-signal-safe and touches only the struct passed in.
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command.spawn().expect("wsm starts");
+        let logs = child.stderr.take().map(|stderr| {
+            let logs = Arc::new(Mutex::new(String::new()));
+            let sink = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut logs = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    logs.push_str(&line);
+                    logs.push('\n');
+                }
+            });
+            logs
+        });
         let stdout = child.stdout.take().expect("stdout is piped");
         let mut lines = BufReader::new(stdout).lines();
         let (mut http, mut grpc) = (None, None);
@@ -45,7 +97,16 @@ impl WsmProcess {
             child,
             http: http.unwrap_or_default(),
             grpc: grpc.unwrap_or_default(),
+            logs,
         }
+    }
+
+    /// Everything it logged so far (empty unless spawned with `capture_logs`).
+    pub fn logs(&self) -> String {
+        self.logs
+            .as_ref()
+            .map(|logs| logs.lock().unwrap_or_else(|e| e.into_inner()).clone())
+            .unwrap_or_default()
     }
 
     pub fn pid(&self) -> i32 {

@@ -69,6 +69,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: a log file or collector gets no escape codes.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let running = match wsm::server::start(&args, wsm::server::termination()).await {
         Ok(running) => running,
