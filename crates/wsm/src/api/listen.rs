@@ -147,7 +147,11 @@ struct Acceptor {
     slots: Arc<Semaphore>,
     limits: PortLimits,
     port: &'static str,
+    /// When the port was last said to be full (at most once per [`FULL_LOG_EVERY`]).
+    full_logged: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+const FULL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl Acceptor {
     fn new(listener: TcpListener, limits: PortLimits, port: &'static str) -> Acceptor {
@@ -156,7 +160,21 @@ impl Acceptor {
             slots: Arc::new(Semaphore::new(limits.max_connections.max(1))),
             limits,
             port,
+            full_logged: std::sync::Mutex::new(None),
         }
+    }
+
+    fn full_log_due(&self) -> bool {
+        let mut last = self
+            .full_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = tokio::time::Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < FULL_LOG_EVERY) {
+            return false;
+        }
+        *last = Some(now);
+        true
     }
 
     /// The next admitted client; `opening` is how many bytes it owes before the deadline.
@@ -165,7 +183,7 @@ impl Acceptor {
             // The semaphore is never closed; stand still rather than spin if it were.
             return std::future::pending().await;
         };
-        if self.slots.available_permits() == 0 {
+        if self.slots.available_permits() == 0 && self.full_log_due() {
             tracing::warn!(
                 port = self.port,
                 max = self.limits.max_connections,
