@@ -44,6 +44,9 @@ pub struct FeedConfig {
     /// Most delayed echo replies held per connection; when full, the server stops reading that
     /// client until the oldest reply is due. Default 1024.
     pub delayed_reply_limit: usize,
+    /// Serve `wss://` with this TLS configuration (see [`crate::tls`]); `None` = plain `ws://`.
+    /// The control endpoint stays plain HTTP. Default none.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl Default for FeedConfig {
@@ -60,6 +63,7 @@ impl Default for FeedConfig {
             echo_delay: Duration::ZERO,
             record_limit: 100_000,
             delayed_reply_limit: 1024,
+            tls: None,
         }
     }
 }

@@ -56,6 +56,7 @@ mod server;
 mod session;
 mod shutdown;
 mod subscribe;
+pub mod tls;
 
 pub use config::{ConnectionParams, FeedConfig, FrameForm, Rejection};
 pub use registry::{ConnectionStats, FeedStats, Received, ReceivedMessage};

@@ -1,6 +1,6 @@
 //! `feed-server`: the market-feed WebSocket server as a process, for scripts and the demo.
 //!
-//! Prints `listening ws://<addr>` (and `control http://<addr>` with `--control-port`) on stdout
+//! Prints `listening ws://<addr>` (`wss://` with `--tls-cert`; and `control http://<addr>` with `--control-port`) on stdout
 //! once it accepts connections; logs go to stderr. Exits cleanly on SIGINT or SIGTERM.
 
 use std::io::Write;
@@ -44,14 +44,41 @@ struct Args {
     /// address's IP (0 = a free port).
     #[arg(long)]
     control_port: Option<u16>,
+    /// Serve wss:// with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM); needs --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// TLS versions served: all, 1.2 or 1.3.
+    #[arg(long, default_value = "all")]
+    tls_versions: feed_server::tls::TlsVersions,
+    /// Require client certificates signed by this CA (PEM): mTLS.
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
     /// Log filter when RUST_LOG is not set (e.g. info, debug, feed_server=trace).
     #[arg(long, default_value = "info")]
     log_level: String,
 }
 
 impl Args {
-    fn config(&self) -> FeedConfig {
-        FeedConfig {
+    fn config(&self) -> Result<FeedConfig, String> {
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let read = |path: &std::path::Path| {
+                    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+                };
+                let client_ca = self.tls_client_ca.as_deref().map(read).transpose()?;
+                Some(feed_server::tls::server_config(
+                    &read(cert)?,
+                    &read(key)?,
+                    self.tls_versions,
+                    client_ca.as_deref(),
+                )?)
+            }
+            _ => None,
+        };
+        Ok(FeedConfig {
             listen: self.listen,
             control_listen: self
                 .control_port
@@ -63,8 +90,9 @@ impl Args {
             stream: self.stream.clone(),
             echo: !self.no_echo,
             echo_delay: Duration::from_millis(self.echo_delay_ms),
+            tls,
             ..FeedConfig::default()
-        }
+        })
     }
 }
 
@@ -78,7 +106,14 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
 
-    let feed = match FeedServer::start(args.config()).await {
+    let config = match args.config() {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("feed-server: TLS: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let feed = match FeedServer::start(config).await {
         Ok(feed) => feed,
         Err(error) => {
             eprintln!("feed-server: cannot start: {error}");
@@ -86,7 +121,12 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "listening ws://{}", feed.addr());
+    let scheme = if feed.config().tls.is_some() {
+        "wss"
+    } else {
+        "ws"
+    };
+    let _ = writeln!(stdout, "listening {scheme}://{}", feed.addr());
     if let Some(control) = feed.control_addr() {
         let _ = writeln!(stdout, "control http://{control}");
     }

@@ -59,6 +59,9 @@ pub struct FeedStats {
     pub refused_total: u64,
     /// Whether new connections are being refused.
     pub refusing: bool,
+    /// TLS handshakes that failed (a client that does not trust the certificate, speaks another
+    /// TLS version, or presents no client certificate where one is required).
+    pub tls_handshake_failures_total: u64,
     /// Depth frames written, all connections.
     pub frames_sent_total: u64,
     /// Text and binary messages received, all connections.
@@ -102,6 +105,7 @@ pub(crate) struct Registry {
     state: Mutex<State>,
     accepted_total: AtomicU64,
     refused_total: AtomicU64,
+    tls_failures_total: AtomicU64,
     frames_sent_total: AtomicU64,
     refusing: AtomicBool,
     record_limit: usize,
@@ -115,6 +119,7 @@ impl Registry {
             state: Mutex::default(),
             accepted_total: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
+            tls_failures_total: AtomicU64::new(0),
             frames_sent_total: AtomicU64::new(0),
             refusing: AtomicBool::new(false),
             record_limit,
@@ -206,6 +211,11 @@ impl Registry {
         self.bump();
     }
 
+    pub(crate) fn count_tls_failure(&self) {
+        self.tls_failures_total.fetch_add(1, Ordering::SeqCst);
+        self.bump();
+    }
+
     pub(crate) fn set_refusing(&self, on: bool) {
         self.refusing.store(on, Ordering::SeqCst);
     }
@@ -254,6 +264,7 @@ impl Registry {
             accepted_total: self.accepted_total(),
             refused_total: self.refused_total(),
             refusing: self.refusing(),
+            tls_handshake_failures_total: self.tls_failures_total.load(Ordering::SeqCst),
             frames_sent_total: self.frames_sent_total.load(Ordering::Relaxed),
             received_total: state.received_total,
             sessions: state

@@ -119,9 +119,25 @@ impl FeedHandle {
         self.addr
     }
 
-    /// `ws://<addr><path>`; `path` may carry a query, e.g. `/stream?rate=0&count=100`.
+    /// `ws://<addr><path>` (`wss://` with TLS); `path` may carry a query, e.g.
+    /// `/stream?rate=0&count=100`.
     pub fn url(&self, path: &str) -> String {
-        format!("ws://{}{}", self.addr, path)
+        let scheme = if self.shared.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// The URL with `host` in place of the IP address (TLS certificates usually name a host).
+    pub fn url_for_host(&self, host: &str, path: &str) -> String {
+        let scheme = if self.shared.config.tls.is_some() {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{host}:{}{}", self.addr.port(), path)
     }
 
     /// The HTTP control endpoint's address, when configured.

@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::time::{timeout, Instant};
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -44,15 +45,13 @@ const BATCH_BYTES: usize = 128 * 1024;
 /// Largest message the server reads (echo requests); bounds memory per connection.
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
 
-type Ws = WebSocketStream<TcpStream>;
-
 /// What the server passes to every session.
 pub(crate) struct Shared {
     pub config: FeedConfig,
     pub registry: Registry,
 }
 
-/// Runs one accepted TCP connection to its end.
+/// Runs one accepted TCP connection to its end: TLS first when configured, then the WebSocket.
 pub(crate) async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -60,6 +59,35 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let Some(tls) = shared.config.tls.clone() else {
+        return serve(tcp, peer, shared, stop).await;
+    };
+    let handshake = timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(tls).accept(tcp));
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "TLS handshake failed; connection dropped");
+                shared.registry.count_tls_failure();
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "TLS handshake timed out; connection dropped");
+                shared.registry.count_tls_failure();
+                return;
+            }
+        },
+        _ = shutdown::signalled(&mut stop) => return,
+    };
+    serve(stream, peer, shared, stop).await;
+}
+
+/// The WebSocket handshake and the session, over plain TCP or TLS (monomorphised: the plain path
+/// pays nothing for TLS).
+async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let mut accepted: Option<(String, ConnectionParams)> = None;
     let config = &shared.config;
     // The error type is tungstenite's `Callback` contract; it is built once per rejection.
@@ -80,7 +108,8 @@ pub(crate) async fn run(
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_MESSAGE_BYTES));
-    let handshake = tokio_tungstenite::accept_hdr_async_with_config(tcp, callback, Some(ws_config));
+    let handshake =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
     let ws = tokio::select! {
         result = timeout(HANDSHAKE_TIMEOUT, handshake) => match result {
             Ok(Ok(ws)) => ws,
@@ -117,9 +146,9 @@ fn reject(rejection: Rejection) -> ErrorResponse {
     response
 }
 
-struct Session {
+struct Session<S> {
     id: u64,
-    ws: Ws,
+    ws: WebSocketStream<S>,
     params: ConnectionParams,
     shared: Arc<Shared>,
     frames: DepthFrames,
@@ -139,10 +168,10 @@ struct Session {
     delayed: VecDeque<(Instant, Message)>,
 }
 
-impl Session {
+impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     fn new(
         id: u64,
-        ws: Ws,
+        ws: WebSocketStream<S>,
         params: ConnectionParams,
         shared: Arc<Shared>,
         frames_sent: Arc<AtomicU64>,

@@ -4,11 +4,13 @@
 //! - [`DaprSidecar`]: a Dapr-API-compatible HTTP sidecar (state and pub/sub) writing real Redis in
 //!   Dapr's layout, because `daprd` cannot be installed on these machines.
 //! - [`RedisSnapshot`] and [`stream_entries`]: what a test left in Redis, read back.
+//! - [`tls::TestCa`]: a certificate authority made at test time, for `wss://` tests.
 
 pub mod gojson;
 mod inspect;
 mod redis_server;
 mod sidecar;
+pub mod tls;
 
 pub use inspect::{stream_entries, KeyState, KeyValue, RedisSnapshot, StreamEntry};
 pub use redis_server::RedisServer;

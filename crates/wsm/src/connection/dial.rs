@@ -120,7 +120,17 @@ pub async fn dial(spec: &ConnectionSpec, options: &ConnectionOptions) -> Result<
         tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config(options)))
             .await
             .map(|(socket, _response)| socket)
-            .map_err(|e| failed(handshake_failed(e)))
+            .map_err(|e| match &e {
+                // A TLS alert after the TLS handshake (TLS 1.3: a refused client certificate).
+                WsError::Io(io) => match options.tls.explain(&target.tls_name(), io) {
+                    Some(reason) => DialError::Tls {
+                        url: shown.clone(),
+                        reason,
+                    },
+                    None => failed(handshake_failed(e)),
+                },
+                _ => failed(handshake_failed(e)),
+            })
     };
     match tokio::time::timeout(options.connect_timeout, handshake).await {
         Err(_) => Err(DialError::Timeout {

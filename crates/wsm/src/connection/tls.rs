@@ -192,26 +192,34 @@ impl TlsClient {
         let name = ServerName::try_from(host.to_owned()).map_err(|_| {
             format!("{host:?} cannot be checked against a certificate (not a DNS name or IP)")
         })?;
-        self.connector
-            .connect(name, tcp)
-            .await
-            .map_err(|e| self.describe(host, &e))
+        self.connector.connect(name, tcp).await.map_err(|e| {
+            self.explain(host, &e).unwrap_or_else(|| {
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    "the upstream closed the connection during the TLS handshake; is it a plain \
+                     ws:// port?"
+                        .to_owned()
+                } else {
+                    e.to_string()
+                }
+            })
+        })
     }
 
-    /// An operator's account of a failed TLS handshake.
-    fn describe(&self, host: &str, e: &std::io::Error) -> String {
-        let Some(tls) = e
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        else {
-            return format!("TLS handshake failed: {e}");
-        };
+    /// An operator's account of a TLS failure carried in `e`, if it is one. With TLS 1.3 a
+    /// refused client certificate only arrives after the handshake, with the first read.
+    pub fn explain(&self, host: &str, e: &std::io::Error) -> Option<String> {
+        let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
+        Some(self.describe(host, tls))
+    }
+
+    /// An operator's account of a TLS error: which check failed, and what to change.
+    fn describe(&self, host: &str, tls: &rustls::Error) -> String {
         let trust = if self.extra_cas > 0 {
             "the compiled-in roots or --ca-file"
         } else {
             "the compiled-in roots; a private CA is added with --ca-file / WSM_CA_FILE"
         };
-        let why = match tls {
+        match tls {
             rustls::Error::InvalidCertificate(cert) => match cert {
                 CertificateError::UnknownIssuer => format!(
                     "bad certificate: it is not signed by a trusted CA (unknown issuer; trusted: {trust})"
@@ -261,8 +269,7 @@ impl TlsClient {
                 "the upstream did not answer in TLS ({tls}); is it a plain ws:// port?"
             ),
             other => format!("{other}"),
-        };
-        format!("TLS handshake failed: {why}")
+        }
     }
 }
 

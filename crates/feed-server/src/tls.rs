@@ -1,0 +1,99 @@
+//! `wss://`: the server's TLS configuration, from PEM, with the crypto provider chosen explicitly
+//! (ring), a choice of protocol versions, and optional client certificates (mTLS). Tests use it
+//! to show what a TLS client does against a good certificate, a wrong one, an old protocol, or a
+//! venue that wants a client certificate.
+
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+/// Which TLS versions the server speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TlsVersions {
+    /// TLS 1.2 and 1.3.
+    #[default]
+    All,
+    Tls12Only,
+    Tls13Only,
+}
+
+impl std::str::FromStr for TlsVersions {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(TlsVersions::All),
+            "1.2" => Ok(TlsVersions::Tls12Only),
+            "1.3" => Ok(TlsVersions::Tls13Only),
+            other => Err(format!("TLS versions are all, 1.2 or 1.3, not {other:?}")),
+        }
+    }
+}
+
+/// A server configuration from a PEM certificate chain and key; with `client_ca_pem`, clients
+/// must present a certificate signed by that CA.
+pub fn server_config(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    versions: TlsVersions,
+    client_ca_pem: Option<&[u8]>,
+) -> Result<Arc<ServerConfig>, String> {
+    let chain = certificates(cert_chain_pem, "the certificate chain")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("the key PEM holds no private key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match versions {
+        TlsVersions::All => rustls::DEFAULT_VERSIONS,
+        TlsVersions::Tls12Only => &[&rustls::version::TLS12],
+        TlsVersions::Tls13Only => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS versions: {e}"))?;
+    let builder = match client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(pem, "the client CA")? {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("the client CA is not a usable CA: {e}"))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(|e| format!("client certificate verifier: {e}"))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what} is not PEM: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what} holds no PEM certificate"));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_pem_is_named() {
+        let err =
+            server_config(b"nothing", b"nothing", TlsVersions::All, None).expect_err("no PEM");
+        assert!(err.contains("holds no PEM certificate"), "{err}");
+        assert_eq!("1.3".parse::<TlsVersions>(), Ok(TlsVersions::Tls13Only));
+        assert!("1.1".parse::<TlsVersions>().is_err());
+    }
+}
