@@ -746,3 +746,174 @@ async fn an_instance_restarted_before_the_threshold_resumes_its_own_connections(
     assert_eq!(feed.accepted_total(), 2);
     drop(a);
 }
+
+/// `message` with the client key and, when given, a forged hop marker.
+fn keyed<T>(message: T, forwarded_by: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("x-api-key", "client-key".parse().expect("ASCII"));
+    if let Some(hop) = forwarded_by {
+        request
+            .metadata_mut()
+            .insert("x-wsm-forwarded-by", hop.parse().expect("ASCII"));
+    }
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_needs_the_peer_key_goes_only_to_allowed_peers_and_caps_the_hop_header() {
+    let _serial = one_at_a_time().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(10).await;
+    let keys = ["--api-keys", "client-key"];
+    let peer = ["--peer-key", "instances-only"];
+    let owner = instance(&url, "wsm-owner", &[&keys[..], &peer[..]].concat());
+    // No peer key: its forwarded calls carry no credential (the client's key is never passed on).
+    let keyless = instance(&url, "wsm-keyless", &keys);
+    // Peers only in 10/8, and the owner advertises 127.0.0.1.
+    let fenced = WsmProcess::spawn_with(
+        &[
+            &["--state", "redis", "--pubsub", "redis", "--redis-url", &url][..],
+            &[
+                "--instance-id",
+                "wsm-fenced",
+                "--heartbeat-interval-seconds",
+                "1",
+            ],
+            &["--stale-threshold-seconds", "3"],
+            &keys[..],
+            &peer[..],
+            &["--peer-allowed-cidrs", "10.0.0.0/8"],
+        ]
+        .concat(),
+        &support::process::Spawn {
+            capture_logs: true,
+            ..Default::default()
+        },
+    );
+    let id = owner
+        .client()
+        .await
+        .connect(keyed(
+            proto::ConnectRequest {
+                url: feed.url("/ws"),
+                ..Default::default()
+            },
+            None,
+        ))
+        .await
+        .expect("Connect")
+        .into_inner()
+        .id;
+    let set_tag = || proto::SetTagRequest {
+        id: id.clone(),
+        key: "k".into(),
+        value: "v".into(),
+    };
+
+    let status = keyless
+        .client()
+        .await
+        .set_tag(keyed(set_tag(), None))
+        .await
+        .expect_err("the owner refuses a call without the peer key");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("--peer-key"), "{status:?}");
+
+    let status = fenced
+        .client()
+        .await
+        .set_tag(keyed(set_tag(), None))
+        .await
+        .expect_err("the owner's address is outside the allowed CIDRs");
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(
+        status.message().contains("--peer-allowed-cidrs"),
+        "{status:?}"
+    );
+
+    // A caller's own hop marker: answered as a hop (not forwarded again), logged cut short.
+    let hop = "x".repeat(8000);
+    let status = fenced
+        .client()
+        .await
+        .set_tag(keyed(set_tag(), Some(&hop)))
+        .await
+        .expect_err("one hop only");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    let poll = Poll::new("the hop warning");
+    while !fenced
+        .logs()
+        .contains("a forwarded call reached a non-owner")
+    {
+        poll.tick().await;
+    }
+    let logs = fenced.logs();
+    assert!(
+        !logs.contains(&"x".repeat(100)),
+        "the header is cut short in the log"
+    );
+    assert!(logs.contains("8000 bytes in all"), "{logs}");
+
+    // Nobody claimed the live owner's connection on the way.
+    let listed = owner
+        .client()
+        .await
+        .list(keyed(proto::ListRequest::default(), None))
+        .await
+        .expect("List")
+        .into_inner()
+        .connections;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].instance_id, "wsm-owner");
+    assert!(listed[0].tags.is_empty(), "no SetTag got through");
+    drop(keyless);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_claims_no_more_connections_than_max_connections() {
+    let _serial = one_at_a_time().await;
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let feed = feed(10).await;
+    let mut dying = instance(&url, "wsm-dying", &[]);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(connect(&dying, &feed.url("/ws"), &format!("limit.{i}")).await);
+    }
+    let small = instance(&url, "wsm-small", &["--max-connections", "4"]);
+    dying.kill();
+    // The survivor takes what its limit allows, and not one more, for good.
+    let poll = Poll::new("the survivor's takeover");
+    loop {
+        let owned = list(&small)
+            .await
+            .values()
+            .filter(|c| c.instance_id == "wsm-small")
+            .count();
+        assert!(
+            owned <= 4,
+            "{owned} connections on an instance limited to 4"
+        );
+        if owned == 4 {
+            break;
+        }
+        poll.tick().await;
+    }
+    tokio::time::sleep(Duration::from_secs(2 * STALE_S)).await;
+    let all = list(&small).await;
+    let owned = all
+        .values()
+        .filter(|c| c.instance_id == "wsm-small")
+        .count();
+    assert_eq!(owned, 4, "still 4 after further sweeps");
+    assert_eq!(
+        all.len(),
+        10,
+        "the other records wait for an instance with room"
+    );
+    assert_eq!(small.metric("wsm_takeovers_total").await, 4.0);
+    assert!(feed.wait_for_connections(4, Duration::from_secs(10)).await);
+}
