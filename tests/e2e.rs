@@ -23,24 +23,66 @@ const WAIT: Duration = Duration::from_secs(20);
 struct Stack {
     redis: wsm_testkit::RedisServer,
     live: LiveWsm,
+    /// The feed's URL: `ws://`, or `wss://localhost:…` when the feed serves TLS.
+    feed_url: String,
+    _tls: Option<tempfile::TempDir>,
 }
 
 fn stack() -> Stack {
     let redis = wsm_testkit::RedisServer::start();
-    let url = redis.url();
-    let live = LiveWsm::start(&[
+    let live = LiveWsm::start(&wsm_flags(&redis.url(), None));
+    let feed_url = live.feed.url("/ws");
+    Stack {
+        redis,
+        live,
+        feed_url,
+        _tls: None,
+    }
+}
+
+/// The same stack with the feed on `wss://`, its certificate from a CA made now, which WSM is
+/// told to trust with `--ca-file`.
+fn tls_stack() -> Stack {
+    let redis = wsm_testkit::RedisServer::start();
+    let ca = wsm_testkit::tls::TestCa::new("e2e test CA");
+    let leaf = ca.issue(&["localhost"]);
+    let dir = tempfile::tempdir().expect("a directory for the CA file");
+    let ca_file = ca.write_ca_file(dir.path());
+    let tls = feed_server::tls::server_config(
+        leaf.cert_pem.as_bytes(),
+        leaf.key_pem.as_bytes(),
+        feed_server::tls::TlsVersions::All,
+        None,
+    )
+    .expect("the feed's TLS configuration");
+    let ca_file = ca_file.to_str().expect("a UTF-8 path").to_owned();
+    let live = LiveWsm::start_with(&wsm_flags(&redis.url(), Some(&ca_file)), Some(tls));
+    let feed_url = live.feed.url_for_host("localhost", "/ws");
+    Stack {
+        redis,
+        live,
+        feed_url,
+        _tls: Some(dir),
+    }
+}
+
+fn wsm_flags<'a>(redis: &'a str, ca_file: Option<&'a str>) -> Vec<&'a str> {
+    let mut flags = vec![
         "--state",
         "redis",
         "--pubsub",
         "redis",
         "--redis-url",
-        &url,
+        redis,
         "--instance-id",
         "wsm-e2e",
         "--log-level",
         "warn",
-    ]);
-    Stack { redis, live }
+    ];
+    if let Some(ca_file) = ca_file {
+        flags.extend(["--ca-file", ca_file]);
+    }
+    flags
 }
 
 impl Stack {
@@ -117,8 +159,23 @@ fn has_record(keys: &BTreeSet<String>, id: &str) -> bool {
 
 #[test]
 fn host_to_plugin_to_wsm_on_redis_to_feed_and_back() {
-    let stack = stack();
-    let feed_url = stack.live.feed.url("/ws");
+    whole_chain(&stack());
+}
+
+/// The same chain to a `wss://` feed, as every real venue is.
+#[test]
+fn host_to_plugin_to_wsm_on_redis_to_a_wss_feed_and_back() {
+    let stack = tls_stack();
+    assert!(
+        stack.feed_url.starts_with("wss://localhost:"),
+        "{}",
+        stack.feed_url
+    );
+    whole_chain(&stack);
+}
+
+fn whole_chain(stack: &Stack) {
+    let feed_url = stack.feed_url.clone();
     let mut worker = Worker::start(&stack.live.http);
     let mut sent_ids: Vec<&str> = Vec::new();
 

@@ -13,6 +13,14 @@ impl LiveWsm {
     /// Starts both: WSM on free loopback ports with `extra` flags after the defaults (memory
     /// backends unless `extra` says otherwise), the feed at 200 frames/s once subscribed.
     pub fn start(extra: &[&str]) -> LiveWsm {
+        LiveWsm::start_with(extra, None)
+    }
+
+    /// The same, with the feed serving `wss://` under `feed_tls`.
+    pub fn start_with(
+        extra: &[&str],
+        feed_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> LiveWsm {
         use clap::Parser as _;
         #[derive(clap::Parser)]
         struct Cli {
@@ -35,6 +43,7 @@ impl LiveWsm {
             let feed = feed_server::FeedServer::start(feed_server::FeedConfig {
                 rate: 200,
                 auto_stream: false,
+                tls: feed_tls,
                 ..feed_server::FeedConfig::default()
             })
             .await

@@ -44,6 +44,9 @@ pub struct FeedConfig {
     /// Most delayed echo replies held per connection; when full, the server stops reading that
     /// client until the oldest reply is due. Default 1024.
     pub delayed_reply_limit: usize,
+    /// A client must finish its TLS and WebSocket handshakes within this after TCP accept, or it
+    /// is dropped. Default 10 s.
+    pub handshake_timeout: Duration,
     /// Serve `wss://` with this TLS configuration (see [`crate::tls`]); `None` = plain `ws://`.
     /// The control endpoint stays plain HTTP. Default none.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
@@ -63,6 +66,7 @@ impl Default for FeedConfig {
             echo_delay: Duration::ZERO,
             record_limit: 100_000,
             delayed_reply_limit: 1024,
+            handshake_timeout: Duration::from_secs(10),
             tls: None,
         }
     }
@@ -76,6 +80,9 @@ impl FeedConfig {
         }
         if self.size > MAX_FRAME_SIZE {
             return Err(format!("size must be at most {MAX_FRAME_SIZE} bytes"));
+        }
+        if self.handshake_timeout.is_zero() {
+            return Err("handshake_timeout must be above zero".to_owned());
         }
         if self.delayed_reply_limit == 0 {
             return Err("delayed_reply_limit must be at least 1".to_owned());

@@ -1,7 +1,8 @@
 //! `feed-server`: the market-feed WebSocket server as a process, for scripts and the demo.
 //!
-//! Prints `listening ws://<addr>` (`wss://` with `--tls-cert`; and `control http://<addr>` with `--control-port`) on stdout
-//! once it accepts connections; logs go to stderr. Exits cleanly on SIGINT or SIGTERM.
+//! Prints `listening ws://<addr>` (`wss://` with `--tls-cert`) and, with `--control-port`,
+//! `control http://<addr>` on stdout once it accepts connections; logs go to stderr. Exits
+//! cleanly on SIGINT or SIGTERM.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,7 +52,7 @@ struct Args {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
     /// TLS versions served: all, 1.2 or 1.3.
-    #[arg(long, default_value = "all")]
+    #[arg(long, default_value = "all", requires = "tls_cert")]
     tls_versions: feed_server::tls::TlsVersions,
     /// Require client certificates signed by this CA (PEM): mTLS.
     #[arg(long, requires = "tls_cert")]
@@ -121,12 +122,7 @@ async fn main() -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    let scheme = if feed.config().tls.is_some() {
-        "wss"
-    } else {
-        "ws"
-    };
-    let _ = writeln!(stdout, "listening {scheme}://{}", feed.addr());
+    let _ = writeln!(stdout, "listening {}://{}", feed.scheme(), feed.addr());
     if let Some(control) = feed.control_addr() {
         let _ = writeln!(stdout, "control http://{control}");
     }

@@ -122,22 +122,21 @@ impl FeedHandle {
     /// `ws://<addr><path>` (`wss://` with TLS); `path` may carry a query, e.g.
     /// `/stream?rate=0&count=100`.
     pub fn url(&self, path: &str) -> String {
-        let scheme = if self.shared.config.tls.is_some() {
-            "wss"
-        } else {
-            "ws"
-        };
-        format!("{scheme}://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme(), self.addr, path)
     }
 
     /// The URL with `host` in place of the IP address (TLS certificates usually name a host).
     pub fn url_for_host(&self, host: &str, path: &str) -> String {
-        let scheme = if self.shared.config.tls.is_some() {
+        format!("{}://{host}:{}{}", self.scheme(), self.addr.port(), path)
+    }
+
+    /// `wss` when the server speaks TLS, else `ws`.
+    pub fn scheme(&self) -> &'static str {
+        if self.shared.config.tls.is_some() {
             "wss"
         } else {
             "ws"
-        };
-        format!("{scheme}://{host}:{}{}", self.addr.port(), path)
+        }
     }
 
     /// The HTTP control endpoint's address, when configured.

@@ -19,7 +19,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::time::{timeout, Instant};
+use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::StatusCode;
@@ -37,8 +37,6 @@ use crate::registry::{ReceivedMessage, Registry};
 use crate::shutdown;
 use crate::subscribe::Subscriptions;
 
-/// A client that opens TCP but never finishes the handshake is dropped after this.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of frames per socket write; between two batches the session looks at requests and
 /// control commands.
 const BATCH_BYTES: usize = 128 * 1024;
@@ -52,6 +50,7 @@ pub(crate) struct Shared {
 }
 
 /// Runs one accepted TCP connection to its end: TLS first when configured, then the WebSocket.
+/// Both handshakes together get [`FeedConfig::handshake_timeout`].
 pub(crate) async fn run(
     tcp: TcpStream,
     peer: SocketAddr,
@@ -59,12 +58,12 @@ pub(crate) async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + shared.config.handshake_timeout;
     let Some(tls) = shared.config.tls.clone() else {
-        return serve(tcp, peer, shared, stop).await;
+        return serve(tcp, peer, deadline, shared, stop).await;
     };
-    let handshake = timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(tls).accept(tcp));
     let stream = tokio::select! {
-        result = handshake => match result {
+        result = timeout_at(deadline, TlsAcceptor::from(tls).accept(tcp)) => match result {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "TLS handshake failed; connection dropped");
@@ -79,13 +78,18 @@ pub(crate) async fn run(
         },
         _ = shutdown::signalled(&mut stop) => return,
     };
-    serve(stream, peer, shared, stop).await;
+    serve(stream, peer, deadline, shared, stop).await;
 }
 
-/// The WebSocket handshake and the session, over plain TCP or TLS (monomorphised: the plain path
-/// pays nothing for TLS).
-async fn serve<S>(stream: S, peer: SocketAddr, shared: Arc<Shared>, mut stop: watch::Receiver<bool>)
-where
+/// The WebSocket handshake and the session, over plain TCP or TLS. Generic, so each stream type
+/// gets its own copy: the plain path pays nothing for TLS.
+async fn serve<S>(
+    stream: S,
+    peer: SocketAddr,
+    deadline: Instant,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut accepted: Option<(String, ConnectionParams)> = None;
@@ -111,7 +115,7 @@ where
     let handshake =
         tokio_tungstenite::accept_hdr_async_with_config(stream, callback, Some(ws_config));
     let ws = tokio::select! {
-        result = timeout(HANDSHAKE_TIMEOUT, handshake) => match result {
+        result = timeout_at(deadline, handshake) => match result {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "handshake failed; connection dropped");
@@ -332,7 +336,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         }
         // Whatever tungstenite holds (a reply, a pong) goes first, and whole.
         self.ws.flush().await?;
-        self.ws.get_mut().write_all(&self.batch).await?;
+        let stream = self.ws.get_mut();
+        stream.write_all(&self.batch).await?;
+        // TLS may keep the tail of the batch in its buffer when the socket was full; without
+        // this a paced or finished stream would hold it back. A no-op on plain TCP.
+        stream.flush().await?;
         self.sent += written;
         if let Some(pacer) = self.pacer.as_mut() {
             pacer.sent(written);

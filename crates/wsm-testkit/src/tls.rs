@@ -16,7 +16,8 @@ pub struct TestCa {
     pem: String,
 }
 
-/// A certificate (PEM) and its private key (PEM, PKCS#8).
+/// A certificate (PEM, the leaf alone: clients trust the CA itself) and its private key (PEM,
+/// PKCS#8).
 #[derive(Clone, Debug)]
 pub struct Leaf {
     pub cert_pem: String,
@@ -57,7 +58,7 @@ impl TestCa {
         &self.pem
     }
 
-    /// Writes the CA certificate to `dir/<file>` (e.g. for `--ca-file`).
+    /// Writes the CA certificate to `dir/ca.crt` (e.g. for `--ca-file`) and returns the path.
     pub fn write_ca_file(&self, dir: &Path) -> PathBuf {
         let path = dir.join("ca.crt");
         std::fs::write(&path, &self.pem).expect("the CA file is written");
@@ -138,22 +139,119 @@ fn valid_now() -> (OffsetDateTime, OffsetDateTime) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::client::WebPkiServerVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    use rustls::server::WebPkiClientVerifier;
+    use rustls::{CertificateError, Error, RootCertStore};
+
     use super::*;
 
+    fn der(pem: &str) -> CertificateDer<'static> {
+        CertificateDer::from_pem_slice(pem.as_bytes()).expect("one PEM certificate")
+    }
+
+    fn roots(ca: &TestCa) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(der(ca.ca_pem()))
+            .expect("the CA is a usable root");
+        Arc::new(roots)
+    }
+
+    /// What a TLS client that trusts `ca` says about `leaf` presented for `name`.
+    fn verify_server(ca: &TestCa, leaf: &Leaf, name: &str) -> Result<(), Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots(ca), provider)
+            .build()
+            .expect("verifier");
+        let name = ServerName::try_from(name.to_owned()).expect("a server name");
+        verifier
+            .verify_server_cert(&der(&leaf.cert_pem), &[], &name, &[], UnixTime::now())
+            .map(|_| ())
+    }
+
     #[test]
-    fn certificates_are_pem_and_the_expired_one_lies_in_the_past() {
+    fn server_certificate_is_trusted_for_its_dns_and_ip_names_only() {
         let ca = TestCa::new("wsm test CA");
         assert!(ca.ca_pem().starts_with("-----BEGIN CERTIFICATE-----"));
         let leaf = ca.issue(&["localhost", "127.0.0.1"]);
-        assert!(leaf.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
         assert!(leaf.key_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
+        verify_server(&ca, &leaf, "localhost").expect("the DNS name is in the SANs");
+        verify_server(&ca, &leaf, "127.0.0.1").expect("the IP is an IP SAN");
+        let wrong = verify_server(&ca, &leaf, "feed.example").expect_err("another name");
+        assert!(
+            matches!(
+                wrong,
+                Error::InvalidCertificate(
+                    CertificateError::NotValidForName
+                        | CertificateError::NotValidForNameContext { .. }
+                )
+            ),
+            "{wrong:?}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_not_trusted() {
+        let ca = TestCa::new("wsm test CA");
+        let other = TestCa::new("another CA").issue(&["localhost"]);
+        let error = verify_server(&ca, &other, "localhost").expect_err("unknown issuer");
+        assert!(
+            matches!(
+                error,
+                Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn the_expired_certificate_is_rejected_as_expired() {
+        let ca = TestCa::new("wsm test CA");
+        let error = verify_server(&ca, &ca.issue_expired(&["localhost"]), "localhost")
+            .expect_err("expired");
+        assert!(
+            matches!(
+                error,
+                Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. }
+                )
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn client_certificate_is_accepted_by_a_server_requiring_the_ca() {
+        let ca = TestCa::new("wsm test CA");
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots(&ca), provider)
+            .build()
+            .expect("verifier");
+        let client = ca.issue_client("wsm-client");
+        verifier
+            .verify_client_cert(&der(&client.cert_pem), &[], UnixTime::now())
+            .expect("a client certificate from the CA");
+        // A server certificate lacks the clientAuth usage.
+        let server = ca.issue(&["localhost"]);
+        assert!(verifier
+            .verify_client_cert(&der(&server.cert_pem), &[], UnixTime::now())
+            .is_err());
+    }
+
+    #[test]
+    fn files_hold_the_pem_text() {
+        let ca = TestCa::new("wsm test CA");
+        let leaf = ca.issue(&["localhost"]);
         let dir = tempfile::tempdir().expect("dir");
         let (cert, key) = leaf.write(dir.path(), "server");
-        assert!(cert.exists() && key.exists());
-        assert!(ca.write_ca_file(dir.path()).exists());
-        let client = ca.issue_client("wsm-client");
-        assert!(client.cert_pem.contains("BEGIN CERTIFICATE"));
-        let expired = ca.issue_expired(&["localhost"]);
-        assert_ne!(expired.cert_pem, leaf.cert_pem);
+        assert_eq!(std::fs::read_to_string(cert).unwrap(), leaf.cert_pem);
+        assert_eq!(std::fs::read_to_string(key).unwrap(), leaf.key_pem);
+        let ca_file = ca.write_ca_file(dir.path());
+        assert_eq!(std::fs::read_to_string(ca_file).unwrap(), ca.ca_pem());
     }
 }

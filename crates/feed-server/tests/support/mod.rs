@@ -7,12 +7,17 @@ use std::time::{Duration, Instant};
 use feed_server::{FeedConfig, FeedHandle, FeedServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
 pub type Client = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Any WebSocket client stream (plain, or TLS made by the test itself).
+pub trait Io: AsyncRead + AsyncWrite + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Unpin> Io for T {}
 
 /// Upper bound for anything that should happen promptly.
 pub const LONG: Duration = Duration::from_secs(10);
@@ -39,7 +44,7 @@ pub async fn connect(url: &str) -> Client {
 }
 
 /// The next message (of any kind) from the server.
-pub async fn next(client: &mut Client) -> Message {
+pub async fn next<S: Io>(client: &mut WebSocketStream<S>) -> Message {
     timeout(LONG, client.next())
         .await
         .expect("timed out waiting for a message")
@@ -47,7 +52,7 @@ pub async fn next(client: &mut Client) -> Message {
         .expect("connection failed")
 }
 
-pub async fn next_text(client: &mut Client) -> String {
+pub async fn next_text<S: Io>(client: &mut WebSocketStream<S>) -> String {
     match next(client).await {
         Message::Text(text) => text.as_str().to_owned(),
         other => panic!("expected a text message, got {other:?}"),
@@ -55,7 +60,7 @@ pub async fn next_text(client: &mut Client) -> String {
 }
 
 /// The next text message that is not a depth update (a reply), skipping frames.
-pub async fn next_reply(client: &mut Client) -> String {
+pub async fn next_reply<S: Io>(client: &mut WebSocketStream<S>) -> String {
     loop {
         let text = next_text(client).await;
         if !text.contains("\"depthUpdate\"") {
@@ -65,11 +70,11 @@ pub async fn next_reply(client: &mut Client) -> String {
 }
 
 /// Whether any message arrives within `within` (which should be short).
-pub async fn silent_for(client: &mut Client, within: Duration) -> bool {
+pub async fn silent_for<S: Io>(client: &mut WebSocketStream<S>, within: Duration) -> bool {
     timeout(within, client.next()).await.is_err()
 }
 
-pub async fn send_text(client: &mut Client, text: &str) {
+pub async fn send_text<S: Io>(client: &mut WebSocketStream<S>, text: &str) {
     timeout(LONG, client.send(Message::text(text)))
         .await
         .expect("send timed out")
