@@ -17,6 +17,10 @@
 //!    its `--bare-connect-child` mode, on a multi-threaded runtime like `wsm serve`'s), timed
 //!    until its last handshake is done. The ratio is what the gRPC calls and wsm's bookkeeping
 //!    (records, indexes, tasks) add to opening the sockets.
+//! 3. **1,000 TLS connections** (`BENCH_TLS_CONNS`): `Connect` to a `wss://` feed (rustls, a CA
+//!    made at start and trusted with `--ca-file`), against the same number to a `ws://` feed, each
+//!    through a fresh server in the same run: the time until all are answered, and the RSS growth
+//!    per connection. The ratio is what TLS costs.
 //!
 //! The server is the built `wsm` binary, spawned as `wsm serve` (memory state and bus, free ports,
 //! `--allow-private-networks` since the feed is on loopback, `--max-connections 0`). A process of
@@ -34,7 +38,7 @@
 //! Environment: `BENCH_SENDS` (timed calls per run, default 20 000), `BENCH_WARMUP` (untimed calls
 //! first, default 2 000), `BENCH_RUNS` (runs of figure 1, each timing both paths; default 3),
 //! `BENCH_CONNS` (default 10 000), `BENCH_INFLIGHT` (Connect RPCs in flight, default 128),
-//! `BENCH_IDLE_SECONDS` (the idle window, default 12), `BENCH_ONLY` (`send` or `idle`), `WSM_BIN`
+//! `BENCH_IDLE_SECONDS` (the idle window, default 12), `BENCH_ONLY` (`send`, `idle` or `tls`), `WSM_BIN`
 //! (the `wsm` binary; default the one cargo built for this bench), `BENCH_ROWS` (append the main
 //! figures as rows to this file for `scripts/bench.sh`).
 //!
@@ -80,11 +84,14 @@ struct Settings {
     warmup: usize,
     runs: usize,
     conns: usize,
+    /// Connections of figure 3, over each of ws:// and wss://.
+    tls_conns: usize,
     inflight: usize,
     /// How long figure 2 watches the server hold its connections idle.
     idle_window: Duration,
     send: bool,
     idle: bool,
+    tls: bool,
     wsm_bin: PathBuf,
 }
 
@@ -103,16 +110,23 @@ impl Settings {
                 env_or("BENCH_IDLE_SECONDS", 12.0f64).max(0.0),
             )
         };
+        let tls_conns = if smoke {
+            20
+        } else {
+            env_or("BENCH_TLS_CONNS", 1_000usize).max(1)
+        };
         Settings {
             smoke,
             sends,
             warmup,
             runs,
             conns,
+            tls_conns,
             inflight,
             idle_window: Duration::from_secs_f64(idle_seconds),
             send: wanted("send"),
             idle: wanted("idle"),
+            tls: wanted("tls"),
             wsm_bin: wsm_bin(),
         }
     }
@@ -366,40 +380,12 @@ async fn idle_figure(
     }
     let (rss_before, _) = wsm.memory();
     let url = feed.silent_url();
-    let started = Instant::now();
-    let calls = futures_util::stream::iter(0..settings.conns)
-        .map(|_| {
-            let mut client = client.clone();
-            let request = ConnectRequest {
-                url: url.clone(),
-                tags: [(IDLE_TAG.0.to_owned(), IDLE_TAG.1.to_owned())].into(),
-                ..ConnectRequest::default()
-            };
-            async move {
-                let sent = Instant::now();
-                let result = client.connect(request).await;
-                (sent.elapsed(), result)
-            }
-        })
-        .buffer_unordered(settings.inflight)
-        .collect::<Vec<_>>();
-    let Ok(results) = tokio::time::timeout(HANG, calls).await else {
-        problems.push(format!("the Connect RPCs did not finish within {HANG:?}"));
+    let Some((established, latencies, failed)) =
+        connect_all(&client, &url, settings.conns, settings.inflight, problems).await
+    else {
         return None;
     };
-    let established = started.elapsed();
     let (rss_after, _) = wsm.memory();
-    let mut latencies = Vec::with_capacity(results.len());
-    let mut failed = 0;
-    for (latency, result) in results {
-        latencies.push(latency);
-        if let Err(e) = result {
-            if failed == 0 {
-                problems.push(format!("Connect failed: {e}"));
-            }
-            failed += 1;
-        }
-    }
     if failed > 0 {
         problems.push(format!(
             "{failed} of {} Connect calls failed; wsm's log ends:\n{}",
@@ -479,6 +465,143 @@ async fn idle_figure(
         rss_idle,
         bare,
     })
+}
+
+/// Opens `n` silent connections to `url` through `Connect`, `inflight` at a time, each tagged
+/// [`IDLE_TAG`]: the time until the last answer, every call's latency, and how many failed (the
+/// first failure goes into `problems`). `None` if they did not finish in time.
+async fn connect_all(
+    client: &Client,
+    url: &str,
+    n: usize,
+    inflight: usize,
+    problems: &mut Vec<String>,
+) -> Option<(Duration, Vec<Duration>, usize)> {
+    let started = Instant::now();
+    let calls = futures_util::stream::iter(0..n)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = ConnectRequest {
+                url: url.to_owned(),
+                tags: [(IDLE_TAG.0.to_owned(), IDLE_TAG.1.to_owned())].into(),
+                ..ConnectRequest::default()
+            };
+            async move {
+                let sent = Instant::now();
+                let result = client.connect(request).await;
+                (sent.elapsed(), result)
+            }
+        })
+        .buffer_unordered(inflight)
+        .collect::<Vec<_>>();
+    let Ok(results) = tokio::time::timeout(HANG, calls).await else {
+        problems.push(format!("the Connect RPCs did not finish within {HANG:?}"));
+        return None;
+    };
+    let established = started.elapsed();
+    let mut latencies = Vec::with_capacity(results.len());
+    let mut failed = 0;
+    for (latency, result) in results {
+        latencies.push(latency);
+        if let Err(e) = result {
+            if failed == 0 {
+                problems.push(format!("Connect failed: {e}"));
+            }
+            failed += 1;
+        }
+    }
+    Some((established, latencies, failed))
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. TLS connections
+
+/// One side of figure 3: `n` connections opened through a fresh `wsm serve`.
+struct Opened {
+    established: Duration,
+    /// RSS growth from before the first Connect to after the last.
+    grown: u64,
+    connected: usize,
+}
+
+/// Opens `n` silent connections to `url` through a fresh server started with `extra`.
+async fn open_through_fresh_server(
+    settings: &Settings,
+    extra: &[&str],
+    url: &str,
+    n: usize,
+    problems: &mut Vec<String>,
+) -> Option<Opened> {
+    let wsm = WsmProcess::spawn(&settings.wsm_bin, extra);
+    let client = wsm.client().await;
+    if let Err(e) = client.clone().list(ListRequest::default()).await {
+        problems.push(format!("List before: {e}"));
+        return None;
+    }
+    let (rss_before, _) = wsm.memory();
+    let (established, _, failed) =
+        connect_all(&client, url, n, settings.inflight, problems).await?;
+    let (rss_after, _) = wsm.memory();
+    if failed > 0 {
+        problems.push(format!(
+            "{failed} of {n} Connect calls to {url} failed; wsm's log ends:\n{}",
+            wsm.log_tail()
+        ));
+    }
+    let listed = client
+        .clone()
+        .list(ListRequest::default())
+        .await
+        .map(|l| l.into_inner().connections)
+        .unwrap_or_default();
+    let connected = listed.iter().filter(|c| c.status == "connected").count();
+    if connected != n {
+        problems.push(format!("{connected} of {n} connections to {url} are connected"));
+    }
+    Some(Opened {
+        established,
+        grown: rss_after.saturating_sub(rss_before),
+        connected,
+    })
+}
+
+/// Figure 3: the same number of connections over `wss://` (a TLS feed, its certificate from a
+/// CA made now and trusted with `--ca-file`) and over `ws://`, each through a fresh server.
+async fn tls_figure(settings: &Settings, problems: &mut Vec<String>) -> Option<(Opened, Opened)> {
+    let ca = wsm_testkit::tls::TestCa::new("bench CA");
+    let leaf = ca.issue(&["localhost"]);
+    let dir = tempfile::tempdir().expect("a directory for the CA file");
+    let ca_file = ca.write_ca_file(dir.path());
+    let ca_file = ca_file.to_str().expect("a UTF-8 path");
+    let tls = feed_server::tls::server_config(
+        leaf.cert_pem.as_bytes(),
+        leaf.key_pem.as_bytes(),
+        feed_server::tls::TlsVersions::All,
+        None,
+    )
+    .expect("the feed's TLS configuration");
+    let plain = Feed::start(FeedConfig {
+        rate: 1,
+        auto_stream: false,
+        record_limit: 16,
+        ..FeedConfig::default()
+    });
+    let secure = Feed::start(FeedConfig {
+        rate: 1,
+        auto_stream: false,
+        record_limit: 16,
+        tls: Some(tls),
+        ..FeedConfig::default()
+    });
+    let n = settings.tls_conns;
+    let extra = ["--ca-file", ca_file];
+    let ws_url = format!("{}/ws?streams=0", plain.handle.url_for_host("localhost", ""));
+    let wss_url = format!("{}/ws?streams=0", secure.handle.url_for_host("localhost", ""));
+    let ws = open_through_fresh_server(settings, &extra, &ws_url, n, problems).await;
+    let wss = open_through_fresh_server(settings, &extra, &wss_url, n, problems).await;
+    plain.stop();
+    secure.stop();
+    Some((ws?, wss?))
 }
 
 /// The baseline of figure 2: a bare tokio-tungstenite client opening the same number of silent
@@ -676,6 +799,10 @@ fn main() {
         .idle
         .then(|| runtime.block_on(idle_figure(&settings, &feed, &mut problems)))
         .flatten();
+    let tls = settings
+        .tls
+        .then(|| runtime.block_on(tls_figure(&settings, &mut problems)))
+        .flatten();
     drop(runtime);
     feed.stop();
 
@@ -820,6 +947,40 @@ fn main() {
             idle.feed_side,
             idle.conns,
             pass(idle.connected == idle.conns && idle.listed == idle.conns),
+        );
+    }
+    if let Some((ws, wss)) = &tls {
+        let per = |o: &Opened| o.grown as f64 / settings.tls_conns as f64 / 1024.0;
+        let ratio = wss.established.as_secs_f64() / ws.established.as_secs_f64();
+        println!(
+            "| {} connections through `Connect` over wss:// (TLS 1.3, test CA): time; RSS per \
+             connection | {:.2} s; {:.1} KiB | the same over ws://: {:.2} s; {:.1} KiB | {ratio:.2} × \
+             (time), {:.2} × (memory) | — |",
+            settings.tls_conns,
+            wss.established.as_secs_f64(),
+            per(wss),
+            ws.established.as_secs_f64(),
+            per(ws),
+            per(wss) / per(ws).max(f64::MIN_POSITIVE),
+        );
+        rows.add(
+            &format!(
+                "{} connections opened through `Connect` over wss:// ({} in flight): time; RSS \
+                 growth per connection",
+                grouped(settings.tls_conns as f64),
+                settings.inflight
+            ),
+            &format!("{:.2} s; {:.1} KiB", wss.established.as_secs_f64(), per(wss)),
+            &format!(
+                "the same over ws://, same run: {:.2} s; {:.1} KiB",
+                ws.established.as_secs_f64(),
+                per(ws)
+            ),
+            &format!("{ratio:.2} (time)"),
+            &format!(
+                "— ({} and {} connected)",
+                wss.connected, ws.connected
+            ),
         );
     }
     println!();
