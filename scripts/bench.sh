@@ -6,7 +6,7 @@
 # file, the detailed sections, is left alone. Re-running replaces the block.
 #
 #   scripts/bench.sh                          # everything: ~5 min on 2 cores, + ~10 min cold build
-#   BENCH_ONLY=send,forward scripts/bench.sh  # a subset: process, ingest, send, idle, failover, forward
+#   BENCH_ONLY=send,forward scripts/bench.sh  # a subset: process, ingest, send, idle, tls, failover, forward
 #   BENCH_QUICK=1 scripts/bench.sh            # small counts, to check the plumbing (not for quoting)
 #
 # What runs, in this order (each bench's header says how it measures):
@@ -17,7 +17,7 @@
 #             client, Redis against the naive Rust bridge and the hand-written Python bridge
 #             (crates/wsm/benches/python_bridge.py, its packages installed into a venv under the
 #             target directory)
-#   send, idle        scripts/bench_server.sh (it raises the open-file limit)
+#   send, idle, tls   scripts/bench_server.sh (it raises the open-file limit)
 #   failover, forward scripts/bench_cluster.sh
 #
 # With BENCH_ONLY the block is rewritten from what ran, and says which figures those were: one
@@ -35,7 +35,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
-all=process,ingest,send,idle,failover,forward
+all=process,ingest,send,idle,tls,failover,forward
 only=${BENCH_ONLY:-$all}
 # Below, BENCH_ONLY is each bench's own list of figures.
 unset BENCH_ONLY
@@ -140,11 +140,11 @@ if wanted ingest; then
     ${quick:+BENCH_BARE_FRAMES=200000 BENCH_FRAMES=200000 BENCH_REDIS_FRAMES=20000 BENCH_PYTHON_FRAMES=2000 BENCH_RUNS=1} \
     cargo bench -p wsm --bench ingest
 fi
-server=$(subset send idle)
+server=$(subset send idle tls)
 if [ -n "$server" ]; then
   run server "scripts/bench_server.sh" \
     BENCH_ONLY="$server" \
-    ${quick:+BENCH_SENDS=500 BENCH_WARMUP=50 BENCH_RUNS=1 BENCH_CONNS=500 BENCH_IDLE_SECONDS=1} \
+    ${quick:+BENCH_SENDS=500 BENCH_WARMUP=50 BENCH_RUNS=1 BENCH_CONNS=500 BENCH_TLS_CONNS=100 BENCH_IDLE_SECONDS=1} \
     scripts/bench_server.sh
 fi
 cluster=$(subset failover forward)

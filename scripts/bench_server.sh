@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# The server benchmark (crates/wsm/benches/server.rs): Send round trips through gRPC, and 10,000
-# idle connections on one instance. The bench process (feed side) and the spawned `wsm serve` each
+# The server benchmark (crates/wsm/benches/server.rs): Send round trips through gRPC, 10,000
+# idle connections on one instance, and 1,000 connections over wss:// against the same over ws://. The bench process (feed side) and the spawned `wsm serve` each
 # hold one socket per connection, so both need an open-file limit above BENCH_CONNS (default
 # 10,000). This raises `ulimit -n` as far as it can (65,536 when the hard limit may be raised, as
 # root; else up to the hard limit) and says so when it stays below 30,000.
 #
 #   scripts/bench_server.sh                 # both figures
-#   BENCH_ONLY=send scripts/bench_server.sh # one of them (send, idle)
+#   BENCH_ONLY=send scripts/bench_server.sh # one of them (send, idle, tls)
 #
 # Other knobs (see the bench's header): BENCH_SENDS, BENCH_WARMUP, BENCH_RUNS, BENCH_CONNS,
-# BENCH_INFLIGHT, BENCH_IDLE_SECONDS, WSM_BIN. Extra arguments go to `cargo bench`.
+# BENCH_TLS_CONNS, BENCH_INFLIGHT, BENCH_IDLE_SECONDS, WSM_BIN. Extra arguments go to `cargo bench`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
