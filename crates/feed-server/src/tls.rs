@@ -86,13 +86,58 @@ fn certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, 
 
 #[cfg(test)]
 mod tests {
+    use wsm_testkit::tls::TestCa;
+
     use super::*;
 
     #[test]
-    fn bad_pem_is_named() {
-        let err =
-            server_config(b"nothing", b"nothing", TlsVersions::All, None).expect_err("no PEM");
-        assert!(err.contains("holds no PEM certificate"), "{err}");
+    fn a_certificate_and_its_key_make_a_config_for_every_version_choice() {
+        let ca = TestCa::new("feed test CA");
+        let leaf = ca.issue(&["localhost"]);
+        for versions in [
+            TlsVersions::All,
+            TlsVersions::Tls12Only,
+            TlsVersions::Tls13Only,
+        ] {
+            let (cert, key) = (leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes());
+            server_config(cert, key, versions, None).expect("a server config");
+            server_config(cert, key, versions, Some(ca.ca_pem().as_bytes())).expect("with mTLS");
+        }
+    }
+
+    #[test]
+    fn what_is_wrong_with_the_pem_is_named() {
+        let ca = TestCa::new("feed test CA");
+        let leaf = ca.issue(&["localhost"]);
+        let (cert, key) = (leaf.cert_pem.as_bytes(), leaf.key_pem.as_bytes());
+        let error = |result: Result<Arc<ServerConfig>, String>| result.expect_err("refused");
+
+        let no_cert = error(server_config(b"nothing", key, TlsVersions::All, None));
+        assert!(
+            no_cert.contains("certificate chain holds no PEM certificate"),
+            "{no_cert}"
+        );
+        let no_key = error(server_config(cert, cert, TlsVersions::All, None));
+        assert!(no_key.contains("holds no private key"), "{no_key}");
+        let other_key = ca.issue(&["localhost"]).key_pem;
+        let mismatch = error(server_config(
+            cert,
+            other_key.as_bytes(),
+            TlsVersions::All,
+            None,
+        ));
+        assert!(mismatch.contains("do not go together"), "{mismatch}");
+        let no_ca = error(server_config(cert, key, TlsVersions::All, Some(b"nothing")));
+        assert!(
+            no_ca.contains("client CA holds no PEM certificate"),
+            "{no_ca}"
+        );
+    }
+
+    #[test]
+    fn versions_parse_from_their_cli_names() {
+        assert_eq!("all".parse::<TlsVersions>(), Ok(TlsVersions::All));
+        assert_eq!("1.2".parse::<TlsVersions>(), Ok(TlsVersions::Tls12Only));
         assert_eq!("1.3".parse::<TlsVersions>(), Ok(TlsVersions::Tls13Only));
         assert!("1.1".parse::<TlsVersions>().is_err());
     }
