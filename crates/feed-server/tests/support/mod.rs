@@ -2,12 +2,14 @@
 //! client, and bounded waits (the bounds only guard against hangs).
 #![allow(dead_code)] // each test crate uses a different subset
 
+pub mod tls;
+
 use std::time::{Duration, Instant};
 
 use feed_server::{FeedConfig, FeedHandle, FeedServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -123,4 +125,28 @@ pub async fn wait_until_writes_block(feed: &FeedHandle) -> u64 {
         }
     }
     last
+}
+
+/// One HTTP/1.1 request to the control endpoint; returns the status and the JSON body.
+pub async fn http(addr: &str, method: &str, target: &str) -> (u16, Value) {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok::<_, std::io::Error>(response)
+    };
+    let response = timeout(LONG, exchange)
+        .await
+        .expect("control request hung")
+        .expect("control request failed");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    (status, json(body))
 }
