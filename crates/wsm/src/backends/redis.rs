@@ -589,6 +589,9 @@ async fn read_reply(
             "connection closed in the middle of a reply",
         ));
     }
+    if line.len() < 3 {
+        return Err(invalid("an empty reply line"));
+    }
     let body = &line[1..line.len() - 2];
     match line[0] {
         b'+' | b':' => Ok(Reply::Ok),
@@ -971,6 +974,31 @@ mod tests {
             server.await.expect("the fake server"),
             b"*1\r\n$4\r\nPING\r\n"
         );
+    }
+
+    /// A bare CRLF where a reply belongs is a broken reply, not a panic of the publisher.
+    #[tokio::test]
+    async fn an_empty_reply_line_is_an_error() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a loopback port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("a client");
+            let mut asked = vec![0u8; 64];
+            let _ = socket.read(&mut asked).await;
+            let _ = socket.write_all(b"\r\n").await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        });
+        let config = RedisConfig {
+            url: format!("redis://127.0.0.1:{port}"),
+            ..RedisConfig::default()
+        };
+        let error = RedisPublisher::connect(&config)
+            .await
+            .expect_err("a broken reply");
+        assert!(error.to_string().contains("empty reply line"), "{error}");
+        let _ = server.await;
     }
 
     #[test]
