@@ -556,7 +556,9 @@ async fn open_through_fresh_server(
         .unwrap_or_default();
     let connected = listed.iter().filter(|c| c.status == "connected").count();
     if connected != n {
-        problems.push(format!("{connected} of {n} connections to {url} are connected"));
+        problems.push(format!(
+            "{connected} of {n} connections to {url} are connected"
+        ));
     }
     Some(Opened {
         established,
@@ -595,8 +597,14 @@ async fn tls_figure(settings: &Settings, problems: &mut Vec<String>) -> Option<(
     });
     let n = settings.tls_conns;
     let extra = ["--ca-file", ca_file];
-    let ws_url = format!("{}/ws?streams=0", plain.handle.url_for_host("localhost", ""));
-    let wss_url = format!("{}/ws?streams=0", secure.handle.url_for_host("localhost", ""));
+    let ws_url = format!(
+        "{}/ws?streams=0",
+        plain.handle.url_for_host("localhost", "")
+    );
+    let wss_url = format!(
+        "{}/ws?streams=0",
+        secure.handle.url_for_host("localhost", "")
+    );
     let ws = open_through_fresh_server(settings, &extra, &ws_url, n, problems).await;
     let wss = open_through_fresh_server(settings, &extra, &wss_url, n, problems).await;
     plain.stop();
@@ -970,17 +978,18 @@ fn main() {
                 grouped(settings.tls_conns as f64),
                 settings.inflight
             ),
-            &format!("{:.2} s; {:.1} KiB", wss.established.as_secs_f64(), per(wss)),
+            &format!(
+                "{:.2} s; {:.1} KiB",
+                wss.established.as_secs_f64(),
+                per(wss)
+            ),
             &format!(
                 "the same over ws://, same run: {:.2} s; {:.1} KiB",
                 ws.established.as_secs_f64(),
                 per(ws)
             ),
             &format!("{ratio:.2} (time)"),
-            &format!(
-                "— ({} and {} connected)",
-                wss.connected, ws.connected
-            ),
+            &format!("— ({} and {} connected)", wss.connected, ws.connected),
         );
     }
     println!();
