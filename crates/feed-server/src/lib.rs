@@ -40,6 +40,13 @@
 //! connections, subscriptions and every received message in order. The binary serves the same
 //! over HTTP (see [`control`]).
 //!
+//! # TLS
+//!
+//! With [`FeedConfig::tls`] (see [`tls::server_config`]) the WebSocket listener serves `wss://`
+//! only: protocol versions can be restricted and client certificates required, and failed TLS
+//! handshakes are counted in [`FeedStats::tls_handshake_failures_total`]. The control endpoint
+//! stays plain HTTP.
+//!
 //! # Memory
 //!
 //! Every buffer is bounded. Frames are written with backpressure: when a client stops reading,

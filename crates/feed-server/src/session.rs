@@ -2,7 +2,7 @@
 //! reads requests, writes depth frames and replies, and obeys control commands.
 //!
 //! One owner (no split halves, no channel in the frame path) keeps the fast path short. Depth
-//! frames are encoded whole into one reused batch buffer and written to the TCP stream directly
+//! frames are encoded whole into one reused batch buffer and written to the stream directly
 //! (see `frames`), after flushing what tungstenite has queued (replies, pongs); a batch is
 //! written completely before the socket is touched again, so frames never interleave. That also
 //! gives the backpressure the server promises: the write waits while the socket is full, so a
@@ -338,8 +338,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         self.ws.flush().await?;
         let stream = self.ws.get_mut();
         stream.write_all(&self.batch).await?;
-        // TLS may keep the tail of the batch in its buffer when the socket was full; without
-        // this a paced or finished stream would hold it back. A no-op on plain TCP.
+        // TLS may keep the tail of the batch in its buffer when the socket was full; push it out
+        // now rather than at tungstenite's next read. A no-op on plain TCP.
         stream.flush().await?;
         self.sent += written;
         if let Some(pacer) = self.pacer.as_mut() {

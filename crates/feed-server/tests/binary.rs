@@ -1,5 +1,5 @@
-//! The `feed-server` binary: its `listening` line, streaming, the HTTP control endpoint, and a
-//! clean exit on SIGTERM.
+//! The `feed-server` binary: its `listening` line, streaming, the HTTP control endpoint, its TLS
+//! flags, and a clean exit on SIGTERM.
 
 mod support;
 
@@ -155,4 +155,106 @@ async fn control_endpoint_serves_stats_and_drops_connections() {
     assert_eq!(http(&control, "GET", "/drop").await.0, 405);
     assert_eq!(http(&control, "POST", "/stall").await.0, 400);
     assert!(feed.terminate().success());
+}
+
+/// Runs the binary to its exit (for flags it refuses); returns whether it succeeded and stderr.
+fn run_to_exit(args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_feed-server"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run feed-server");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn binary_serves_wss_with_the_given_certificate_and_client_ca() {
+    let ca = wsm_testkit::tls::TestCa::new("feed test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = ca.issue(&["localhost"]).write(dir.path(), "server");
+    let client_ca = ca.write_ca_file(dir.path());
+    let (cert, key, client_ca) = (
+        cert.to_str().expect("path"),
+        key.to_str().expect("path"),
+        client_ca.to_str().expect("path"),
+    );
+    let mut feed = FeedProcess::spawn(&[
+        "--rate",
+        "100",
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-versions",
+        "1.3",
+        "--tls-client-ca",
+        client_ca,
+    ]);
+    let line = feed.line().await;
+    let addr = line
+        .strip_prefix("listening wss://")
+        .unwrap_or_else(|| panic!("unexpected first line: {line}"))
+        .parse()
+        .expect("a socket address");
+
+    let identity = ca.issue_client("wsm-client");
+    let tls13 = tls::client_config(ca.ca_pem(), tls::TLS13, Some(&identity));
+    let mut client = tls::connect_tls(addr, "/ws?count=3", tls13)
+        .await
+        .expect("served over TLS 1.3 with a client certificate");
+    for expected in 1..=3 {
+        assert_eq!(seq(&next_text(&mut client).await), expected);
+    }
+    let tls12 = tls::client_config(ca.ca_pem(), tls::TLS12, Some(&identity));
+    tls::connect_tls(addr, "/ws", tls12)
+        .await
+        .expect_err("--tls-versions 1.3 refuses TLS 1.2");
+    let anonymous = tls::client_config(ca.ca_pem(), tls::TLS13, None);
+    tls::connect_tls(addr, "/ws", anonymous)
+        .await
+        .expect_err("--tls-client-ca wants a client certificate");
+    assert!(feed.terminate().success());
+}
+
+#[test]
+fn binary_refuses_tls_flags_that_do_not_make_a_server() {
+    let ca = wsm_testkit::tls::TestCa::new("feed test CA");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = ca.issue(&["localhost"]).write(dir.path(), "server");
+    let (_, other_key) = ca.issue(&["localhost"]).write(dir.path(), "other");
+    let (cert, key, other_key) = (
+        cert.to_str().expect("path"),
+        key.to_str().expect("path"),
+        other_key.to_str().expect("path"),
+    );
+
+    let (ok, stderr) = run_to_exit(&["--tls-cert", cert]);
+    assert!(!ok && stderr.contains("--tls-key"), "{stderr}");
+    let (ok, stderr) = run_to_exit(&["--tls-key", key]);
+    assert!(!ok && stderr.contains("--tls-cert"), "{stderr}");
+    let (ok, stderr) = run_to_exit(&["--tls-versions", "1.3"]);
+    assert!(!ok && stderr.contains("--tls-cert"), "{stderr}");
+    let (ok, stderr) = run_to_exit(&[
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--tls-versions",
+        "1.1",
+    ]);
+    assert!(!ok && stderr.contains("all, 1.2 or 1.3"), "{stderr}");
+    let (ok, stderr) = run_to_exit(&["--tls-cert", cert, "--tls-key", other_key]);
+    assert!(!ok && stderr.contains("do not go together"), "{stderr}");
+    let (ok, stderr) = run_to_exit(&["--tls-cert", key, "--tls-key", key]);
+    assert!(!ok && stderr.contains("no PEM certificate"), "{stderr}");
+    let missing = dir.path().join("missing.crt");
+    let missing = missing.to_str().expect("path");
+    let (ok, stderr) = run_to_exit(&["--tls-cert", missing, "--tls-key", key]);
+    assert!(
+        !ok && stderr.contains("cannot read") && stderr.contains("missing.crt"),
+        "{stderr}"
+    );
 }

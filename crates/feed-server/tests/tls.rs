@@ -128,8 +128,8 @@ async fn a_full_rate_stream_over_tls_arrives_whole_to_its_last_frame() {
     )
     .await
     .expect("wss connect");
-    // Not reading at first fills the socket, so batches end with TLS records still queued: the
-    // last of them must reach the client once it reads, without any further write to push them.
+    // Not reading at first fills the socket, so the server's TLS writes wait with records
+    // queued; the stream must still arrive whole and in order, to its last frame.
     wait_until_writes_block(&feed).await;
     for expected in 1..=count {
         let frame = next_text(&mut client).await;
