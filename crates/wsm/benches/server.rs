@@ -380,11 +380,8 @@ async fn idle_figure(
     }
     let (rss_before, _) = wsm.memory();
     let url = feed.silent_url();
-    let Some((established, latencies, failed)) =
-        connect_all(&client, &url, settings.conns, settings.inflight, problems).await
-    else {
-        return None;
-    };
+    let (established, latencies, failed) =
+        connect_all(&client, &url, settings.conns, settings.inflight, problems).await?;
     let (rss_after, _) = wsm.memory();
     if failed > 0 {
         problems.push(format!(

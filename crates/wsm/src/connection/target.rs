@@ -50,9 +50,7 @@ impl Target {
         }
         match parsed.host() {
             None => return Err(invalid("the URL has no host")),
-            Some(Host::Domain(domain)) if domain.is_empty() => {
-                return Err(invalid("the URL has no host"))
-            }
+            Some(Host::Domain("")) => return Err(invalid("the URL has no host")),
             Some(_) => {}
         }
         if parsed.port() == Some(0) {
