@@ -115,114 +115,94 @@ impl GrpcApi {
     {
         let connection = id(request.get_ref()).to_owned();
         self.guarded(method, &connection, async move {
-            self.serve_on_owner(method, request, id, timeout, local, remote)
+            let forwarded_by = cluster::forwarded_by(request.metadata());
+            let req = request.into_inner();
+            let owner = match local(req.clone()).await {
+                Err(ServiceError::NotOwner { owner, .. }) => owner,
+                other => return self.answer(method, other),
+            };
+            self.metrics
+                .ownership_misses
+                .fetch_add(1, Ordering::Relaxed);
+            let id = id(&req).to_owned();
+            let not_owner = || ServiceError::NotOwner {
+                id: id.clone(),
+                owner: owner.clone(),
+            };
+            let Some(cluster) = &self.cluster else {
+                return self.refuse(method, not_owner());
+            };
+            if let Some(from) = forwarded_by {
+                // One hop only: the forwarder believed this instance the owner; the records moved.
+                tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again. If this repeats, the owner's advertised address (WSM_GRPC_HOST) may point at this instance");
+                return self.refuse(method, not_owner());
+            }
+            let why = match cluster.route(&owner).await {
+                Route::Forward(address) => 'forward: {
+                    let shown = crate::text::excerpt(&address, 128);
+                    let client = match cluster.forwarder().client(&address).await {
+                        Ok(client) => client,
+                        Err(ForwardError::NotAllowed(why)) => {
+                            // Not a sign the owner is dead: claiming would take a live owner's
+                            // connection on the word of a record nobody should have written.
+                            tracing::warn!(connection = %id, %owner, address = %shown, "{why}");
+                            return self.refuse(method, ServiceError::Unavailable(why));
+                        }
+                        Err(ForwardError::Unreachable(e)) => {
+                            tracing::warn!(connection = %id, %owner, address = %shown, error = %e, "the owner is unreachable; claiming its connection");
+                            break 'forward format!("unreachable at {shown}: {e}");
+                        }
+                    };
+                    // Bounded here too: a paused owner accepts TCP but never answers, and the
+                    // deadline sent along is only enforced by a peer that runs.
+                    let call = remote(client, cluster.forwarder().request(req.clone(), timeout));
+                    let forwarded = match tokio::time::timeout(timeout, call).await {
+                        Ok(result) => result,
+                        Err(_) => Err(Status::cancelled("Timeout expired")),
+                    };
+                    match forwarded {
+                        Ok(response) => {
+                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.count(method, Code::Ok);
+                            return Ok(response);
+                        }
+                        Err(status) if cluster::is_unreachable(&status) => {
+                            cluster.forwarder().forget(&address);
+                            tracing::warn!(connection = %id, %owner, address = %shown, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
+                            format!("unreachable at {shown}: {}", status.message())
+                        }
+                        Err(status) => {
+                            // The owner's own answer, passed on as it is; or our deadline, said so.
+                            let status = if cluster::is_timeout(&status) {
+                                Status::unavailable(format!(
+                                    "instance {owner}, which owns connection {id}, did not answer within {} ms; \
+                                     it may be paused or overloaded. If it stays silent for the stale \
+                                     threshold, another instance takes the connection over",
+                                    timeout.as_millis()
+                                ))
+                            } else if status.code() == Code::Unauthenticated {
+                                Status::unauthenticated(format!(
+                                    "instance {owner}, which owns connection {id}, refused the call \
+                                     forwarded to it ({}); instances forward with the peer key, which \
+                                     --peer-key / WSM_PEER_KEY must set to the same value on every \
+                                     instance",
+                                    status.message()
+                                ))
+                            } else {
+                                status
+                            };
+                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                            self.metrics.count(method, status.code());
+                            return Err(status);
+                        }
+                    }
+                }
+                Route::Claim(why) => why,
+            };
+            self.claim_and_serve(method, cluster, &id, &owner, why, local(req))
                 .await
         })
         .await
-    }
-
-    async fn serve_on_owner<Req, Resp, L, LF, R, RF>(
-        &self,
-        method: &'static str,
-        request: Request<Req>,
-        id: impl Fn(&Req) -> &str,
-        timeout: Duration,
-        local: L,
-        remote: R,
-    ) -> RpcResult<Resp>
-    where
-        Req: Clone,
-        L: Fn(Req) -> LF,
-        LF: Future<Output = Result<Resp, ServiceError>>,
-        R: Fn(PeerClient, Request<Req>) -> RF,
-        RF: Future<Output = Result<Response<Resp>, Status>>,
-    {
-        let forwarded_by = cluster::forwarded_by(request.metadata());
-        let req = request.into_inner();
-        let owner = match local(req.clone()).await {
-            Err(ServiceError::NotOwner { owner, .. }) => owner,
-            other => return self.answer(method, other),
-        };
-        self.metrics
-            .ownership_misses
-            .fetch_add(1, Ordering::Relaxed);
-        let id = id(&req).to_owned();
-        let not_owner = || ServiceError::NotOwner {
-            id: id.clone(),
-            owner: owner.clone(),
-        };
-        let Some(cluster) = &self.cluster else {
-            return self.refuse(method, not_owner());
-        };
-        if let Some(from) = forwarded_by {
-            // One hop only: the forwarder believed this instance the owner; the records moved.
-            tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again. If this repeats, the owner's advertised address (WSM_GRPC_HOST) may point at this instance");
-            return self.refuse(method, not_owner());
-        }
-        let why = match cluster.route(&owner).await {
-            Route::Forward(address) => 'forward: {
-                let shown = crate::text::excerpt(&address, 128);
-                let client = match cluster.forwarder().client(&address).await {
-                    Ok(client) => client,
-                    Err(ForwardError::NotAllowed(why)) => {
-                        // Not a sign the owner is dead: claiming would take a live owner's
-                        // connection on the word of a record nobody should have written.
-                        tracing::warn!(connection = %id, %owner, address = %shown, "{why}");
-                        return self.refuse(method, ServiceError::Unavailable(why));
-                    }
-                    Err(ForwardError::Unreachable(e)) => {
-                        tracing::warn!(connection = %id, %owner, address = %shown, error = %e, "the owner is unreachable; claiming its connection");
-                        break 'forward format!("unreachable at {shown}: {e}");
-                    }
-                };
-                // Bounded here too: a paused owner accepts TCP but never answers, and the
-                // deadline sent along is only enforced by a peer that runs.
-                let call = remote(client, cluster.forwarder().request(req.clone(), timeout));
-                let forwarded = match tokio::time::timeout(timeout, call).await {
-                    Ok(result) => result,
-                    Err(_) => Err(Status::cancelled("Timeout expired")),
-                };
-                match forwarded {
-                    Ok(response) => {
-                        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.count(method, Code::Ok);
-                        return Ok(response);
-                    }
-                    Err(status) if cluster::is_unreachable(&status) => {
-                        cluster.forwarder().forget(&address);
-                        tracing::warn!(connection = %id, %owner, address = %shown, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
-                        format!("unreachable at {shown}: {}", status.message())
-                    }
-                    Err(status) => {
-                        // The owner's own answer, passed on as it is; or our deadline, said so.
-                        let status = if cluster::is_timeout(&status) {
-                            Status::unavailable(format!(
-                                "instance {owner}, which owns connection {id}, did not answer within {} ms; \
-                                 it may be paused or overloaded. If it stays silent for the stale \
-                                 threshold, another instance takes the connection over",
-                                timeout.as_millis()
-                            ))
-                        } else if status.code() == Code::Unauthenticated {
-                            Status::unauthenticated(format!(
-                                "instance {owner}, which owns connection {id}, refused the call \
-                                 forwarded to it ({}); instances forward with the peer key, which \
-                                 --peer-key / WSM_PEER_KEY must set to the same value on every \
-                                 instance",
-                                status.message()
-                            ))
-                        } else {
-                            status
-                        };
-                        self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                        self.metrics.count(method, status.code());
-                        return Err(status);
-                    }
-                }
-            }
-            Route::Claim(why) => why,
-        };
-        self.claim_and_serve(method, cluster, &id, &owner, why, local(req))
-            .await
     }
 
     /// Claims `id` from `owner` and then serves the call here with `serve`.

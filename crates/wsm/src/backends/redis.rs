@@ -944,8 +944,11 @@ mod tests {
 
     /// A restarted Redis that is still loading answers PING with LOADING: the publisher does not
     /// take that connection for publishing, and says why.
-    #[tokio::test]
-    async fn a_publishing_connection_is_used_only_after_a_pong() {
+    /// A server on a free loopback port that reads one request and answers `reply`, then keeps
+    /// the connection a moment; its task returns the request. The publisher's config for it.
+    async fn one_reply_server(
+        reply: &'static [u8],
+    ) -> (RedisConfig, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a loopback port");
@@ -956,15 +959,23 @@ mod tests {
             let n = socket.read(&mut asked).await.expect("a request");
             asked.truncate(n);
             socket
-                .write_all(b"-LOADING Redis is loading the dataset in memory\r\n")
+                .write_all(reply)
                 .await
                 .expect("the answer is written");
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             asked
         });
         let config = RedisConfig {
             url: format!("redis://127.0.0.1:{port}"),
             ..RedisConfig::default()
         };
+        (config, server)
+    }
+
+    #[tokio::test]
+    async fn a_publishing_connection_is_used_only_after_a_pong() {
+        let (config, server) =
+            one_reply_server(b"-LOADING Redis is loading the dataset in memory\r\n").await;
         let error = RedisPublisher::connect(&config)
             .await
             .expect_err("a loading Redis is not ready for publishing");
@@ -979,26 +990,15 @@ mod tests {
     /// A bare CRLF where a reply belongs is a broken reply, not a panic of the publisher.
     #[tokio::test]
     async fn an_empty_reply_line_is_an_error() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("a loopback port");
-        let port = listener.local_addr().expect("its address").port();
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("a client");
-            let mut asked = vec![0u8; 64];
-            let _ = socket.read(&mut asked).await;
-            let _ = socket.write_all(b"\r\n").await;
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        });
-        let config = RedisConfig {
-            url: format!("redis://127.0.0.1:{port}"),
-            ..RedisConfig::default()
-        };
+        let (config, server) = one_reply_server(b"\r\n").await;
         let error = RedisPublisher::connect(&config)
             .await
             .expect_err("a broken reply");
         assert!(error.to_string().contains("empty reply line"), "{error}");
-        let _ = server.await;
+        assert_eq!(
+            server.await.expect("the fake server"),
+            b"*1\r\n$4\r\nPING\r\n"
+        );
     }
 
     #[test]
