@@ -57,10 +57,10 @@ use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use wsm::backends::memory::{BusEventRef, MemoryBus, Subscription};
 use wsm::backends::redis::{RedisConfig, RedisPublisher};
 use wsm::backends::Publisher;
-use wsm::connection::{
-    Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink,
-    OutboundMessage, PublishQueue,
-};
+use wsm::connection::{Connection, ConnectionOptions, ConnectionSpec};
+use wsm::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use wsm::model::OutboundMessage;
+use wsm::publish::PublishQueue;
 use wsm::publish::{spawn_publisher, FrameSource, PublishMetrics, PublishOptions};
 use wsm::security::NetworkPolicy;
 use wsm_testkit::RedisServer;

@@ -1,7 +1,7 @@
+//! The errors: [`BackendError`] from a state store or bus, [`ServiceError`] from the service.
+//!
 //! One error type for the service. Each variant is one gRPC status code (`code()`); the messages keep
 //! the well-known texts of the original service and name the connection where there is one.
-
-use crate::backends::BackendError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ServiceError {
@@ -59,4 +59,24 @@ impl From<BackendError> for ServiceError {
             other => ServiceError::Unavailable(format!("state store: {other}")),
         }
     }
+}
+
+/// What went wrong with a state store or a bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// A compare-and-set lost: someone else wrote (or deleted) the key first.
+    #[error("the stored version of {key} changed (compare-and-set lost)")]
+    Conflict { key: String },
+    /// The backend could not be reached or failed; retrying later may work.
+    #[error("{backend} unavailable: {reason}")]
+    Unavailable {
+        backend: &'static str,
+        reason: String,
+    },
+    /// The backend refused the request as malformed; retrying will not help.
+    #[error("{backend} refused the request: {reason}")]
+    Rejected {
+        backend: &'static str,
+        reason: String,
+    },
 }

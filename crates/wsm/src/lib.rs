@@ -6,9 +6,9 @@
 //! - [`api`]: the gRPC service and the HTTP port (health, metrics, `/v1/invoke`), API keys;
 //! - [`service`]: the rules of the API (validation, ownership, errors), transport-agnostic;
 //! - [`connection`]: one socket's life (dial, read task, writes, correlation, reconnect, keepalive);
-//! - [`frames`]: a received frame on its way to the bus, and its CloudEvent JSON;
-//! - [`publish`]: frames to the bus, batched, in order;
-//! - [`lifecycle`]: connection lifecycle events on `websocketmanager.lifecycle`;
+//! - [`publish`]: every received frame from its socket to the bus (queue, batches, fence, encoders),
+//!   and lifecycle events;
+//! - [`lifecycle`]: what happens to a connection, as events;
 //! - [`security`]: the network policy (SSRF guard) every dial is checked against;
 //! - [`cluster`]: several instances: heartbeats, forwarding to owners, failover;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
@@ -20,7 +20,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod error;
-pub mod frames;
+mod gojson;
 pub mod lifecycle;
 pub mod model;
 pub mod publish;

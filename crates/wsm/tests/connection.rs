@@ -8,10 +8,11 @@ use bytes::Bytes;
 use feed_server::{FeedConfig, FeedHandle, FeedServer, ReceivedMessage};
 use serde_json::Value;
 use wsm::connection::{
-    BackoffPolicy, Connection, ConnectionOptions, ConnectionSpec, DialError, FrameReceiver,
-    InboundFrame, LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage, PublishQueue,
-    SendError, Status,
+    BackoffPolicy, Connection, ConnectionOptions, ConnectionSpec, DialError, SendError,
 };
+use wsm::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use wsm::model::{OutboundMessage, Status};
+use wsm::publish::{FrameReceiver, InboundFrame, PublishQueue};
 use wsm::security::NetworkPolicy;
 
 /// Generous bound against hangs only.

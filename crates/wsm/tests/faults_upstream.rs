@@ -1051,7 +1051,7 @@ fn reconnects_to_dribbling_and_silent_handshakes_each_end_at_the_connect_timeout
         upstream.wait_all_closed_by_client().await;
         let listed = service.list(&[]).await.expect("List");
         assert_eq!(listed.len(), 1);
-        assert_eq!(listed[0].status, wsm::connection::Status::Disconnected);
+        assert_eq!(listed[0].status, wsm::model::Status::Disconnected);
         // Its socket task and publisher ended with it; the record stays until Disconnect.
         let ended = back_to(baseline, "tasks and fds once the connection gave up").await;
         service.disconnect(&record.id).await.expect("Disconnect");

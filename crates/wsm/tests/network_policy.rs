@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use feed_server::{FeedConfig, FeedHandle, FeedServer};
 use wsm::backends::memory::{MemoryBus, MemoryStateStore};
-use wsm::connection::{ConnectionOptions, Status};
+use wsm::connection::ConnectionOptions;
+use wsm::model::Status;
 use wsm::security::{parse_allowed_hosts, NetworkPolicy};
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 

@@ -12,7 +12,8 @@ use feed_server::{FeedConfig, FeedHandle, FeedServer, ReceivedMessage};
 use serde_json::Value;
 use wsm::backends::memory::{MemoryBus, MemoryStateStore, Subscription};
 use wsm::backends::{BackendError, Concurrency, Publisher, StateStore};
-use wsm::connection::{BackoffPolicy, OutboundMessage, Status};
+use wsm::connection::BackoffPolicy;
+use wsm::model::{OutboundMessage, Status};
 use wsm::security::NetworkPolicy;
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 

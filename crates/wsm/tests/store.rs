@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use wsm::backends::memory::MemoryStateStore;
 use wsm::backends::{BackendError, Concurrency, StateStore, Versioned};
-use wsm::connection::Status;
+use wsm::model::Status;
 use wsm::store::{ConnectionStore, CONNECTION_INDEX_KEY};
 use wsm::ConnectionRecord;
 

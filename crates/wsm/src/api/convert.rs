@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::proto;
-use crate::connection::OutboundMessage;
 use crate::error::ServiceError;
 use crate::model::ConnectionRecord;
+use crate::model::OutboundMessage;
 use crate::service::ConnectRequest;
 
 /// Longest accepted per-connection ping interval (a day); longer is almost certainly a unit mistake.

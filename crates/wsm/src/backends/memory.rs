@@ -11,7 +11,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use super::{BackendError, Concurrency, Publisher, StateStore, Versioned};
-use crate::frames::{encode_frame, Frame, FrameBatch, FrameEncoder, FrameSource};
+use crate::publish::{encode_frame, Frame, FrameBatch, FrameEncoder, FrameSource};
 
 #[derive(Debug)]
 struct Entry {

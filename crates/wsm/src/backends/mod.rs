@@ -6,16 +6,14 @@
 //! - `redis`: byte-compatible with Dapr's Redis state store and Redis Streams pub/sub.
 //! - `dapr`: the Dapr sidecar's HTTP API.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::frames::{FrameBatch, FrameEncoder};
+pub use crate::error::BackendError;
+pub use crate::publish::Publisher;
 
-pub mod cloudevent;
 pub mod dapr;
-mod envelope;
 pub mod memory;
 pub mod redis;
 pub mod watched;
@@ -36,25 +34,6 @@ pub enum Concurrency<'a> {
     IfMatch(&'a str),
     /// Write only if the key does not exist.
     IfAbsent,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// A compare-and-set lost: someone else wrote (or deleted) the key first.
-    #[error("the stored version of {key} changed (compare-and-set lost)")]
-    Conflict { key: String },
-    /// The backend could not be reached or failed; retrying later may work.
-    #[error("{backend} unavailable: {reason}")]
-    Unavailable {
-        backend: &'static str,
-        reason: String,
-    },
-    /// The backend refused the request as malformed; retrying will not help.
-    #[error("{backend} refused the request: {reason}")]
-    Rejected {
-        backend: &'static str,
-        reason: String,
-    },
 }
 
 /// Key/value state with Dapr semantics. Values are opaque bytes (WSM stores JSON).
@@ -79,39 +58,6 @@ pub trait StateStore: Send + Sync + 'static {
     async fn delete(&self, key: &str, concurrency: Concurrency<'_>) -> Result<(), BackendError>;
 
     /// Whether the store answers; for `/ready`.
-    async fn ping(&self) -> Result<(), BackendError>;
-}
-
-/// Publishes CloudEvents to topics.
-#[async_trait]
-pub trait Publisher: Send + Sync + 'static {
-    /// Publishes `events` (CloudEvent JSON) to `topic`, in order. On error none or some may have
-    /// been published; the caller retries the whole batch, so consumers may see a duplicate but
-    /// never a gap or a reordering (each event's `seq` tells them).
-    async fn publish(&self, topic: &str, events: &[Vec<u8>]) -> Result<(), BackendError>;
-
-    /// Publishes received frames as CloudEvents, with the same ordering and retry rules as
-    /// [`Publisher::publish`]. A bus overrides this to encode frames straight into its own wire
-    /// format (or not at all); by default each frame becomes [`FrameEncoder`] JSON.
-    async fn publish_frames(
-        &self,
-        topic: &str,
-        batch: &Arc<FrameBatch>,
-    ) -> Result<(), BackendError> {
-        let mut encoder = FrameEncoder::new(&batch.source);
-        let events: Vec<Vec<u8>> = batch
-            .frames
-            .iter()
-            .map(|frame| {
-                let mut event = Vec::new();
-                encoder.encode(frame, &mut event);
-                event
-            })
-            .collect();
-        self.publish(topic, &events).await
-    }
-
-    /// Whether the bus answers; for `/ready`.
     async fn ping(&self) -> Result<(), BackendError>;
 }
 

@@ -43,10 +43,12 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-use super::cloudevent::{canonical_state_value, EnvelopeWriter, JsonError};
-use super::envelope::FrameEnvelope;
 use super::{dapr_ttl_seconds, BackendError, Concurrency, Publisher, StateStore, Versioned};
-use crate::frames::{push_u64, FrameBatch};
+use crate::gojson::write::push_u64;
+use crate::gojson::{canonical_state_value, JsonError};
+use crate::publish::encode::daprd::EnvelopeWriter;
+use crate::publish::encode::envelope::FrameEnvelope;
+use crate::publish::FrameBatch;
 
 const BACKEND: &str = "redis";
 

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use super::{BackendError, Concurrency, Publisher, StateStore, Versioned};
-use crate::frames::FrameBatch;
+use crate::publish::FrameBatch;
 
 /// The outcome of the last write: failing from when, and why.
 #[derive(Debug, Default)]

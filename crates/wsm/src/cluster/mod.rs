@@ -10,7 +10,6 @@
 mod failover;
 pub mod forward;
 pub mod heartbeat;
-pub mod lease;
 pub mod registry;
 
 use std::collections::HashMap;
@@ -29,7 +28,6 @@ pub use forward::{
     forwarded_by, is_timeout, is_unreachable, ForwardError, Forwarder, PeerClient, HOP_HEADER,
 };
 pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
-pub use lease::{Lease, OwnershipFence};
 pub use registry::{PeerState, Registry};
 
 /// Heartbeat and failover settings.

@@ -18,16 +18,16 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 use super::correlation::{self, Correlator};
 use super::dial::{self, Socket};
-use super::{
-    Command, ConnectionOptions, ConnectionSpec, FrameRun, LifecycleEvent, LifecycleKind,
-    LifecycleSink, OutboundMessage, PublishQueue, SendError, Status,
-};
-use crate::frames::Frame;
+use super::{Command, ConnectionOptions, ConnectionSpec, SendError};
+use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use crate::model::{OutboundMessage, Status};
+use crate::publish::queue::{PublishQueue, Pushed};
+use crate::publish::Frame;
 
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs at least this long make the socket task yield (see `flush`); a slow feed never does.
-const YIELD_AFTER: u32 = 64;
+const YIELD_AFTER: usize = 64;
 /// At most one `degraded` event per connection per this long.
 const DEGRADED_EVERY: Duration = Duration::from_secs(1);
 
@@ -415,42 +415,26 @@ impl SocketTask {
         let frames = std::mem::replace(&mut self.pending, Vec::with_capacity(max_frames));
         let cost = std::mem::take(&mut self.pending_cost);
         let topic = self.pending_topic.clone()?;
-        let count = u32::try_from(frames.len()).unwrap_or(u32::MAX);
+        let count = frames.len();
         let queue = self.ch.frames.clone();
         // Fast path: room in both budgets.
-        if let Some(budget) = queue.try_budget(count, cost) {
-            return match queue.runs.try_send(FrameRun {
-                topic,
-                frames,
-                _budget: budget,
-            }) {
-                Ok(()) => {
-                    // A busy feed yields after each large run. The publisher runs now on this
-                    // worker, and an idle worker may take this task, so reading and publishing
-                    // overlap on two cores instead of taking turns on one.
-                    if count >= YIELD_AFTER {
-                        tokio::task::yield_now().await;
-                    }
-                    None
+        let (topic, frames) = match queue.try_push(topic, frames, cost) {
+            Pushed::Queued => {
+                // A busy feed yields after each large run. The publisher runs now on this
+                // worker, and an idle worker may take this task, so reading and publishing
+                // overlap on two cores instead of taking turns on one.
+                if count >= YIELD_AFTER {
+                    tokio::task::yield_now().await;
                 }
-                Err(_) => self.queue_closed(),
-            };
-        }
+                return None;
+            }
+            Pushed::Closed => return self.queue_closed(),
+            Pushed::Full(topic, frames) => (topic, frames),
+        };
         self.degraded(
             "the publish queue is full; not reading from upstream until the bus catches up",
         );
-        let wait = async {
-            let budget = queue.budget(count, cost).await.ok_or(())?;
-            queue
-                .runs
-                .send(FrameRun {
-                    topic,
-                    frames,
-                    _budget: budget,
-                })
-                .await
-                .map_err(|_| ())
-        };
+        let wait = queue.push(topic, frames, cost);
         let mut wait = std::pin::pin!(wait);
         loop {
             tokio::select! {

@@ -13,16 +13,16 @@ use tokio::task::JoinHandle;
 
 use crate::backends::watched::{WatchedBus, WatchedState, WriteHealth};
 use crate::backends::{BackendError, Publisher, StateStore};
-use crate::cluster::{Lease, OwnershipFence};
 use crate::connection::{
-    headers, Connection, ConnectionOptions, ConnectionSpec, LifecycleEvent, LifecycleKind,
-    LifecycleSink, OutboundMessage, PublishQueue, QueueDepth, ReceiveStats, SendError, Status,
-    Target,
+    headers, Connection, ConnectionOptions, ConnectionSpec, SendError, Target,
 };
 use crate::error::ServiceError;
-use crate::lifecycle::BusLifecycle;
-use crate::model::{ConnectionRecord, StoredMessage};
-use crate::publish::{self, FrameSource, PublishMetrics, PublishOptions};
+use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use crate::model::{ConnectionRecord, OutboundMessage, Status, StoredMessage};
+use crate::publish::{
+    self, BusLifecycle, FrameReceiver, FrameSource, Lease, OwnershipFence, PublishMetrics,
+    PublishOptions, PublishQueue, QueueDepth, ReceiveStats,
+};
 use crate::store::ConnectionStore;
 use crate::sync::lock;
 
@@ -791,7 +791,7 @@ fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
 struct Pipe {
     from: FrameSource,
     queue: PublishQueue,
-    frames: crate::connection::FrameReceiver,
+    frames: FrameReceiver,
     lifecycle: Arc<dyn LifecycleSink>,
     options: crate::connection::ConnectionOptions,
     revoked: Arc<AtomicBool>,

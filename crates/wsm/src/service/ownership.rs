@@ -9,13 +9,11 @@ use std::time::Duration;
 
 use super::WebSocketService;
 use crate::backends::BackendError;
-use crate::connection::{
-    Connection, ConnectionSpec, LifecycleEvent, LifecycleKind, LifecycleSink, OutboundMessage,
-    Status,
-};
+use crate::connection::{Connection, ConnectionSpec};
 use crate::error::ServiceError;
-use crate::lifecycle::BusLifecycle;
-use crate::model::{ConnectionRecord, StoredMessage};
+use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use crate::model::{ConnectionRecord, OutboundMessage, Status, StoredMessage};
+use crate::publish::BusLifecycle;
 use crate::store::OwnedWriteError;
 use crate::sync::lock;
 

@@ -1,77 +1,21 @@
-//! Received frames → CloudEvents → the bus. One publisher task per connection drains that connection's
+//! The publisher task: one per connection, it drains that connection's queue into the bus. One publisher task per connection drains that connection's
 //! bounded queue in batches, so order is kept per connection and one connection is not limited to one
 //! bus round trip per frame. A failed batch is retried whole until the bus takes it (consumers may see
 //! a duplicate, never a gap: each event carries `seq` and `epoch`); meanwhile the queue fills and the
 //! socket stops being read.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use crate::backends::{BackendError, Publisher};
-use crate::connection::{FrameReceiver, FrameRun, LifecycleEvent, LifecycleKind, LifecycleSink};
-use crate::frames::FrameBatch;
-
-pub use crate::frames::{encode_frame, FrameEncoder, FrameSource, FRAME_EVENT_TYPE};
-
-/// Batching and retry settings.
-#[derive(Debug, Clone)]
-pub struct PublishOptions {
-    /// Most frames per bus call (512).
-    pub max_batch: usize,
-    /// Most payload bytes per bus call (4 MiB); a single larger frame goes alone.
-    pub max_batch_bytes: usize,
-    /// First retry delay after a failed publish (50 ms), doubling up to `retry_cap` (2 s).
-    pub retry_base: Duration,
-    pub retry_cap: Duration,
-}
-
-impl Default for PublishOptions {
-    fn default() -> Self {
-        PublishOptions {
-            max_batch: 512,
-            max_batch_bytes: 4 << 20,
-            retry_base: Duration::from_millis(50),
-            retry_cap: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Counters for `/metrics`, shared by every publisher task.
-#[derive(Debug, Default)]
-pub struct PublishMetrics {
-    pub published: AtomicU64,
-    pub published_bytes: AtomicU64,
-    pub publish_errors: AtomicU64,
-    pub dropped: AtomicU64,
-    /// Frames not published because another instance took the connection over meanwhile.
-    pub fenced: AtomicU64,
-    /// Sum of bus-call durations in microseconds, and their count, for an average latency.
-    pub publish_micros: AtomicU64,
-    pub publish_calls: AtomicU64,
-}
-
-/// Asked before every bus call whether this instance may publish the connection's frames: with
-/// several instances, an owner that may have been declared dead (a pause, a cut to the store) must
-/// not publish until it knows it still owns the connection, and never once another instance took it.
-#[async_trait::async_trait]
-pub trait PublishFence: Send + Sync + 'static {
-    /// Waits until publishing is allowed; `false` when it never will be again (the batch is
-    /// discarded).
-    async fn admit(&self) -> bool;
-}
-
-/// Always admits: a single instance, or tests.
-struct Unfenced;
-
-#[async_trait::async_trait]
-impl PublishFence for Unfenced {
-    async fn admit(&self) -> bool {
-        true
-    }
-}
+use super::bus::Publisher;
+use super::fence::{PublishFence, Unfenced};
+use super::frame::{FrameBatch, FrameSource};
+use super::queue::{FrameReceiver, FrameRun};
+use super::{PublishMetrics, PublishOptions};
+use crate::error::BackendError;
+use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
 
 /// Starts the publisher task of one connection; it ends when the connection drops its queue.
 pub fn spawn_publisher(

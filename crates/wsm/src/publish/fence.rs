@@ -1,4 +1,4 @@
-//! The right to publish. Peers take an instance's connections once its heartbeat has not changed
+//! The right to publish: a fence asked before every bus call. With several instances, peers take an instance's connections once its heartbeat has not changed
 //! for the stale threshold, as *they* observe it; the instance itself stops publishing somewhat
 //! earlier, counted from when it last started a heartbeat write that succeeded. So an instance that
 //! was paused (SIGSTOP, a frozen VM) or cut off from the store holds its frames on waking instead of
@@ -11,7 +11,25 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::publish::PublishFence;
+/// Asked before every bus call whether this instance may publish the connection's frames: with
+/// several instances, an owner that may have been declared dead (a pause, a cut to the store) must
+/// not publish until it knows it still owns the connection, and never once another instance took it.
+#[async_trait::async_trait]
+pub trait PublishFence: Send + Sync + 'static {
+    /// Waits until publishing is allowed; `false` when it never will be again (the batch is
+    /// discarded).
+    async fn admit(&self) -> bool;
+}
+
+/// Always admits: a single instance, or tests.
+pub(crate) struct Unfenced;
+
+#[async_trait::async_trait]
+impl PublishFence for Unfenced {
+    async fn admit(&self) -> bool {
+        true
+    }
+}
 
 /// Valid until an instant (`None`: always, when no heartbeat bounds it).
 #[derive(Debug)]

@@ -1,60 +1,7 @@
-//! A received frame on its way to the bus, and its CloudEvent JSON.
-//!
-//! Frames travel in batches that share their connection's metadata ([`FrameBatch`]), and each bus
-//! encodes them straight into its own wire format: the memory bus keeps them as they are (readers
-//! that want JSON ask for it), Redis writes Dapr's envelope in one pass, the Dapr sidecar is sent
-//! the CloudEvent JSON of [`FrameEncoder`]. Encoding once per bus, and only where bytes are needed,
-//! is what keeps a fast feed from being limited by the publisher.
+//! A frame's CloudEvent JSON, as consumers of WSM topics read it.
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use base64::Engine as _;
-use bytes::Bytes;
-
-/// The CloudEvent `type` of published frames: what Dapr gives events published through it, which is
-/// what existing consumers of WSM topics expect.
-pub const FRAME_EVENT_TYPE: &str = "com.dapr.event.sent";
-
-/// Who published a frame: the connection, and the CloudEvent `source` (the app id).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FrameSource {
-    pub connection_id: Arc<str>,
-    pub url: Arc<str>,
-    pub source: Arc<str>,
-}
-
-/// One received message, numbered for publishing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    pub payload: Bytes,
-    /// A Text frame (published as `data`); otherwise Binary (published as `data_base64`).
-    pub text: bool,
-    /// Per-connection publish counter: +1 per published frame, so consumers see gaps.
-    pub seq: u64,
-    /// +1 on every (re)connect.
-    pub epoch: u64,
-    pub received_at: SystemTime,
-}
-
-impl Frame {
-    /// The text of a Text frame. `None` for Binary frames and, defensively, for text that is not
-    /// UTF-8: both travel as base64.
-    pub fn text(&self) -> Option<&str> {
-        if self.text {
-            std::str::from_utf8(&self.payload).ok()
-        } else {
-            None
-        }
-    }
-}
-
-/// Consecutive frames of one connection, published in one bus call.
-#[derive(Debug, Clone)]
-pub struct FrameBatch {
-    pub source: Arc<FrameSource>,
-    pub frames: Vec<Frame>,
-}
+use super::{json_str, push_base64, push_u64, Clock};
+use crate::publish::frame::{Frame, FrameSource, FRAME_EVENT_TYPE};
 
 /// Writes frames' CloudEvent JSON. Text frames carry the frame text as a JSON string in `data`
 /// (`datacontenttype` `application/json`, as a Dapr `PublishEvent<string>` does); binary frames carry
@@ -137,79 +84,11 @@ pub fn encode_frame(frame: &Frame, from: &FrameSource) -> Vec<u8> {
     out
 }
 
-/// Formats receive times as `YYYY-MM-DDTHH:MM:SS.uuuuuuZ` (UTC, RFC 3339), the date and time of
-/// day rendered once per second.
-#[derive(Debug, Clone)]
-pub(crate) struct Clock {
-    secs: u64,
-    prefix: [u8; 19],
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock {
-            secs: u64::MAX,
-            prefix: [b'0'; 19],
-        }
-    }
-}
-
-impl Clock {
-    pub(crate) fn format(&mut self, at: SystemTime) -> [u8; 27] {
-        let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        if since.as_secs() != self.secs {
-            self.secs = since.as_secs();
-            let whole = std::time::UNIX_EPOCH + Duration::from_secs(self.secs);
-            let text = humantime::format_rfc3339_seconds(whole).to_string();
-            let n = text.len().min(19);
-            self.prefix[..n].copy_from_slice(&text.as_bytes()[..n]);
-        }
-        let mut out = [0u8; 27];
-        out[..19].copy_from_slice(&self.prefix);
-        out[19] = b'.';
-        let mut micros = since.subsec_micros();
-        for slot in out[20..26].iter_mut().rev() {
-            *slot = b'0' + (micros % 10) as u8;
-            micros /= 10;
-        }
-        out[26] = b'Z';
-        out
-    }
-}
-
-pub(crate) fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-/// Standard base64 with padding, appended.
-pub(crate) fn push_base64(out: &mut Vec<u8>, bytes: &[u8]) {
-    let start = out.len();
-    let len = base64::encoded_len(bytes.len(), true).unwrap_or(0);
-    out.resize(start + len, 0);
-    let written = base64::engine::general_purpose::STANDARD
-        .encode_slice(bytes, &mut out[start..])
-        .unwrap_or(0);
-    out.truncate(start + written);
-}
-
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    // Serializing a &str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+    use std::time::{Duration, SystemTime};
 
     fn source() -> FrameSource {
         FrameSource {

@@ -1,14 +1,14 @@
 //! Dapr's Redis Streams envelope of a received frame, written in one pass.
 //!
-//! [`super::cloudevent::EnvelopeWriter`] turns any CloudEvent into what daprd would write, by
+//! [`super::daprd::EnvelopeWriter`] turns any CloudEvent into what daprd would write, by
 //! parsing and re-encoding it. For frames WSM knows the event's shape, so [`FrameEnvelope`] writes
 //! the same bytes directly: the attributes in Go's sorted order, strings escaped as Go's
 //! `encoding/json` escapes them, and what daprd fills in (`pubsubname`, `topic`, empty trace
 //! attributes). A test holds it to `EnvelopeWriter`'s output byte for byte.
 
-use crate::frames::{push_base64, push_u64, Clock, Frame, FrameSource, FRAME_EVENT_TYPE};
-
-use super::cloudevent::write_go_str;
+use super::{push_base64, push_u64, Clock};
+use crate::gojson::write::write_go_str;
+use crate::publish::frame::{Frame, FrameSource, FRAME_EVENT_TYPE};
 
 /// Writes envelopes of one connection's frames for one pub/sub component and topic.
 #[derive(Debug)]
@@ -97,8 +97,8 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::backends::cloudevent::EnvelopeWriter;
-    use crate::frames::encode_frame;
+    use crate::publish::encode::cloudevent::encode_frame;
+    use crate::publish::encode::daprd::EnvelopeWriter;
 
     #[test]
     fn writes_what_the_generic_envelope_writer_makes_of_the_cloudevent() {
