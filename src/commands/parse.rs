@@ -1,176 +1,20 @@
-//! Command JSON → typed command → WSM calls → reply `data` JSON. Knows no FFI and no FlatBuffers.
-//!
-//! Input is `{"command": "<name>", ...fields}` (or a JSON string holding such an object). Names are
-//! case-insensitive and `-`/`_` are interchangeable. Unknown fields are ignored so that newer callers
-//! work with this worker; known fields of the wrong type are refused with a message naming them.
+//! Command JSON → a validated [`Command`]: why a request is refused (missing or mistyped fields,
+//! unknown names, fields the configured WSM API cannot carry) is decided here and nowhere else.
+//! Unknown fields are ignored so that newer callers work with this worker.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::value::RawValue;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::CommandName;
 use crate::error::{ReplyError, BAD_REQUEST, UNKNOWN_COMMAND};
-use crate::gateway::{
-    self, Compat, ConnectRequest, GetTagRequest, ListRequest, OutboundMessage, SendRawRequest,
-    SendRequest, SetTagRequest, SetTagsRequest, StringMap, TagFilter, Transport, Wsm,
-};
-use crate::state::WorkerState;
-
-/// Everything a command may use during one `Process` call.
-pub struct Context<'a, T: Transport + ?Sized> {
-    pub wsm: Wsm<'a, T>,
-    pub worker: &'a WorkerState,
-}
-
-/// A successful command's reply fields after `command` and `success`, in reply order.
-pub type Extras = Vec<(&'static str, Extra)>;
-
-/// One reply field's value: a JSON value, or JSON already serialized from a typed response (`list`
-/// rows go straight from WSM's response structs to the reply without a `Value` tree).
-#[derive(Debug, Clone)]
-pub enum Extra {
-    Value(Value),
-    Raw(Box<RawValue>),
-}
-
-impl<T: Into<Value>> From<T> for Extra {
-    fn from(value: T) -> Self {
-        Extra::Value(value.into())
-    }
-}
-
-impl serde::Serialize for Extra {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            Extra::Value(v) => v.serialize(serializer),
-            Extra::Raw(raw) => raw.serialize(serializer),
-        }
-    }
-}
-
-/// The outcome of one command: the name to report and either the success extras or the error.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// The canonical command name, or `"error"` when the event named no command we know.
-    pub command: &'static str,
-    pub outcome: Result<Extras, ReplyError>,
-}
-
-impl Reply {
-    pub fn error(command: &'static str, error: ReplyError) -> Self {
-        Reply {
-            command,
-            outcome: Err(error),
-        }
-    }
-
-    /// The reply event's `data`: `{"command","success",...extras}` or
-    /// `{"command","success":false,"code","message"}`. Written field by field (no intermediate map)
-    /// because this runs on every call.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        out.extend_from_slice(b"{\"command\":");
-        push_json(&mut out, self.command);
-        match &self.outcome {
-            Ok(extras) => {
-                out.extend_from_slice(b",\"success\":true");
-                for (key, value) in extras {
-                    out.push(b',');
-                    push_json(&mut out, key);
-                    out.push(b':');
-                    push_json(&mut out, value);
-                }
-            }
-            Err(e) => {
-                out.extend_from_slice(b",\"success\":false,\"code\":");
-                push_json(&mut out, e.code.as_ref());
-                out.extend_from_slice(b",\"message\":");
-                push_json(&mut out, &e.message);
-            }
-        }
-        out.push(b'}');
-        out
-    }
-}
-
-/// Appends `value` as JSON. Strings and `Value`s serialize infallibly into a `Vec`.
-fn push_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
-    let _ = serde_json::to_writer(&mut *out, value);
-}
-
-/// The commands of SPEC section 3.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CommandName {
-    Create,
-    Subscribe,
-    Unsubscribe,
-    Publish,
-    StopPublish,
-    SendRaw,
-    Send,
-    List,
-    Disconnect,
-    SetTag,
-    GetTag,
-    SetTags,
-    GetTags,
-    Stop,
-}
-
-impl CommandName {
-    const ALL: [CommandName; 14] = [
-        CommandName::Create,
-        CommandName::Subscribe,
-        CommandName::Unsubscribe,
-        CommandName::Publish,
-        CommandName::StopPublish,
-        CommandName::SendRaw,
-        CommandName::Send,
-        CommandName::List,
-        CommandName::Disconnect,
-        CommandName::SetTag,
-        CommandName::GetTag,
-        CommandName::SetTags,
-        CommandName::GetTags,
-        CommandName::Stop,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CommandName::Create => "create",
-            CommandName::Subscribe => "subscribe",
-            CommandName::Unsubscribe => "unsubscribe",
-            CommandName::Publish => "publish",
-            CommandName::StopPublish => "stop_publish",
-            CommandName::SendRaw => "send_raw",
-            CommandName::Send => "send",
-            CommandName::List => "list",
-            CommandName::Disconnect => "disconnect",
-            CommandName::SetTag => "set_tag",
-            CommandName::GetTag => "get_tag",
-            CommandName::SetTags => "set_tags",
-            CommandName::GetTags => "get_tags",
-            CommandName::Stop => "stop",
-        }
-    }
-
-    /// Case-insensitive, with `-` and `_` interchangeable: `Stop-Publish` is `stop_publish`.
-    pub fn parse(raw: &str) -> Option<CommandName> {
-        let raw = raw.trim();
-        Self::ALL.into_iter().find(|name| {
-            let canonical = name.as_str().as_bytes();
-            raw.len() == canonical.len()
-                && raw.bytes().zip(canonical).all(|(got, &want)| {
-                    got.to_ascii_lowercase() == want || (got == b'-' && want == b'_')
-                })
-        })
-    }
-}
+use crate::gateway::{self, Compat, ConnectRequest, OutboundMessage, StringMap, TagFilter};
 
 /// A validated command, ready to run.
 #[derive(Debug, Clone)]
-enum Command {
+pub(super) enum Command {
     Create(ConnectRequest),
     Subscription {
         id: String,
@@ -221,30 +65,9 @@ enum Command {
     Stop,
 }
 
-/// Runs one command event's `data` against WSM and returns the reply.
-pub fn execute<T: Transport + ?Sized>(data: &[u8], ctx: &Context<'_, T>) -> Reply {
-    let (object, text) = match parse_object(data) {
-        Ok(parsed) => parsed,
-        Err(e) => return Reply::error("error", e),
-    };
-    let name = match command_name(&object) {
-        Ok(name) => name,
-        Err(e) => return Reply::error("error", e),
-    };
-    let fields = Fields {
-        object: &object,
-        text: &text,
-    };
-    let outcome = parse_command(name, &fields, ctx.wsm.compat()).and_then(|cmd| run(cmd, ctx));
-    Reply {
-        command: name.as_str(),
-        outcome,
-    }
-}
-
 /// The command object, and the JSON text it was parsed from (the inner text when the data was a
 /// JSON string holding the object).
-fn parse_object(data: &[u8]) -> Result<(Map<String, Value>, Cow<'_, str>), ReplyError> {
+pub(super) fn parse_object(data: &[u8]) -> Result<(Map<String, Value>, Cow<'_, str>), ReplyError> {
     const PARSE: &str = "Failed to parse command JSON";
     if data.iter().all(u8::is_ascii_whitespace) {
         return Err(ReplyError::bad_request(format!(
@@ -277,7 +100,7 @@ fn parse_object(data: &[u8]) -> Result<(Map<String, Value>, Cow<'_, str>), Reply
     }
 }
 
-fn command_name(object: &Map<String, Value>) -> Result<CommandName, ReplyError> {
+pub(super) fn command_name(object: &Map<String, Value>) -> Result<CommandName, ReplyError> {
     match object.get("command") {
         None | Some(Value::Null) => Err(ReplyError::bad_request("Missing 'command' field")),
         Some(Value::String(raw)) if raw.trim().is_empty() => {
@@ -292,7 +115,11 @@ fn command_name(object: &Map<String, Value>) -> Result<CommandName, ReplyError> 
     }
 }
 
-fn parse_command(name: CommandName, f: &Fields<'_>, compat: Compat) -> Result<Command, ReplyError> {
+pub(super) fn parse_command(
+    name: CommandName,
+    f: &Fields<'_>,
+    compat: Compat,
+) -> Result<Command, ReplyError> {
     Ok(match name {
         CommandName::Create => {
             let req = ConnectRequest {
@@ -406,187 +233,6 @@ fn parse_command(name: CommandName, f: &Fields<'_>, compat: Compat) -> Result<Co
     })
 }
 
-fn run<T: Transport + ?Sized>(
-    command: Command,
-    ctx: &Context<'_, T>,
-) -> Result<Extras, ReplyError> {
-    let wsm = &ctx.wsm;
-    let mut extras = Extras::with_capacity(4);
-    match command {
-        Command::Create(req) => {
-            let resp = wsm.connect(req)?;
-            ctx.worker.remember(&resp.id);
-            extras.push(("id", resp.id.into()));
-            extras.push(("status", resp.status.into()));
-            extras.push(("message", "connected".into()));
-        }
-        Command::Subscription {
-            id,
-            method,
-            params,
-            request_id,
-        } => {
-            let request_id = request_id.unwrap_or_else(|| ctx.worker.next_request_id());
-            // Field order as exchanges document it: method, params, id.
-            #[derive(serde::Serialize)]
-            struct Subscription<'a> {
-                method: &'a str,
-                params: &'a [String],
-                id: u64,
-            }
-            let message = serde_json::to_vec(&Subscription {
-                method,
-                params: &params,
-                id: request_id,
-            })
-            .map_err(|e| {
-                ReplyError::internal(format!("could not encode the {method} frame: {e}"))
-            })?;
-            wsm.send_raw(SendRawRequest {
-                id: &id,
-                message: gateway::encode_bytes(&message),
-                content_type: "application/json",
-                replay_on_reconnect: true,
-            })?;
-            extras.push(("id", id.into()));
-            extras.push(("request_id", request_id.into()));
-        }
-        Command::Publish { id, topic } => {
-            wsm.start_publish(&id, &topic)?;
-            extras.push(("id", id.into()));
-            extras.push(("topic", topic.into()));
-        }
-        Command::StopPublish { id } => {
-            wsm.stop_publish(&id)?;
-            extras.push(("id", id.into()));
-        }
-        Command::SendRaw {
-            id,
-            payload,
-            content_type,
-        } => {
-            wsm.send_raw(SendRawRequest {
-                id: &id,
-                message: gateway::encode_bytes(&payload),
-                content_type: &content_type,
-                replay_on_reconnect: false,
-            })?;
-            extras.push(("id", id.into()));
-        }
-        Command::Send {
-            id,
-            payload,
-            content_type,
-            timeout_ms,
-        } => {
-            let response = wsm.send(&SendRequest {
-                id: &id,
-                message: gateway::encode_bytes(&payload),
-                timeout_ms,
-                content_type: &content_type,
-            })?;
-            extras.push(("id", id.into()));
-            extras.push(("response", gateway::encode_bytes(&response).into()));
-            if let Ok(text) = String::from_utf8(response) {
-                extras.push(("response_text", text.into()));
-            }
-        }
-        Command::List { filters } => {
-            let resp = wsm.list(&ListRequest { filters })?;
-            // Rows are `{id,url,status,topic,instance_id,tags}`: `Connection`'s own serialization.
-            let rows = serde_json::value::to_raw_value(&resp.connections).map_err(|e| {
-                ReplyError::internal(format!("could not encode the list reply: {e}"))
-            })?;
-            extras.push(("connections", Extra::Raw(rows)));
-        }
-        Command::Disconnect { id } => {
-            let result = wsm.disconnect(&id);
-            if result.is_ok() || is_not_found(&result) {
-                ctx.worker.forget(&id);
-            }
-            result?;
-            extras.push(("id", id.into()));
-        }
-        Command::SetTag { id, key, value } => {
-            wsm.set_tag(&SetTagRequest {
-                id: &id,
-                key: &key,
-                value: &value,
-            })?;
-            extras.push(("id", id.into()));
-        }
-        Command::GetTag { id, key } => {
-            let value = wsm.get_tag(&GetTagRequest { id: &id, key: &key })?;
-            extras.push(("id", id.into()));
-            extras.push(("key", key.into()));
-            extras.push(("value", value.into()));
-        }
-        Command::SetTags { id, tags } => {
-            wsm.set_tags(&SetTagsRequest {
-                id: &id,
-                tags: &tags,
-            })?;
-            extras.push(("id", id.into()));
-        }
-        Command::GetTags { id } => {
-            let tags = wsm.get_tags(&id)?;
-            extras.push(("id", id.into()));
-            extras.push(("tags", json!(tags).into()));
-        }
-        Command::Stop => {
-            let closed = stop(ctx)?;
-            extras.push((
-                "message",
-                format!("disconnected {closed} connections").into(),
-            ));
-        }
-    }
-    Ok(extras)
-}
-
-/// Disconnects every connection this worker created. Ids WSM no longer knows are forgotten quietly;
-/// the others that fail stay remembered, so a later `stop` retries them.
-fn stop<T: Transport + ?Sized>(ctx: &Context<'_, T>) -> Result<usize, ReplyError> {
-    let mut closed = 0;
-    let mut failures: Vec<(String, ReplyError)> = Vec::new();
-    for id in ctx.worker.created() {
-        let result = ctx.wsm.disconnect(&id);
-        if result.is_ok() || is_not_found(&result) {
-            ctx.worker.forget(&id);
-        }
-        match result {
-            Ok(()) => closed += 1,
-            Err(e) if e.code == "NOT_FOUND" => {}
-            Err(e) => failures.push((id, e)),
-        }
-    }
-    let Some((_, first)) = failures.first() else {
-        return Ok(closed);
-    };
-    const SHOWN: usize = 5;
-    let mut detail: Vec<String> = failures
-        .iter()
-        .take(SHOWN)
-        .map(|(id, e)| format!("{id}: {e}"))
-        .collect();
-    if failures.len() > SHOWN {
-        detail.push(format!("and {} more", failures.len() - SHOWN));
-    }
-    Err(ReplyError::new(
-        first.code.clone(),
-        format!(
-            "disconnected {closed} connections; {} could not be disconnected and stay tracked \
-             for the next stop ({})",
-            failures.len(),
-            detail.join("; ")
-        ),
-    ))
-}
-
-fn is_not_found<T>(result: &Result<T, ReplyError>) -> bool {
-    matches!(result, Err(e) if e.code == "NOT_FOUND")
-}
-
 fn missing(field: &str) -> ReplyError {
     ReplyError::bad_request(format!("Missing '{field}' field"))
 }
@@ -610,10 +256,10 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// Typed access to a command's fields; `null` counts as absent.
-struct Fields<'a> {
-    object: &'a Map<String, Value>,
+pub(super) struct Fields<'a> {
+    pub(super) object: &'a Map<String, Value>,
     /// The JSON text `object` was parsed from, for fields forwarded exactly as the caller wrote them.
-    text: &'a str,
+    pub(super) text: &'a str,
 }
 
 impl<'a> Fields<'a> {
@@ -777,22 +423,9 @@ impl<'a> Fields<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use serde_json::json;
 
-    #[test]
-    fn command_names_are_case_and_dash_insensitive() {
-        assert_eq!(
-            CommandName::parse("Stop-Publish"),
-            Some(CommandName::StopPublish)
-        );
-        assert_eq!(CommandName::parse("SEND_RAW"), Some(CommandName::SendRaw));
-        assert_eq!(CommandName::parse(" list "), Some(CommandName::List));
-        assert_eq!(CommandName::parse("stoppublish"), None);
-        assert_eq!(CommandName::parse("lists"), None);
-        for name in CommandName::ALL {
-            assert_eq!(CommandName::parse(name.as_str()), Some(name));
-        }
-    }
+    use super::*;
 
     #[test]
     fn string_data_holding_an_object_is_accepted() {
