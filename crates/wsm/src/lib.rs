@@ -23,6 +23,7 @@ pub mod error;
 mod gojson;
 pub mod lifecycle;
 pub mod model;
+pub mod proto;
 pub mod publish;
 pub mod security;
 pub mod server;

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 
 use crate::api::grpc::GrpcApi;
 use crate::api::listen;
-use crate::api::proto::{web_socket_manager_server::WebSocketManagerServer, FILE_DESCRIPTOR_SET};
 use crate::api::tail::TopicTail;
 use crate::backends::dapr::{DaprConfig, DaprPublisher, DaprStateStore};
 use crate::backends::memory::{MemoryBus, MemoryStateStore};
@@ -20,6 +19,7 @@ use crate::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore};
 use crate::backends::{Publisher, StateStore};
 use crate::cluster::Cluster;
 use crate::config::{Backend, ServeArgs};
+use crate::proto::{web_socket_manager_server::WebSocketManagerServer, FILE_DESCRIPTOR_SET};
 use crate::service::WebSocketService;
 
 /// How long in-flight calls (and open `Subscribe` streams) get to end once shutdown begins.

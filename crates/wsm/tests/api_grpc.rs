@@ -11,8 +11,8 @@ use feed_server::{FeedConfig, ReceivedMessage};
 use serde_json::Value;
 use tonic::transport::Channel;
 use tonic::{Code, Response, Status, Streaming};
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
-use wsm::api::proto::{
+use wsm::proto::web_socket_manager_client::WebSocketManagerClient;
+use wsm::proto::{
     ConnectRequest, DisconnectRequest, GetTagRequest, GetTagsRequest, ListRequest, OutboundMessage,
     PublishedEvent, SendRawRequest, SendRequest, SetTagRequest, SetTagsRequest,
     StartPublishRequest, StopPublishRequest, SubscribeRequest, TagFilter, WebSocketConnection,

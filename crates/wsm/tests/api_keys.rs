@@ -8,7 +8,7 @@ use tonic::{Code, Request};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
-use wsm::api::proto::ListRequest;
+use wsm::proto::ListRequest;
 
 use support::server::{bounded, reflected_services, with_key, Reply, Wsm};
 

@@ -5,7 +5,7 @@ mod support;
 
 use feed_server::{FeedConfig, FeedServer};
 use support::server::Wsm;
-use wsm::api::proto;
+use wsm::proto;
 
 fn connect(url: String) -> proto::ConnectRequest {
     proto::ConnectRequest {

@@ -13,7 +13,7 @@ use feed_server::{FeedConfig, FeedHandle};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::Code;
-use wsm::api::proto::{self, WebSocketConnection};
+use wsm::proto::{self, WebSocketConnection};
 use wsm_testkit::{stream_entries, RedisServer};
 
 use support::process::WsmProcess;

@@ -24,14 +24,14 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tonic::transport::Channel;
 use tonic::Streaming;
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
-use wsm::api::proto::{
-    ConnectRequest, DisconnectRequest, ListRequest, PublishedEvent, StartPublishRequest,
-    SubscribeRequest, WebSocketConnection,
-};
 use wsm::backends::memory::{MemoryBus, MemoryStateStore, Subscription};
 use wsm::connection::BackoffPolicy;
 use wsm::lifecycle::LIFECYCLE_TOPIC;
+use wsm::proto::web_socket_manager_client::WebSocketManagerClient;
+use wsm::proto::{
+    ConnectRequest, DisconnectRequest, ListRequest, PublishedEvent, StartPublishRequest,
+    SubscribeRequest, WebSocketConnection,
+};
 use wsm::security::NetworkPolicy;
 use wsm::{ServiceConfig, WebSocketService};
 

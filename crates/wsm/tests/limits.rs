@@ -11,11 +11,11 @@ use std::time::Duration;
 use feed_server::FeedConfig;
 use tonic::transport::Channel;
 use tonic::Code;
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
-use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest};
 use wsm::backends::redis::{RedisConfig, RedisPublisher};
 use wsm::backends::Publisher;
 use wsm::lifecycle::LIFECYCLE_TOPIC;
+use wsm::proto::web_socket_manager_client::WebSocketManagerClient;
+use wsm::proto::{ConnectRequest, ListRequest, SendRequest};
 use wsm_testkit::RedisServer;
 
 use support::server::{bounded, dead_port, feed, feed_with, metric, Poll, Wsm};

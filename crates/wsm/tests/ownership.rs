@@ -13,17 +13,17 @@ use std::time::Duration;
 
 use feed_server::FeedConfig;
 use tokio::sync::Barrier;
-use wsm::api::proto;
 use wsm::backends::dapr::{DaprConfig, DaprStateStore};
 use wsm::backends::memory::MemoryBus;
 use wsm::backends::redis::{RedisConfig, RedisStateStore};
 use wsm::backends::{BackendError, Concurrency, StateStore, Versioned};
 use wsm::connection::BackoffPolicy;
 use wsm::model::Status;
+use wsm::proto;
 use wsm::security::NetworkPolicy;
 use wsm::service::TakeOver;
+use wsm::store::keys::{CONNECTION_INDEX_KEY, CONNECTION_KEY_PREFIX};
 use wsm::store::ConnectionStore;
-use wsm::store::{CONNECTION_INDEX_KEY, CONNECTION_KEY_PREFIX};
 use wsm::{ConnectionRecord, ServiceConfig, WebSocketService};
 use wsm_testkit::{DaprSidecar, RedisServer};
 

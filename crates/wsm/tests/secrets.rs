@@ -8,8 +8,8 @@ mod support;
 use std::process::Command;
 
 use tonic::Code;
-use wsm::api::proto::{ConnectRequest, ListRequest, StartPublishRequest, SubscribeRequest};
 use wsm::lifecycle::LIFECYCLE_TOPIC;
+use wsm::proto::{ConnectRequest, ListRequest, StartPublishRequest, SubscribeRequest};
 use wsm_testkit::RedisServer;
 
 use support::process::{Spawn, WsmProcess};

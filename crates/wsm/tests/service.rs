@@ -484,7 +484,10 @@ async fn a_connection_whose_record_vanished_ends_with_a_disconnected_event() {
         next_event(&mut rx).await; // connecting, connected
     }
     e.state
-        .delete(&wsm::store::record_key(&record.id), Concurrency::LastWrite)
+        .delete(
+            &wsm::store::keys::record_key(&record.id),
+            Concurrency::LastWrite,
+        )
         .await
         .unwrap();
     assert_eq!(e.service.verify_ownership().await.unwrap(), 1);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use feed_server::{FeedConfig, FeedServer};
 use support::process::WsmProcess;
-use wsm::api::proto;
+use wsm::proto;
 use wsm_testkit::{stream_entries, RedisServer};
 
 const TOPIC: &str = "ticks.shutdown";

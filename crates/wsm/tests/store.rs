@@ -10,7 +10,8 @@ use async_trait::async_trait;
 use wsm::backends::memory::MemoryStateStore;
 use wsm::backends::{BackendError, Concurrency, StateStore, Versioned};
 use wsm::model::Status;
-use wsm::store::{ConnectionStore, CONNECTION_INDEX_KEY};
+use wsm::store::keys::CONNECTION_INDEX_KEY;
+use wsm::store::ConnectionStore;
 use wsm::ConnectionRecord;
 
 fn record(id: &str, instance: &str) -> ConnectionRecord {

@@ -5,7 +5,7 @@ mod support;
 
 use feed_server::{FeedConfig, FeedServer};
 use support::server::Wsm;
-use wsm::api::proto;
+use wsm::proto;
 use wsm_testkit::RedisServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,9 +11,7 @@ use std::time::Duration;
 use feed_server::tls::{server_config, TlsVersions};
 use feed_server::{FeedConfig, FeedHandle};
 use tonic::Code;
-use wsm::api::proto::{
-    ConnectRequest, ListRequest, SendRequest, StartPublishRequest, SubscribeRequest,
-};
+use wsm::proto::{ConnectRequest, ListRequest, SendRequest, StartPublishRequest, SubscribeRequest};
 use wsm_testkit::tls::{Leaf, TestCa};
 
 use support::server::{bounded, feed_with, Wsm, HANG};

@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
+pub use crate::cluster::forward::PEER_KEY_HEADER;
+
 /// The header (and gRPC metadata key) a caller puts its key in.
 pub const API_KEY_HEADER: &str = "x-api-key";
-/// The header an instance puts the peer key in when it forwards a call.
-pub const PEER_KEY_HEADER: &str = "x-wsm-peer-key";
 
 /// At most one log line about refused calls per this long; the others are counted into it.
 const LOG_EVERY: Duration = Duration::from_secs(1);

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use super::proto;
 use crate::error::ServiceError;
 use crate::model::ConnectionRecord;
 use crate::model::OutboundMessage;
+use crate::proto;
 use crate::service::ConnectRequest;
 
 /// Longest accepted per-connection ping interval (a day); longer is almost certainly a unit mistake.

@@ -3,11 +3,10 @@
 //! that reaches an instance not owning the connection is forwarded to the owner once (see
 //! [`GrpcApi::on_owner`]), or the connection is claimed when the owner is stale or unreachable.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_stream::wrappers::ReceiverStream;
@@ -15,46 +14,16 @@ use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
 use super::convert;
-use super::proto::{self, web_socket_manager_server::WebSocketManager};
-use super::status::code_name;
+use super::metrics::ApiMetrics;
 use super::tail::TopicTail;
 use crate::cluster::{self, Cluster, ForwardError, PeerClient, Route};
 use crate::error::ServiceError;
+use crate::proto::{self, web_socket_manager_server::WebSocketManager};
 use crate::service::{TakeOver, WebSocketService};
 
 /// Bounds of how long a forwarded call may take (Send: its own timeout plus this).
 const FORWARD_TIMEOUT: std::ops::RangeInclusive<Duration> =
     Duration::from_secs(2)..=Duration::from_secs(15);
-
-/// What the API layer counts, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct ApiMetrics {
-    /// Calls by method and gRPC code name.
-    requests: Mutex<HashMap<(&'static str, &'static str), u64>>,
-    /// Connection-specific calls that reached an instance that does not own the connection.
-    pub ownership_misses: AtomicU64,
-    /// Calls forwarded to the owning instance.
-    pub forwarded: AtomicU64,
-    /// `Subscribe` streams open now.
-    pub subscribers: AtomicU64,
-    /// Calls that panicked (a defect) and were answered INTERNAL.
-    pub panics: AtomicU64,
-}
-
-impl ApiMetrics {
-    fn count(&self, method: &'static str, code: Code) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests.entry((method, code_name(code))).or_default() += 1;
-    }
-
-    /// `(method, code, calls)`, sorted.
-    pub fn requests(&self) -> Vec<(&'static str, &'static str, u64)> {
-        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut rows: Vec<_> = requests.iter().map(|(&(m, c), &n)| (m, c, n)).collect();
-        rows.sort_unstable();
-        rows
-    }
-}
 
 /// The gRPC service implementation. Cheap to clone.
 #[derive(Clone)]

@@ -10,7 +10,7 @@ use prost_reflect::{
 use tonic::{Request, Status};
 
 use super::grpc::GrpcApi;
-use super::proto::{
+use crate::proto::{
     self, web_socket_manager_server::WebSocketManager, FILE_DESCRIPTOR_SET, SERVICE_NAME,
 };
 

@@ -1,14 +1,47 @@
 //! The Prometheus text exposition `/metrics` serves, read from the counters the service, the
 //! publishers and the API keep (no metrics library: a handful of atomics rendered on demand).
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use super::auth::AuthFailures;
-use super::grpc::ApiMetrics;
+use super::status::code_name;
 use crate::cluster::Cluster;
 use crate::publish::PublishMetrics;
 use crate::service::ServiceSnapshot;
+use tonic::Code;
+
+/// What the API layer counts, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    /// Calls by method and gRPC code name.
+    requests: Mutex<HashMap<(&'static str, &'static str), u64>>,
+    /// Connection-specific calls that reached an instance that does not own the connection.
+    pub ownership_misses: AtomicU64,
+    /// Calls forwarded to the owning instance.
+    pub forwarded: AtomicU64,
+    /// `Subscribe` streams open now.
+    pub subscribers: AtomicU64,
+    /// Calls that panicked (a defect) and were answered INTERNAL.
+    pub panics: AtomicU64,
+}
+
+impl ApiMetrics {
+    pub(crate) fn count(&self, method: &'static str, code: Code) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *requests.entry((method, code_name(code))).or_default() += 1;
+    }
+
+    /// `(method, code, calls)`, sorted.
+    pub fn requests(&self) -> Vec<(&'static str, &'static str, u64)> {
+        let requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rows: Vec<_> = requests.iter().map(|(&(m, c), &n)| (m, c, n)).collect();
+        rows.sort_unstable();
+        rows
+    }
+}
 
 /// Renders every metric, with HELP and TYPE lines.
 pub fn render(

@@ -21,16 +21,3 @@ pub mod listen;
 pub mod metrics;
 pub mod status;
 pub mod tail;
-
-/// The code generated from `schemas/websocketmanager.proto`.
-#[allow(clippy::all, clippy::pedantic, missing_docs)]
-pub mod proto {
-    tonic::include_proto!("virtufin");
-
-    /// The schema's encoded `FileDescriptorSet`: served by reflection, read by [`super::invoke`].
-    pub const FILE_DESCRIPTOR_SET: &[u8] =
-        include_bytes!(concat!(env!("OUT_DIR"), "/websocketmanager.bin"));
-
-    /// The fully qualified service name, as reflection and `/v1/invoke` know it.
-    pub const SERVICE_NAME: &str = "virtufin.WebSocketManager";
-}

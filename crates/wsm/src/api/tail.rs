@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::grpc::ApiMetrics;
-use super::proto::PublishedEvent;
+use super::metrics::ApiMetrics;
 use crate::backends::memory::{BusEvent, MemoryBus};
+use crate::proto::PublishedEvent;
 
 /// Events buffered per open stream between the source and the gRPC response.
 const STREAM_BUFFER: usize = 256;

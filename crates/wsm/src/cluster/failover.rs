@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures_util::StreamExt as _;
 use rand::seq::SliceRandom;
 
-use super::heartbeat::{heartbeat_key, PEERS_KEY};
 use super::{Cluster, PeerState};
 use crate::backends::Concurrency;
 use crate::service::TakeOver;
+use crate::store::keys::{heartbeat_key, PEERS_KEY};
 use crate::sync::lock;
 
 /// Claims in flight at once.

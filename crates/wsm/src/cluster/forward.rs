@@ -16,9 +16,11 @@ use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
-use crate::api::auth::PEER_KEY_HEADER;
-use crate::api::proto::web_socket_manager_client::WebSocketManagerClient;
+use crate::proto::web_socket_manager_client::WebSocketManagerClient;
 use crate::security::AllowEntry;
+
+/// The header an instance puts the peer key in when it forwards a call.
+pub const PEER_KEY_HEADER: &str = "x-wsm-peer-key";
 
 /// Set on a forwarded call; its value is the forwarding instance's id.
 pub const HOP_HEADER: &str = "x-wsm-forwarded-by";

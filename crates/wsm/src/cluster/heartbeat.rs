@@ -1,15 +1,9 @@
-//! What an instance writes to say it is alive, and where: `websocketmanager.heartbeat.<instanceId>`
-//! with a TTL, plus the list of instances in `websocketmanager.heartbeat.peers` (the state store
-//! cannot list keys, so peers find each other through this list).
+//! What an instance writes to say it is alive: its heartbeat, under
+//! [`crate::store::keys::heartbeat_key`] with a TTL, plus its id in the peers list
+//! ([`crate::store::keys::PEERS_KEY`]: the state store cannot list keys, so peers find each other
+//! through it).
 
 use serde::{Deserialize, Serialize};
-
-pub const HEARTBEAT_PREFIX: &str = "websocketmanager.heartbeat.";
-pub const PEERS_KEY: &str = "websocketmanager.heartbeat.peers";
-
-pub fn heartbeat_key(instance_id: &str) -> String {
-    format!("{HEARTBEAT_PREFIX}{instance_id}")
-}
 
 /// `{instanceId, lastSeenAt, grpcAddress}`, and `stopping` once a graceful shutdown has closed the
 /// instance's sockets, so peers take its connections over without waiting for the stale threshold.

@@ -22,12 +22,13 @@ use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::backends::{BackendError, Concurrency, StateStore};
 use crate::service::WebSocketService;
+use crate::store::keys::{heartbeat_key, revoked_key, PEERS_KEY};
 use crate::sync::lock;
 
 pub use forward::{
     forwarded_by, is_timeout, is_unreachable, ForwardError, Forwarder, PeerClient, HOP_HEADER,
 };
-pub use heartbeat::{heartbeat_key, Heartbeat, HEARTBEAT_PREFIX, PEERS_KEY};
+pub use heartbeat::Heartbeat;
 pub use registry::{PeerState, Registry};
 
 /// Heartbeat and failover settings.
@@ -282,7 +283,7 @@ impl Cluster {
         }
         let ids: Vec<String> = peers.into_iter().collect();
         let mut keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
-        keys.push(crate::store::revoked_key(&me));
+        keys.push(revoked_key(&me));
         let values = match self.state.get_bulk(&keys).await {
             Ok(values) => values,
             Err(e) => {

@@ -191,7 +191,7 @@ impl WebSocketService {
             // Every instance that ever listed itself, so no instance index keeps stale ids.
             let mut instances: Vec<String> = store
                 .repository()
-                .index(crate::cluster::PEERS_KEY)
+                .index(crate::store::keys::PEERS_KEY)
                 .await?
                 .0
                 .into_iter()

@@ -1,16 +1,14 @@
 //! Connection records in two tiers: a local cache of what this instance holds, and the shared
 //! repository every instance reads. Listing merges both by id, the shared copy winning.
 
+pub mod keys;
 mod repository;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-pub use repository::{
-    instance_index_key, record_key, revoked_key, OwnedWriteError, Repository, CONNECTION_INDEX_KEY,
-    CONNECTION_KEY_PREFIX, INSTANCE_INDEX_PREFIX, REVOKED_PREFIX,
-};
+pub use repository::{OwnedWriteError, Repository};
 
 use crate::backends::{BackendError, StateStore};
 use crate::model::ConnectionRecord;

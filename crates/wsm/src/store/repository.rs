@@ -9,10 +9,7 @@ use std::time::Duration;
 use crate::backends::{BackendError, Concurrency, StateStore};
 use crate::model::ConnectionRecord;
 
-pub const CONNECTION_KEY_PREFIX: &str = "websocketmanager.connection.";
-pub const CONNECTION_INDEX_KEY: &str = "websocketmanager.connection.index";
-pub const INSTANCE_INDEX_PREFIX: &str = "websocketmanager.instance.index.";
-pub const REVOKED_PREFIX: &str = "websocketmanager.revoked.";
+use super::keys::{instance_index_key, record_key, revoked_key, CONNECTION_INDEX_KEY};
 
 /// Compare-and-set attempts before an index update gives up (each conflict means another instance
 /// just wrote the same index, so this only trips under a pathological write storm).
@@ -25,19 +22,6 @@ pub struct Repository {
     adding: Mutex<HashMap<String, Vec<String>>>,
     /// Held by the one caller at a time that writes the waiting ids.
     add_writer: tokio::sync::Mutex<()>,
-}
-
-pub fn record_key(id: &str) -> String {
-    format!("{CONNECTION_KEY_PREFIX}{id}")
-}
-
-pub fn instance_index_key(instance_id: &str) -> String {
-    format!("{INSTANCE_INDEX_PREFIX}{instance_id}")
-}
-
-/// The key of an instance's revocation notice: ids of connections another instance took from it.
-pub fn revoked_key(instance_id: &str) -> String {
-    format!("{REVOKED_PREFIX}{instance_id}")
 }
 
 /// Why an owner's write of its record did not happen.

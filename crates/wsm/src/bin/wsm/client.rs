@@ -11,8 +11,8 @@ use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 use wsm::api::auth::API_KEY_HEADER;
-use wsm::api::proto::{self, web_socket_manager_client::WebSocketManagerClient};
 use wsm::api::status::code_name;
+use wsm::proto::{self, web_socket_manager_client::WebSocketManagerClient};
 
 #[derive(Args, Debug, Clone)]
 pub struct Target {
