@@ -415,53 +415,8 @@ impl Publisher for MemoryBus {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn versions_count_up_and_compare_and_set_has_one_winner() {
-        let store = MemoryStateStore::new();
-        store
-            .set("k", b"a", Concurrency::IfAbsent, None)
-            .await
-            .expect("first write");
-        assert!(matches!(
-            store.set("k", b"b", Concurrency::IfAbsent, None).await,
-            Err(BackendError::Conflict { .. })
-        ));
-        let v1 = store.get("k").await.unwrap().expect("stored");
-        assert_eq!((v1.value.as_slice(), v1.etag.as_str()), (&b"a"[..], "1"));
-        store
-            .set("k", b"c", Concurrency::IfMatch("1"), None)
-            .await
-            .expect("matching etag wins");
-        assert!(store
-            .set("k", b"d", Concurrency::IfMatch("1"), None)
-            .await
-            .is_err());
-        assert_eq!(store.get("k").await.unwrap().unwrap().etag, "2");
-        store
-            .delete("k", Concurrency::IfMatch("2"))
-            .await
-            .expect("delete");
-        assert_eq!(store.get("k").await.unwrap(), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn entries_expire_after_their_ttl() {
-        let store = MemoryStateStore::new();
-        store
-            .set(
-                "k",
-                b"a",
-                Concurrency::LastWrite,
-                Some(Duration::from_secs(30)),
-            )
-            .await
-            .unwrap();
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert!(store.get("k").await.unwrap().is_some());
-        tokio::time::advance(Duration::from_secs(2)).await;
-        assert_eq!(store.get("k").await.unwrap(), None);
-        assert_eq!(store.get_bulk(&["k".into()]).await.unwrap(), vec![None]);
-    }
+    // The state store's tests are the state-store contract (tests/backends_memory.rs); these are
+    // the bus's.
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_slow_subscriber_slows_publishers_down_instead_of_losing_events() {
