@@ -48,14 +48,14 @@ use redis::aio::MultiplexedConnection;
 use redis::streams::StreamRangeReply;
 use serde_json::Value;
 use tokio::runtime::Builder;
-use wsm::api::proto::{ConnectRequest, ListRequest, SendRawRequest, StartPublishRequest};
+use wsm::proto::{ConnectRequest, ListRequest, SendRawRequest, StartPublishRequest};
 use wsm_testkit::RedisServer;
 
 #[path = "support/mod.rs"]
 mod support;
 
 use support::rows::{grouped, Rows};
-use support::{env_or, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
+use support::{env_or, spawn_wsm, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
 
 /// Failover settings (issue 6): heartbeat every second, stale after three, first reconnect after
 /// 100 ms.
@@ -140,7 +140,7 @@ fn instance(settings: &Settings, redis: &str, id: &str, extra: &[&str]) -> WsmPr
         "--log-level",
         "warn",
     ];
-    WsmProcess::spawn(&settings.wsm_bin, &[&base[..], extra].concat())
+    spawn_wsm(&settings.wsm_bin, &[&base[..], extra].concat())
 }
 
 fn millis_since_epoch(time: SystemTime) -> i64 {
@@ -432,9 +432,9 @@ async fn failover_run(
     let result = result.map_err(|e| {
         format!(
             "{e}\nA's log ends:\n{}\nB's log ends:\n{}\nC's log ends:\n{}",
-            a.log_tail(),
-            b.log_tail(),
-            c.log_tail()
+            a.logs(),
+            b.logs(),
+            c.logs()
         )
     });
     drop((a, b, c));
@@ -452,7 +452,7 @@ async fn failover_on(
     settled: Instant,
     problems: &mut Vec<String>,
 ) -> Result<FailoverRun, String> {
-    let mut via_a = a.client().await;
+    let mut via_a = a.unbounded_client().await;
     let mut ids = Vec::new();
     let mut logs = Vec::new();
     for i in 1..=FAILOVER_CONNS {
@@ -533,7 +533,7 @@ async fn failover_on(
     }
 
     let listed = b
-        .client()
+        .unbounded_client()
         .await
         .list(ListRequest::default())
         .await
@@ -599,7 +599,7 @@ async fn failover_on(
         });
     }
     let takeovers =
-        b.metric("wsm_takeovers_total").await? + c.metric("wsm_takeovers_total").await?;
+        b.try_metric("wsm_takeovers_total").await? + c.try_metric("wsm_takeovers_total").await?;
     if takeovers != FAILOVER_CONNS as f64 {
         problems.push(format!(
             "B and C count {takeovers} takeovers; expected {FAILOVER_CONNS}, one per connection"
@@ -675,8 +675,8 @@ async fn forward_figure(settings: &Settings, problems: &mut Vec<String>) -> Opti
     let result = result.map_err(|e| {
         format!(
             "{e}\nA's log ends:\n{}\nB's log ends:\n{}",
-            a.log_tail(),
-            b.log_tail()
+            a.logs(),
+            b.logs()
         )
     });
     drop((a, b));
@@ -712,8 +712,8 @@ async fn forward_on(
     a: &WsmProcess,
     b: &WsmProcess,
 ) -> Result<ForwardFigure, String> {
-    let mut direct = a.client().await;
-    let mut via_b = b.client().await;
+    let mut direct = a.unbounded_client().await;
+    let mut via_b = b.unbounded_client().await;
     let id = direct
         .connect(ConnectRequest {
             url: feed.silent_url(),
@@ -745,7 +745,7 @@ async fn forward_on(
         block += 1;
     }
     let takeovers =
-        a.metric("wsm_takeovers_total").await? + b.metric("wsm_takeovers_total").await?;
+        a.try_metric("wsm_takeovers_total").await? + b.try_metric("wsm_takeovers_total").await?;
     if takeovers != 0.0 {
         return Err(format!(
             "{takeovers} takeovers: the connection moved during the run"
@@ -754,8 +754,8 @@ async fn forward_on(
     let figure = ForwardFigure {
         direct: Latencies::new(direct_times).summary(),
         forwarded: Latencies::new(forwarded_times).summary(),
-        forwarded_by_b: b.metric("wsm_forwarded_total").await?,
-        forwarded_by_a: a.metric("wsm_forwarded_total").await?,
+        forwarded_by_b: b.try_metric("wsm_forwarded_total").await?,
+        forwarded_by_a: a.try_metric("wsm_forwarded_total").await?,
     };
     let (d, f) = (figure.direct, figure.forwarded);
     println!(

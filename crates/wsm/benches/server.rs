@@ -57,13 +57,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::runtime::Builder;
 use tokio_tungstenite::tungstenite::Message;
-use wsm::api::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
+use wsm::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
 
 #[path = "support/mod.rs"]
 mod support;
 
 use support::rows::{grouped, Rows};
-use support::{env_or, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
+use support::{env_or, spawn_wsm, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
 
 /// Size of the `Send` payload, in bytes.
 const PAYLOAD_SIZE: usize = 100;
@@ -264,8 +264,8 @@ async fn send_figure(
     feed: &Feed,
     problems: &mut Vec<String>,
 ) -> Option<SendFigure> {
-    let wsm = WsmProcess::spawn(&settings.wsm_bin, &[]);
-    let mut client = wsm.client().await;
+    let wsm = spawn_wsm(&settings.wsm_bin, &[]);
+    let mut client = wsm.unbounded_client().await;
     let connected = client
         .connect(ConnectRequest {
             url: feed.silent_url(),
@@ -275,7 +275,7 @@ async fn send_figure(
     let id = match connected {
         Ok(response) => response.into_inner().id,
         Err(e) => {
-            problems.push(format!("Connect for Send: {e}\n{}", wsm.log_tail()));
+            problems.push(format!("Connect for Send: {e}\n{}", wsm.logs()));
             return None;
         }
     };
@@ -312,7 +312,7 @@ async fn send_figure(
             (g, b) => {
                 problems.extend(g.err());
                 problems.extend(b.err());
-                problems.push(wsm.log_tail());
+                problems.push(wsm.logs());
                 return None;
             }
         };
@@ -368,12 +368,12 @@ async fn idle_figure(
     problems: &mut Vec<String>,
 ) -> Option<IdleFigure> {
     let ttl = REFRESH_EVERY.as_secs() * 3;
-    let wsm = WsmProcess::spawn(
+    let wsm = spawn_wsm(
         &settings.wsm_bin,
         &["--record-ttl-seconds", &ttl.to_string()],
     );
     let spawned = Instant::now();
-    let client = wsm.client().await;
+    let client = wsm.unbounded_client().await;
     // One call first, so the before figure includes a served gRPC connection.
     if let Err(e) = client.clone().list(ListRequest::default()).await {
         problems.push(format!("List before: {e}"));
@@ -388,7 +388,7 @@ async fn idle_figure(
         problems.push(format!(
             "{failed} of {} Connect calls failed; wsm's log ends:\n{}",
             settings.conns,
-            wsm.log_tail()
+            wsm.logs()
         ));
     }
     let latencies = Latencies::new(latencies);
@@ -530,8 +530,8 @@ async fn open_through_fresh_server(
     n: usize,
     problems: &mut Vec<String>,
 ) -> Option<Opened> {
-    let wsm = WsmProcess::spawn(&settings.wsm_bin, extra);
-    let client = wsm.client().await;
+    let wsm = spawn_wsm(&settings.wsm_bin, extra);
+    let client = wsm.unbounded_client().await;
     if let Err(e) = client.clone().list(ListRequest::default()).await {
         problems.push(format!("List before: {e}"));
         return None;
@@ -543,7 +543,7 @@ async fn open_through_fresh_server(
     if failed > 0 {
         problems.push(format!(
             "{failed} of {n} Connect calls to {url} failed; wsm's log ends:\n{}",
-            wsm.log_tail()
+            wsm.logs()
         ));
     }
     let listed = client

@@ -12,24 +12,25 @@
 //!   surfaced, API calls fail with clear errors, and afterwards every frame read is in the stream
 //!   (duplicates allowed where a failed call may have landed; gaps never).
 //!
-//! Each test uses real processes: `wsm serve`, `redis-server`, and for the first one a feed
-//! server in a process of its own. The tests run one at a time: each keeps a feed streaming, and
-//! a 2-core machine running them side by side would measure the machine rather than wsm.
+//! Each test uses real processes: `wsm serve`, `redis-server`, and for the first one the
+//! `feed-server` binary ([`wsm_testkit::feed_server_bin`]). The tests run one at a time: each
+//! keeps a feed streaming, and a 2-core machine running them side by side would measure the
+//! machine rather than wsm.
 
 mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use feed_server::{FeedConfig, FeedHandle, FeedServer};
+use feed_server::{FeedConfig, FeedHandle};
 use serde_json::Value;
 use tokio::time::Instant;
 use tonic::Code;
-use wsm::api::proto;
+use wsm::proto;
 use wsm_testkit::{stream_entries, DaprSidecar, RedisServer};
 
 use support::process::WsmProcess;
@@ -333,65 +334,25 @@ async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
 // ---------------------------------------------------------------------------------------------
 // 1. The feed server killed and restarted
 
-/// The environment variable that makes [`feed_server_process`] serve.
-const FEED_LISTEN_ENV: &str = "WSM_FAULTS_BUS_FEED_LISTEN";
-
-/// Not a test of its own: the feed server *process* the restart test SIGKILLs and starts again.
-/// It is this test binary run again with only this function selected, serving the feed-server
-/// library as the `feed-server` binary does (that binary belongs to another package, so cargo
-/// does not build it for this one's tests). It ends when its parent closes its stdin.
-#[test]
-#[ignore = "the feed server process of feed_killed_and_restarted_ten_times; that test starts it"]
-fn feed_server_process() {
-    let Ok(listen) = std::env::var(FEED_LISTEN_ENV) else {
-        return;
-    };
-    let listen: SocketAddr = listen.parse().expect("a socket address to listen on");
-    std::thread::spawn(|| {
-        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
-        std::process::exit(0);
-    });
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        let feed = FeedServer::start(FeedConfig {
-            listen,
-            control_listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
-            rate: 400,
-            auto_stream: false,
-            ..FeedConfig::default()
-        })
-        .await
-        .expect("the feed server binds its port");
-        let control = feed.control_addr().expect("a control endpoint");
-        println!("listening ws://{}", feed.addr());
-        println!("control http://{control}");
-        std::future::pending::<()>().await;
-    });
-}
-
-/// A feed server process on a fixed port, controlled over its HTTP control endpoint.
+/// A `feed-server` process (the feed server's own binary) on a fixed port, controlled over its
+/// HTTP control endpoint.
 struct FeedProcess {
     child: Child,
     control: String,
-    _stdin: ChildStdin,
     _stdout: BufReader<ChildStdout>,
 }
 
 impl FeedProcess {
     fn spawn(listen: SocketAddr) -> FeedProcess {
-        let exe = std::env::current_exe().expect("the test binary's path");
-        let mut child = Command::new(exe)
-            .args(["feed_server_process", "--exact", "--ignored", "--nocapture"])
-            .env(FEED_LISTEN_ENV, listen.to_string())
-            .stdin(Stdio::piped())
+        let listen = listen.to_string();
+        let mut child = Command::new(wsm_testkit::feed_server_bin())
+            .args(["--listen", &listen, "--rate", "400", "--wait-for-subscribe"])
+            .args(["--control-port", "0", "--log-level", "warn"])
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the feed server process starts");
-        let stdin = child.stdin.take().expect("stdin is piped");
         let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
         let mut control = None;
         let mut listening = false;
@@ -407,7 +368,6 @@ impl FeedProcess {
         FeedProcess {
             child,
             control: control.unwrap_or_default(),
-            _stdin: stdin,
             _stdout: stdout,
         }
     }

@@ -1,26 +1,24 @@
 //! Code the benches share (`#[path = "support/mod.rs"] mod support;` in each): the environment
-//! knobs, the `wsm` binary, a feed server on its own thread, `wsm serve` child processes, latency
-//! statistics, and the result rows for `scripts/bench.sh` ([`rows`]). Each bench uses a different
-//! part of it.
+//! knobs, the `wsm` binary, a feed server on its own thread, `wsm serve` child processes (the
+//! tests' [`process`] module), latency statistics, and the result rows for `scripts/bench.sh`
+//! ([`rows`]). Each bench uses a different part of it.
 #![allow(dead_code)]
 
+#[path = "../../tests/support/process.rs"]
+pub mod process;
 pub mod rows;
 
-use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+// Not every bench starts wsm.
+#[allow(unused_imports)]
+pub use process::{wsm_bin, Client, Spawn, WsmProcess};
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use feed_server::{FeedConfig, FeedHandle, FeedServer};
 use tokio::runtime::Builder;
 use tokio::sync::oneshot;
-use tonic::transport::{Channel, Endpoint};
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
-
-pub type Client = WebSocketManagerClient<Channel>;
 
 pub fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
     std::env::var(key)
@@ -35,22 +33,6 @@ pub fn wanted(name: &str) -> bool {
         .ok()
         .as_deref()
         .is_none_or(|list| list.split(',').any(|n| n.trim() == name))
-}
-
-/// `WSM_BIN`, else the binary cargo built with this bench, else `wsm` next to the bench's `deps`
-/// directory (target/<profile>/wsm).
-pub fn wsm_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("WSM_BIN") {
-        return PathBuf::from(path);
-    }
-    if let Some(path) = option_env!("CARGO_BIN_EXE_wsm") {
-        return PathBuf::from(path);
-    }
-    let exe = std::env::current_exe().expect("the bench's own path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .map(|profile| profile.join("wsm"))
-        .expect("target/<profile>/wsm")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -121,183 +103,19 @@ impl Feed {
 // ---------------------------------------------------------------------------------------------
 // The wsm process
 
-/// A `wsm serve` child process, killed when dropped.
-pub struct WsmProcess {
-    child: Child,
-    pub grpc: SocketAddr,
-    pub http: SocketAddr,
-    /// The last lines it wrote on stderr (its log), for failure reports.
-    log: Arc<Mutex<VecDeque<String>>>,
-}
-
-impl WsmProcess {
-    /// `wsm serve` on free loopback ports, loopback connects allowed, no connection limit, then
-    /// `extra`. Returns once it has printed both addresses.
-    pub fn spawn(bin: &PathBuf, extra: &[&str]) -> WsmProcess {
-        let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1",
-                "-s",
-                "0",
-                "-g",
-                "0",
-                "--allow-private-networks",
-                "--max-connections",
-                "0",
-            ])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); build it (cargo build --release -p wsm --bin wsm) or \
-                     set WSM_BIN",
-                    bin.display()
-                )
-            });
-        let log = Arc::new(Mutex::new(VecDeque::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let lines = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut lines = lines.lock().unwrap_or_else(|e| e.into_inner());
-                if lines.len() == 20 {
-                    lines.pop_front();
-                }
-                lines.push_back(line);
-            }
-        });
-        let stdout = child.stdout.take().expect("stdout");
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                for (port, prefix) in [
-                    ("http", "http listening on "),
-                    ("grpc", "grpc listening on "),
-                ] {
-                    if let Some(addr) = line.strip_prefix(prefix) {
-                        let _ = addr_tx.send((port, addr.trim().parse::<SocketAddr>()));
-                    }
-                }
-            }
-        });
-        let (mut grpc, mut http) = (None, None);
-        while grpc.is_none() || http.is_none() {
-            match addr_rx.recv_timeout(Duration::from_secs(30)) {
-                Ok(("grpc", Ok(addr))) => grpc = Some(addr),
-                Ok((_, Ok(addr))) => http = Some(addr),
-                other => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "wsm serve did not report its addresses ({other:?}); its log:\n{}",
-                        log.lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .iter()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join("\n")
-                    );
-                }
-            }
-        }
-        WsmProcess {
-            child,
-            grpc: grpc.expect("gRPC address"),
-            http: http.expect("HTTP address"),
-            log,
-        }
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    /// SIGKILL (no shutdown work, like a crash), and reaps the process.
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// `VmRSS` and `VmHWM` (peak) from /proc/<pid>/status, in bytes.
-    pub fn memory(&self) -> (u64, u64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("read /proc/<pid>/status");
-        let field = |name: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-                .map_or(0, |kb| kb * 1024)
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-
-    /// CPU time used so far (user + system), from /proc/<pid>/stat.
-    pub fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .expect("read /proc/<pid>/stat");
-        // The fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-        let ticks: u64 =
-            fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0);
-        // SAFETY: sysconf has no preconditions.
-        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        Duration::from_secs_f64(ticks as f64 / per_second)
-    }
-
-    pub fn log_tail(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    }
-
-    pub async fn client(&self) -> Client {
-        let channel = Endpoint::from_shared(format!("http://{}", self.grpc))
-            .expect("endpoint")
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .expect("connect to wsm's gRPC port");
-        WebSocketManagerClient::new(channel).max_decoding_message_size(usize::MAX)
-    }
-
-    /// One unlabelled sample from `/metrics` (0 when absent).
-    pub async fn metric(&self, name: &str) -> Result<f64, String> {
-        let text = reqwest::get(format!("http://{}/metrics", self.http))
-            .await
-            .map_err(|e| format!("GET /metrics: {e}"))?
-            .text()
-            .await
-            .map_err(|e| format!("GET /metrics body: {e}"))?;
-        Ok(text
-            .lines()
-            .filter(|line| !line.starts_with('#'))
-            .filter_map(|line| line.rsplit_once(' '))
-            .find(|(sample, _)| *sample == name)
-            .and_then(|(_, value)| value.parse().ok())
-            .unwrap_or(0.0))
-    }
-}
-
-impl Drop for WsmProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts `wsm serve` as the benches run it: `bin`, no connection limit, wsm's own log level, and
+/// the last 20 lines of its log kept for failure reports ([`WsmProcess::log_tail`]); then `extra`.
+pub fn spawn_wsm(bin: &Path, extra: &[&str]) -> WsmProcess {
+    WsmProcess::spawn_with(
+        &[&["--max-connections", "0"][..], extra].concat(),
+        &Spawn {
+            bin: Some(bin.to_owned()),
+            capture_logs: true,
+            log_lines: Some(20),
+            log_level: None,
+            open_files: None,
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -15,9 +15,13 @@ use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
-use wsm::api::proto::web_socket_manager_client::WebSocketManagerClient;
 use wsm::config::ServeArgs;
+use wsm::proto::web_socket_manager_client::WebSocketManagerClient;
 use wsm::server::{Running, StartError};
+
+// Not every test file reads metrics.
+#[allow(unused_imports)]
+pub use super::process::metric;
 
 /// Bounds a whole test, against hangs only.
 pub const TEST_LIMIT: Duration = Duration::from_secs(60);
@@ -281,15 +285,4 @@ impl HttpClient {
             body: String::from_utf8(body.to_vec()).expect("a UTF-8 body"),
         }
     }
-}
-
-/// The value of one sample in Prometheus text (`name` with its labels exactly as written, e.g.
-/// `wsm_connections{status="connected"}`); 0 when absent.
-pub fn metric(text: &str, sample: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .filter_map(|line| line.rsplit_once(' '))
-        .find(|(name, _)| *name == sample)
-        .map(|(_, value)| value.parse().expect("a numeric sample"))
-        .unwrap_or(0.0)
 }
