@@ -74,7 +74,16 @@ async fn start_fails_naming_redis_when_redis_is_unreachable() {
         let refused = Wsm::try_start(&["--state", "redis", "--redis-url", &url]).await;
         match refused {
             Err(StartError::Backend(reason)) => {
-                assert!(reason.contains("redis"), "{reason}");
+                // Which backend, where it dialled, and why that failed.
+                assert!(reason.contains("redis state backend"), "{reason}");
+                assert!(
+                    reason.contains(&format!("connecting to {url}:")),
+                    "{reason}"
+                );
+                assert!(
+                    reason.to_lowercase().contains("connection refused"),
+                    "{reason}"
+                );
             }
             Err(other) => panic!("expected a backend error, got {other}"),
             Ok(_) => panic!("started without its state store"),
