@@ -1,6 +1,7 @@
 //! The errors: [`BackendError`] from a state store or bus, [`ServiceError`] from the service.
 //!
-//! One error type for the service. Each variant is one gRPC status code (`code()`); the messages keep
+//! One error type for the service. Each variant is one gRPC status code (mapped once, in
+//! `api::status`); the messages keep
 //! the well-known texts of the original service and name the connection where there is one.
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,21 +33,6 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    /// The gRPC status code name.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ServiceError::InvalidArgument(_) => "INVALID_ARGUMENT",
-            ServiceError::NotFound { .. } => "NOT_FOUND",
-            ServiceError::FailedPrecondition(_) | ServiceError::NotOwner { .. } => {
-                "FAILED_PRECONDITION"
-            }
-            ServiceError::DeadlineExceeded => "DEADLINE_EXCEEDED",
-            ServiceError::Unavailable(_) => "UNAVAILABLE",
-            ServiceError::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
-            ServiceError::Internal(_) => "INTERNAL",
-        }
-    }
-
     pub fn not_connected() -> Self {
         ServiceError::FailedPrecondition("WebSocket is not connected".into())
     }

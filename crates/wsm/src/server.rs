@@ -15,7 +15,7 @@ use crate::api::listen;
 use crate::api::tail::TopicTail;
 use crate::backends::dapr::{DaprConfig, DaprPublisher, DaprStateStore};
 use crate::backends::memory::{MemoryBus, MemoryStateStore};
-use crate::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore};
+use crate::backends::redis::{RedisConfig, RedisPublisher, RedisStateStore, RedisTail};
 use crate::backends::{Publisher, StateStore};
 use crate::cluster::Cluster;
 use crate::config::{Backend, ServeArgs};
@@ -95,7 +95,7 @@ pub async fn backends(
     let (bus, tail): (Arc<dyn Publisher>, TopicTail) = match args.pubsub {
         Backend::Memory => {
             let bus = MemoryBus::new();
-            (Arc::new(bus.clone()), TopicTail::Memory(bus))
+            (Arc::new(bus.clone()), TopicTail::Bus(Arc::new(bus)))
         }
         Backend::Redis => (
             Arc::new(
@@ -103,9 +103,7 @@ pub async fn backends(
                     .await
                     .map_err(|e| unreachable("redis pub/sub", &e))?,
             ),
-            TopicTail::Redis {
-                url: args.redis_url.clone(),
-            },
+            TopicTail::Bus(Arc::new(RedisTail::new(&args.redis_url))),
         ),
         Backend::Dapr => (
             Arc::new(DaprPublisher::new(&dapr).map_err(|e| unreachable("dapr pub/sub", &e))?),

@@ -16,10 +16,10 @@ use tonic::{Code, Request, Response, Status};
 use super::convert;
 use super::metrics::ApiMetrics;
 use super::tail::TopicTail;
-use crate::cluster::{self, Cluster, ForwardError, PeerClient, Route};
+use crate::cluster::{self, Cluster, Outcome, PeerClient};
 use crate::error::ServiceError;
 use crate::proto::{self, web_socket_manager_server::WebSocketManager};
-use crate::service::{TakeOver, WebSocketService};
+use crate::service::WebSocketService;
 
 /// Bounds of how long a forwarded call may take (Send: its own timeout plus this).
 const FORWARD_TIMEOUT: std::ops::RangeInclusive<Duration> =
@@ -79,7 +79,7 @@ impl GrpcApi {
         Req: Clone,
         L: Fn(Req) -> LF,
         LF: Future<Output = Result<Resp, ServiceError>>,
-        R: Fn(PeerClient, Request<Req>) -> RF,
+        R: FnOnce(PeerClient, Request<Req>) -> RF,
         RF: Future<Output = Result<Response<Resp>, Status>>,
     {
         let connection = id(request.get_ref()).to_owned();
@@ -94,110 +94,25 @@ impl GrpcApi {
                 .ownership_misses
                 .fetch_add(1, Ordering::Relaxed);
             let id = id(&req).to_owned();
-            let not_owner = || ServiceError::NotOwner {
-                id: id.clone(),
-                owner: owner.clone(),
-            };
             let Some(cluster) = &self.cluster else {
-                return self.refuse(method, not_owner());
+                return self.refuse(method, ServiceError::NotOwner { id, owner });
             };
-            if let Some(from) = forwarded_by {
-                // One hop only: the forwarder believed this instance the owner; the records moved.
-                tracing::warn!(connection = %id, %owner, forwarded_by = %from, "a forwarded call reached a non-owner; not forwarding again. If this repeats, the owner's advertised address (WSM_GRPC_HOST) may point at this instance");
-                return self.refuse(method, not_owner());
-            }
-            let why = match cluster.route(&owner).await {
-                Route::Forward(address) => 'forward: {
-                    let shown = crate::text::excerpt(&address, 128);
-                    let client = match cluster.forwarder().client(&address).await {
-                        Ok(client) => client,
-                        Err(ForwardError::NotAllowed(why)) => {
-                            // Not a sign the owner is dead: claiming would take a live owner's
-                            // connection on the word of a record nobody should have written.
-                            tracing::warn!(connection = %id, %owner, address = %shown, "{why}");
-                            return self.refuse(method, ServiceError::Unavailable(why));
-                        }
-                        Err(ForwardError::Unreachable(e)) => {
-                            tracing::warn!(connection = %id, %owner, address = %shown, error = %e, "the owner is unreachable; claiming its connection");
-                            break 'forward format!("unreachable at {shown}: {e}");
-                        }
-                    };
-                    // Bounded here too: a paused owner accepts TCP but never answers, and the
-                    // deadline sent along is only enforced by a peer that runs.
-                    let call = remote(client, cluster.forwarder().request(req.clone(), timeout));
-                    let forwarded = match tokio::time::timeout(timeout, call).await {
-                        Ok(result) => result,
-                        Err(_) => Err(Status::cancelled("Timeout expired")),
-                    };
-                    match forwarded {
-                        Ok(response) => {
-                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.count(method, Code::Ok);
-                            return Ok(response);
-                        }
-                        Err(status) if cluster::is_unreachable(&status) => {
-                            cluster.forwarder().forget(&address);
-                            tracing::warn!(connection = %id, %owner, address = %shown, error = %status.message(), "the owner did not take the forwarded call; claiming its connection");
-                            format!("unreachable at {shown}: {}", status.message())
-                        }
-                        Err(status) => {
-                            // The owner's own answer, passed on as it is; or our deadline, said so.
-                            let status = if cluster::is_timeout(&status) {
-                                Status::unavailable(format!(
-                                    "instance {owner}, which owns connection {id}, did not answer within {} ms; \
-                                     it may be paused or overloaded. If it stays silent for the stale \
-                                     threshold, another instance takes the connection over",
-                                    timeout.as_millis()
-                                ))
-                            } else if status.code() == Code::Unauthenticated {
-                                Status::unauthenticated(format!(
-                                    "instance {owner}, which owns connection {id}, refused the call \
-                                     forwarded to it ({}); instances forward with the peer key, which \
-                                     --peer-key / WSM_PEER_KEY must set to the same value on every \
-                                     instance",
-                                    status.message()
-                                ))
-                            } else {
-                                status
-                            };
-                            self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
-                            self.metrics.count(method, status.code());
-                            return Err(status);
-                        }
-                    }
+            let outcome = cluster
+                .forward_or_claim(&id, &owner, forwarded_by, req.clone(), timeout, remote)
+                .await;
+            match outcome {
+                Outcome::Forwarded(result) => {
+                    self.metrics.forwarded.fetch_add(1, Ordering::Relaxed);
+                    let code = result.as_ref().map_or_else(Status::code, |_| Code::Ok);
+                    self.metrics.count(method, code);
+                    result
                 }
-                Route::Claim(why) => why,
-            };
-            self.claim_and_serve(method, cluster, &id, &owner, why, local(req))
-                .await
+                Outcome::Claimed => self.answer(method, local(req).await),
+                Outcome::Refused(e) => self.refuse(method, e),
+                Outcome::Failed(e) => self.answer(method, Err(e)),
+            }
         })
         .await
-    }
-
-    /// Claims `id` from `owner` and then serves the call here with `serve`.
-    async fn claim_and_serve<Resp>(
-        &self,
-        method: &'static str,
-        cluster: &Cluster,
-        id: &str,
-        owner: &str,
-        why: String,
-        serve: impl Future<Output = Result<Resp, ServiceError>>,
-    ) -> RpcResult<Resp> {
-        match cluster.claim_for_call(id, owner, &why).await {
-            Ok(TakeOver::Claimed | TakeOver::AlreadyOurs) => self.answer(method, serve.await),
-            Ok(TakeOver::Owner(now)) => self.refuse(
-                method,
-                ServiceError::NotOwner {
-                    id: id.to_owned(),
-                    owner: now,
-                },
-            ),
-            Ok(TakeOver::Gone) => {
-                self.answer(method, Err(ServiceError::NotFound { id: id.to_owned() }))
-            }
-            Err(e) => self.answer(method, Err(e)),
-        }
     }
 
     /// Runs one call behind the panic barrier: a panic answers INTERNAL, counted like any answer.

@@ -7,18 +7,22 @@ use crate::error::ServiceError;
 
 impl From<ServiceError> for Status {
     fn from(e: ServiceError) -> Self {
-        let code = match &e {
-            ServiceError::InvalidArgument(_) => Code::InvalidArgument,
-            ServiceError::NotFound { .. } => Code::NotFound,
-            ServiceError::FailedPrecondition(_) | ServiceError::NotOwner { .. } => {
-                Code::FailedPrecondition
-            }
-            ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
-            ServiceError::Unavailable(_) => Code::Unavailable,
-            ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
-            ServiceError::Internal(_) => Code::Internal,
-        };
-        Status::new(code, e.to_string())
+        Status::new(grpc_code(&e), e.to_string())
+    }
+}
+
+/// The gRPC code a service error answers with: the one mapping.
+pub fn grpc_code(e: &ServiceError) -> Code {
+    match e {
+        ServiceError::InvalidArgument(_) => Code::InvalidArgument,
+        ServiceError::NotFound { .. } => Code::NotFound,
+        ServiceError::FailedPrecondition(_) | ServiceError::NotOwner { .. } => {
+            Code::FailedPrecondition
+        }
+        ServiceError::DeadlineExceeded => Code::DeadlineExceeded,
+        ServiceError::Unavailable(_) => Code::Unavailable,
+        ServiceError::ResourceExhausted(_) => Code::ResourceExhausted,
+        ServiceError::Internal(_) => Code::Internal,
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 use super::{BackendError, Concurrency, Publisher, StateStore, Versioned};
@@ -408,6 +408,60 @@ impl Publisher for MemoryBus {
 
     async fn ping(&self) -> Result<(), BackendError> {
         Ok(())
+    }
+}
+
+/// `Subscribe` on the memory bus: this instance's own publishes, from now on.
+#[async_trait]
+impl super::BusTail for MemoryBus {
+    async fn tail(
+        &self,
+        topic: &str,
+        events: mpsc::Sender<Result<super::TailEvent, super::TailError>>,
+    ) -> Result<(), super::TailError> {
+        let subscription = self.subscribe(topic);
+        tokio::spawn(tail(topic.to_owned(), subscription, events));
+        Ok(())
+    }
+}
+
+async fn tail(
+    topic: String,
+    mut subscription: Subscription,
+    events: mpsc::Sender<Result<super::TailEvent, super::TailError>>,
+) {
+    loop {
+        let event = tokio::select! {
+            _ = events.closed() => return,
+            event = subscription.recv_event() => event,
+        };
+        let event = match event {
+            Ok(event) => {
+                let cloud_event = String::from_utf8_lossy(&subscription.json(&event)).into_owned();
+                match event.frame() {
+                    Some((source, frame)) => super::TailEvent {
+                        cloud_event,
+                        connection_id: source.connection_id.to_string(),
+                        seq: frame.seq,
+                        epoch: frame.epoch,
+                        id: String::new(),
+                    },
+                    None => super::TailEvent::from_json(cloud_event, String::new()),
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(batches)) => {
+                let _ = events
+                    .send(Err(super::TailError::Lagged(format!(
+                        "this subscriber to {topic} fell behind and lost {batches} batches of events; subscribe again"
+                    ))))
+                    .await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if events.send(Ok(event)).await.is_err() {
+            return;
+        }
     }
 }
 

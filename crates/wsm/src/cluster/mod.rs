@@ -11,6 +11,7 @@ mod failover;
 pub mod forward;
 pub mod heartbeat;
 pub mod registry;
+mod serve;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,7 @@ pub use forward::{
 };
 pub use heartbeat::Heartbeat;
 pub use registry::{PeerState, Registry};
+pub use serve::Outcome;
 
 /// Heartbeat and failover settings.
 #[derive(Debug, Clone)]

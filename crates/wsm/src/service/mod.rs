@@ -1,9 +1,10 @@
-//! The rules of the WebSocket Manager API (the original `IWebSocketService`): validation, ownership,
-//! the connection records, and the wiring of each socket to its publisher. Transport-agnostic: the
+//! The rules of the WebSocket Manager API (the original `IWebSocketService`): validation, ownership
+//! and the connection records. The wiring of each socket to its publisher is in [`wiring`], the
+//! status writer in [`status`]. Transport-agnostic: the
 //! gRPC and HTTP layers translate to and from these calls.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,21 +18,22 @@ use crate::connection::{
     headers, Connection, ConnectionOptions, ConnectionSpec, SendError, Target,
 };
 use crate::error::ServiceError;
-use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
 use crate::model::{ConnectionRecord, OutboundMessage, Status, StoredMessage};
 use crate::publish::{
-    self, BusLifecycle, FrameReceiver, FrameSource, Lease, OwnershipFence, PublishMetrics,
-    PublishOptions, PublishQueue, QueueDepth, ReceiveStats,
+    BusLifecycle, Lease, PublishMetrics, PublishOptions, QueueDepth, ReceiveStats,
 };
 use crate::store::ConnectionStore;
 use crate::sync::lock;
 
 mod ownership;
 mod slots;
+mod status;
+mod wiring;
 
-use ownership::OwnedLifecycle;
 pub use ownership::{OwnershipCounts, TakeOver};
 use slots::{Slot, Slots};
+pub use status::LifecycleCounts;
+use status::{write_statuses, StatusObserver};
 
 /// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
 pub const MAX_TAGS: usize = 50;
@@ -105,14 +107,6 @@ struct Live {
     /// Set when another instance took the connection over: its frames and lifecycle events are no
     /// longer this instance's to publish.
     revoked: Arc<AtomicBool>,
-}
-
-/// Counts of lifecycle events, for the metrics.
-#[derive(Debug, Default)]
-pub struct LifecycleCounts {
-    pub reconnects: AtomicU64,
-    pub degraded: AtomicU64,
-    pub errors: AtomicU64,
 }
 
 /// What the service can tell about itself now, for `/metrics`.
@@ -393,109 +387,6 @@ impl WebSocketService {
             .await;
         tracing::info!(connection = %id, url = %self.shown_url(&record.url), "connected");
         Ok(record)
-    }
-
-    /// Dials and wires the socket to a fresh publisher task.
-    async fn open(
-        &self,
-        spec: ConnectionSpec,
-        ping_interval: Option<Duration>,
-        slot: Slot,
-    ) -> Result<Live, ServiceError> {
-        let pipe = self.pipe(&spec, ping_interval, "connect requested".into());
-        let lifecycle = Arc::clone(&pipe.lifecycle);
-        let connection = Connection::open(
-            spec,
-            pipe.options.clone(),
-            pipe.queue.clone(),
-            Arc::clone(&lifecycle),
-        )
-        .await
-        .map_err(|e| {
-            lifecycle.emit(LifecycleEvent {
-                kind: LifecycleKind::Error,
-                connection_id: Arc::clone(&pipe.from.connection_id),
-                url: Arc::clone(&pipe.from.url),
-                reason: e.to_string(),
-                attempt: 0,
-                epoch: 0,
-            });
-            // A target the network policy refuses, or a header that cannot be sent: the
-            // caller's request is at fault, and retrying will not help.
-            if e.is_callers_mistake() {
-                ServiceError::InvalidArgument(e.to_string())
-            } else {
-                ServiceError::Unavailable(e.to_string())
-            }
-        })?;
-        Ok(self.start_publisher(connection, pipe, slot))
-    }
-
-    /// What a socket needs before it opens: its publish queue, its lifecycle sink (muted once the
-    /// connection is taken over), and its options. Emits `connecting`.
-    fn pipe(&self, spec: &ConnectionSpec, ping_interval: Option<Duration>, reason: String) -> Pipe {
-        let from = FrameSource {
-            connection_id: spec.id.as_str().into(),
-            // Published frames carry the URL as it may be shown (secrets redacted).
-            url: self.inner.config.connection.redact.redact(&spec.url).into(),
-            source: self.inner.config.app_id.as_str().into(),
-        };
-        let revoked = Arc::new(AtomicBool::new(false));
-        let lifecycle: Arc<dyn LifecycleSink> = Arc::new(OwnedLifecycle {
-            sink: self.inner.lifecycle.clone(),
-            revoked: Arc::clone(&revoked),
-        });
-        lifecycle.emit(LifecycleEvent {
-            kind: LifecycleKind::Connecting,
-            connection_id: Arc::clone(&from.connection_id),
-            url: Arc::clone(&from.url),
-            reason,
-            attempt: 0,
-            epoch: spec.epoch,
-        });
-        let (mut queue, frames) = PublishQueue::new(
-            self.inner.config.publish_queue_frames,
-            self.inner.config.publish_queue_bytes,
-        );
-        queue.count_into(Arc::clone(&self.inner.received));
-        let mut options = self.inner.config.connection.clone();
-        if let Some(interval) = ping_interval {
-            options.ping_interval = interval;
-        }
-        Pipe {
-            from,
-            queue,
-            frames,
-            lifecycle,
-            options,
-            revoked,
-        }
-    }
-
-    fn start_publisher(&self, connection: Connection, pipe: Pipe, slot: Slot) -> Live {
-        let depth = pipe.queue.depth();
-        // The socket task holds the only queue sender: the publisher ends when the task does.
-        drop(pipe.queue);
-        let fence = Arc::new(OwnershipFence {
-            lease: Arc::clone(&self.inner.lease),
-            revoked: Arc::clone(&pipe.revoked),
-        });
-        let publisher = publish::spawn_fenced_publisher(
-            pipe.frames,
-            pipe.from,
-            Arc::clone(&self.inner.bus),
-            pipe.lifecycle,
-            Arc::clone(&self.inner.metrics),
-            self.inner.config.publish.clone(),
-            fence,
-        );
-        Live {
-            connection,
-            _slot: slot,
-            publisher,
-            queue: depth,
-            revoked: pipe.revoked,
-        }
     }
 
     /// Every connection (all instances' records merged with this one's), filtered by tags (AND),
@@ -785,72 +676,4 @@ fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
         }
     }
     Ok(())
-}
-
-/// The pieces of a connection before its socket opens.
-struct Pipe {
-    from: FrameSource,
-    queue: PublishQueue,
-    frames: FrameReceiver,
-    lifecycle: Arc<dyn LifecycleSink>,
-    options: crate::connection::ConnectionOptions,
-    revoked: Arc<AtomicBool>,
-}
-
-/// Counts lifecycle events and forwards status-changing ones to the status writer (never blocks the
-/// socket task).
-struct StatusObserver {
-    statuses: mpsc::Sender<LifecycleEvent>,
-    counts: Arc<LifecycleCounts>,
-}
-
-impl LifecycleSink for StatusObserver {
-    fn emit(&self, event: LifecycleEvent) {
-        let counter = match event.kind {
-            LifecycleKind::Reconnecting => Some(&self.counts.reconnects),
-            LifecycleKind::Degraded => Some(&self.counts.degraded),
-            LifecycleKind::Error => Some(&self.counts.errors),
-            _ => None,
-        };
-        if let Some(counter) = counter {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-        if matches!(
-            event.kind,
-            LifecycleKind::Connected | LifecycleKind::Reconnecting | LifecycleKind::Disconnected
-        ) {
-            let _ = self.statuses.try_send(event);
-        }
-    }
-}
-
-/// Persists status changes, so `List` on any instance shows the owner's last status.
-async fn write_statuses(inner: std::sync::Weak<Inner>, mut events: mpsc::Receiver<LifecycleEvent>) {
-    while let Some(event) = events.recv().await {
-        let Some(inner) = inner.upgrade() else { return };
-        // A connection closed on request is already gone (or going) from the store: writing its
-        // last status would bring the record back.
-        if !lock(&inner.live).contains_key(&*event.connection_id) {
-            continue;
-        }
-        let status = match event.kind {
-            LifecycleKind::Connected => Status::Connected,
-            LifecycleKind::Reconnecting => Status::Reconnecting,
-            _ => Status::Disconnected,
-        };
-        let service = WebSocketService { inner };
-        let result = service
-            .persist(&event.connection_id, |r| {
-                r.status = status;
-                r.epoch = r.epoch.max(event.epoch);
-            })
-            .await;
-        match result {
-            Ok(()) => {}
-            Err(ServiceError::NotOwner { .. } | ServiceError::NotFound { .. }) => {}
-            Err(e) => {
-                tracing::warn!(connection = %event.connection_id, error = %e, "status not persisted; the next refresh retries")
-            }
-        }
-    }
 }
