@@ -1,6 +1,6 @@
 //! `cargo bench -p controller --bench process`: the plugin's own cost per `Process` call, measured
-//! through the real C ABI of the release `libcontroller.so`, against a host whose `gateway_call`
-//! answers at once with a canned (malloc'd) reply. Also: `dlopen` + first `Process` in a fresh
+//! through the real C ABI of the release `libcontroller.so`, against the tests' scripted host
+//! (tests/support/host.rs), quiet, whose `gateway_call` answers at once with a canned (malloc'd) reply. Also: `dlopen` + first `Process` in a fresh
 //! process, and the shipped library's size. Prints a Markdown table for BENCHMARKS.md.
 //!
 //! The baselines are the documented figures of the engine and of the NativeAOT original (they cannot
@@ -14,16 +14,14 @@ mod support;
 #[path = "../crates/wsm/benches/support/rows.rs"]
 mod rows;
 
-use std::ffi::{c_char, c_void};
+use std::borrow::Cow;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::ptr;
 use std::time::{Duration, Instant};
 
-use controller::VirtufinHost;
 use rows::{grouped, Rows};
-use support::{Event, Plugin};
+use support::{Canned, Event, Plugin, ScriptedHost};
 
 const WARMUP: usize = 20_000;
 /// Timed calls per process and command (`BENCH_CALLS`).
@@ -50,44 +48,9 @@ const CONNECT_REPLY: &[u8] =
     br#"{"id":"5b0c2a7e-3c59-4a53-9a57-1f2f5e1c0a11","status":"connected"}"#;
 const LIST_REPLY: &[u8] = br#"{"connections":[{"id":"5b0c2a7e-3c59-4a53-9a57-1f2f5e1c0a11","url":"wss://stream.binance.com:9443/stream","status":"connected","topic":"act.exchange.binance.orderbook.update","instance_id":"wsm-0","tags":{"venue":"binance"}},{"id":"0e8e5a8e-4d7f-4b0e-8f7e-2d7c1a9b3c44","url":"wss://stream.binance.com:9443/stream","status":"connected","topic":"","instance_id":"wsm-1","tags":{}}]}"#;
 
-/// The canned reply for the method being benchmarked; `engine_ptr` points at it.
-struct Canned(&'static [u8]);
-
-unsafe extern "C" fn no_log(_: *mut c_void, _: i32, _: *const c_char) {}
-
-unsafe extern "C" fn canned_gateway_call(
-    ctx: *mut c_void,
-    _service: *const c_char,
-    _method: *const c_char,
-    _req: *const u8,
-    _req_len: i32,
-    resp: *mut *mut u8,
-    resp_len: *mut i32,
-) -> i32 {
-    // SAFETY: ctx is the &'static Canned installed as engine_ptr; out-pointers valid per the ABI.
-    unsafe {
-        let body = (*(ctx as *const Canned)).0;
-        let buf = libc::malloc(body.len()) as *mut u8;
-        ptr::copy_nonoverlapping(body.as_ptr(), buf, body.len());
-        *resp = buf;
-        *resp_len = body.len() as i32;
-    }
-    0
-}
-
-unsafe extern "C" fn free_response(_: *mut c_void, resp: *mut u8) {
-    // SAFETY: allocated with malloc above.
-    unsafe { libc::free(resp as *mut c_void) }
-}
-
-fn host(canned: &'static Canned) -> VirtufinHost {
-    VirtufinHost {
-        engine_ptr: canned as *const Canned as *mut c_void,
-        abi_version: 1,
-        log: Some(no_log),
-        gateway_call: Some(canned_gateway_call),
-        free_response: Some(free_response),
-    }
+/// A quiet scripted host that answers every gateway call with `reply`.
+fn host(reply: &'static [u8]) -> ScriptedHost {
+    ScriptedHost::answering(move |_| Canned::Bytes(0, Cow::Borrowed(reply))).quiet()
 }
 
 /// The same command data as the C host sends (`CREATE_DATA`, `LIST_DATA`).
@@ -106,22 +69,17 @@ fn list_event() -> Vec<u8> {
 }
 
 /// One `Process` call + `FreeResult`, as the engine does it.
-fn call(plugin: &Plugin, host: &VirtufinHost, input: &[u8]) {
-    let mut out: *mut u8 = ptr::null_mut();
-    let mut out_len = 0i32;
-    // SAFETY: valid host table, input buffer and out-pointers for the call.
-    let rc = unsafe {
-        (plugin.process)(
-            host,
-            input.as_ptr(),
-            input.len() as i32,
-            &mut out,
-            &mut out_len,
-        )
-    };
+fn call(plugin: &Plugin, host: &ScriptedHost, input: &[u8]) {
+    let rc = plugin.process_with(
+        host.table(),
+        input.as_ptr(),
+        input.len() as i32,
+        |rc, out, _| {
+            black_box(out);
+            rc
+        },
+    );
     assert_eq!(rc, 0);
-    // SAFETY: released once, as the ABI requires.
-    unsafe { (plugin.free_result)(black_box(out)) };
 }
 
 struct Stats {
@@ -135,7 +93,7 @@ struct Stats {
 /// slow stretch of this shared VM (steal, frequency changes) cannot decide the result.
 const ROUNDS: usize = 5;
 
-fn measure(plugin: &Plugin, host: &VirtufinHost, input: &[u8]) -> Stats {
+fn measure(plugin: &Plugin, host: &ScriptedHost, input: &[u8]) -> Stats {
     for _ in 0..WARMUP {
         call(plugin, host, input);
     }
@@ -232,9 +190,8 @@ fn measure_in_processes(processes: usize) -> (Spread, Spread) {
 
 /// Child mode: `dlopen` + first `Process` (create) in this fresh process; prints nanoseconds.
 fn cold_once() {
-    static CANNED: Canned = Canned(CONNECT_REPLY);
     let input = create_event();
-    let host = host(&CANNED);
+    let host = host(CONNECT_REPLY);
     let start = Instant::now();
     let plugin = Plugin::load();
     call(&plugin, &host, &input);
@@ -341,14 +298,12 @@ fn main() {
         cold_once();
         return;
     }
-    static CONNECT: Canned = Canned(CONNECT_REPLY);
-    static LIST: Canned = Canned(LIST_REPLY);
     let plugin = Plugin::load();
     // `cargo test --all-targets` runs this binary without `--bench`: a quick smoke run of the same
     // paths, not a measurement.
     if !std::env::args().any(|a| a == "--bench") {
-        for (canned, input) in [(&CONNECT, create_event()), (&LIST, list_event())] {
-            let host = host(canned);
+        for (reply, input) in [(CONNECT_REPLY, create_event()), (LIST_REPLY, list_event())] {
+            let host = host(reply);
             for _ in 0..100 {
                 call(&plugin, &host, &input);
             }
@@ -358,9 +313,9 @@ fn main() {
     }
     if let Some(which) = std::env::var_os("BENCH_PROFILE") {
         let (host, input) = if which == "list" {
-            (host(&LIST), list_event())
+            (host(LIST_REPLY), list_event())
         } else {
-            (host(&CONNECT), create_event())
+            (host(CONNECT_REPLY), create_event())
         };
         let calls = std::env::var("BENCH_PROFILE_CALLS")
             .ok()
@@ -374,8 +329,8 @@ fn main() {
     if std::env::args().any(|a| a == "--measure-once") {
         // Child mode: one process's figures, as `create list` lines of median p99 mean calls/s.
         for stats in [
-            measure(&plugin, &host(&CONNECT), &create_event()),
-            measure(&plugin, &host(&LIST), &list_event()),
+            measure(&plugin, &host(CONNECT_REPLY), &create_event()),
+            measure(&plugin, &host(LIST_REPLY), &list_event()),
         ] {
             println!(
                 "{} {} {} {}",

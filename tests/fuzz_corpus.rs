@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 use correlation_check::{ops, ID_AS_SENT};
 use process_check::{Answer, Case, FLAG_ABI_MISMATCH, FLAG_NO_GATEWAY, FLAG_NO_LOG};
 use serde_json::{json, Value};
+// The process checks call `Process` through `crate::host`, the tests' scripted host.
+use support::host;
 use support::Event;
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -129,23 +131,9 @@ fn the_checks_refuse_broken_replies() {
         .encode();
     let (rc, reply) = {
         let host = support::ScriptedHost::new();
-        let mut out = std::ptr::null_mut();
-        let mut out_len = 0;
-        // SAFETY: valid host, input and out-pointers.
-        let rc = unsafe {
-            controller::Process(
-                host.table(),
-                event.as_ptr(),
-                event.len() as i32,
-                &mut out,
-                &mut out_len,
-            )
-        };
-        // SAFETY: Process returned `out_len` bytes at `out`.
-        let copy = unsafe { std::slice::from_raw_parts(out, out_len as usize) }.to_vec();
-        // SAFETY: the reply of the call above, released once.
-        unsafe { controller::FreeResult(out) };
-        (rc, copy)
+        let (rc, reply) =
+            host::Plugin::linked().call_raw(host.table(), event.as_ptr(), event.len() as i32);
+        (rc, reply.expect("a reply"))
     };
     assert_eq!(rc, 0);
     assert!(process_check::check(&event, &reply, &facts).is_ok());

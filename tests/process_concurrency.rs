@@ -8,13 +8,8 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::ffi::{c_char, c_void, CStr};
-use std::ptr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::ThreadId;
-
-use controller::VirtufinHost;
 
 use base64::Engine as _;
 use serde_json::{json, Value};
@@ -30,15 +25,9 @@ fn plugin() -> &'static Plugin {
 }
 
 /// A scripted host shared between threads. The host is leaked so that its address (the plugin's
-/// per-worker key) is never reused; its callbacks only touch `Mutex`es and atomics, and the table
-/// itself is never written after setup, so sharing it is sound.
+/// per-worker key) is never reused.
 #[derive(Clone, Copy)]
 struct SharedHost(&'static ScriptedHost);
-
-// SAFETY: see above; the raw pointers in the callback table are only read.
-unsafe impl Send for SharedHost {}
-// SAFETY: see above.
-unsafe impl Sync for SharedHost {}
 
 impl SharedHost {
     fn new(connection_id: &str) -> SharedHost {
@@ -401,100 +390,43 @@ fn threads_calling_with_both_shared_and_own_hosts_at_once() {
 // ---------------------------------------------------------------------------------------------
 
 /// A host whose `gateway_call` answers `List` only after running a nested `Process` call (a
-/// `get_tags` command) on the same host table, and records on which thread each call ran.
+/// `get_tags` command) on the same host table; its recorded calls say on which thread each ran.
 struct ReentrantHost {
-    table: VirtufinHost,
-    nested_event: Vec<u8>,
-    nested_reply: Mutex<Option<(i32, Option<Vec<u8>>)>>,
-    calls: Mutex<Vec<(String, ThreadId)>>,
-    allocated: AtomicUsize,
-    freed: AtomicUsize,
+    host: ScriptedHost,
+    nested_reply: Arc<Mutex<Option<Raw>>>,
 }
+
+/// What `Plugin::call_raw` returns: the status and a copy of the reply.
+type Raw = (i32, Option<Vec<u8>>);
 
 impl ReentrantHost {
     /// Leaked: its address is its worker identity and must not be reused.
     fn new(nested_corr: &str) -> &'static ReentrantHost {
-        let host: &'static mut ReentrantHost = Box::leak(Box::new(ReentrantHost {
-            table: VirtufinHost {
-                engine_ptr: ptr::null_mut(),
-                abi_version: 1,
-                log: None,
-                gateway_call: Some(reentrant_gateway_call),
-                free_response: Some(reentrant_free_response),
-            },
-            nested_event: Event::json(&json!({"command":"get_tags","id":"c-n"}))
-                .ext("correlationid", nested_corr)
-                .encode(),
-            nested_reply: Mutex::new(None),
-            calls: Mutex::new(Vec::new()),
-            allocated: AtomicUsize::new(0),
-            freed: AtomicUsize::new(0),
-        }));
-        host.table.engine_ptr = host as *mut ReentrantHost as *mut c_void;
-        host
-    }
-}
-
-unsafe extern "C" fn reentrant_gateway_call(
-    ctx: *mut c_void,
-    _service: *const c_char,
-    method: *const c_char,
-    _req: *const u8,
-    _req_len: i32,
-    resp: *mut *mut u8,
-    resp_len: *mut i32,
-) -> i32 {
-    // SAFETY: ctx is the leaked ReentrantHost we installed; method is NUL-terminated per the ABI.
-    let (host, method) = unsafe {
-        (
-            &*(ctx as *const ReentrantHost),
-            CStr::from_ptr(method).to_string_lossy().into_owned(),
-        )
-    };
-    host.calls
-        .lock()
-        .unwrap()
-        .push((method.clone(), std::thread::current().id()));
-    let body: &[u8] = match method.as_str() {
-        "List" => {
-            let nested = plugin().call_raw(
-                &host.table,
-                host.nested_event.as_ptr(),
-                host.nested_event.len() as i32,
-            );
-            *host.nested_reply.lock().unwrap() = Some(nested);
-            br#"{"connections":[]}"#
-        }
-        "GetTags" => br#"{"tags":{"depth":"1"}}"#,
-        _ => b"{}",
-    };
-    // SAFETY: out-pointers are valid per the ABI; the buffer is released by free_response.
-    unsafe {
-        let buf = libc::malloc(body.len()) as *mut u8;
-        ptr::copy_nonoverlapping(body.as_ptr(), buf, body.len());
-        *resp = buf;
-        *resp_len = body.len() as i32;
-    }
-    host.allocated.fetch_add(1, Ordering::SeqCst);
-    0
-}
-
-unsafe extern "C" fn reentrant_free_response(ctx: *mut c_void, resp: *mut u8) {
-    // SAFETY: ctx is the leaked ReentrantHost; resp was malloc'd by reentrant_gateway_call.
-    unsafe {
-        (*(ctx as *const ReentrantHost))
-            .freed
-            .fetch_add(1, Ordering::SeqCst);
-        libc::free(resp as *mut c_void);
+        let nested_event = Event::json(&json!({"command":"get_tags","id":"c-n"}))
+            .ext("correlationid", nested_corr)
+            .encode();
+        let nested_reply = Arc::new(Mutex::new(None));
+        let slot = Arc::clone(&nested_reply);
+        let mut host = ScriptedHost::answering(move |request| match request.method {
+            "List" => {
+                let nested = plugin().call_raw(
+                    request.table,
+                    nested_event.as_ptr(),
+                    nested_event.len() as i32,
+                );
+                *slot.lock().unwrap() = Some(nested);
+                Canned::Ok(r#"{"connections":[]}"#.into())
+            }
+            "GetTags" => Canned::Ok(r#"{"tags":{"depth":"1"}}"#.into()),
+            _ => Canned::Ok("{}".into()),
+        });
+        host.table_mut().log = None;
+        Box::leak(Box::new(ReentrantHost { host, nested_reply }))
     }
 }
 
 #[derive(Clone, Copy)]
 struct ReentrantRef(&'static ReentrantHost);
-// SAFETY: the table is read-only after setup; everything else is Mutex or atomic.
-unsafe impl Send for ReentrantRef {}
-// SAFETY: as above.
-unsafe impl Sync for ReentrantRef {}
 
 /// One outer `list` whose gateway call runs a nested `get_tags`; checks both replies and threads.
 fn reentrant_round(host: ReentrantRef, n: usize) {
@@ -503,7 +435,7 @@ fn reentrant_round(host: ReentrantRef, n: usize) {
     let outer = Event::json(&json!({"command":"list"}))
         .ext("correlationid", &outer_corr)
         .encode();
-    let (rc, out) = plugin().call_raw(&host.table, outer.as_ptr(), outer.len() as i32);
+    let (rc, out) = plugin().call_raw(host.host.table(), outer.as_ptr(), outer.len() as i32);
     assert_eq!(rc, 0);
     let reply = support::Reply::parse(&out.expect("outer reply"));
     assert_eq!(
@@ -531,16 +463,19 @@ fn reentrant_round(host: ReentrantRef, n: usize) {
     assert_ne!(nested.id, reply.id, "nested and outer replies share an id");
 
     let me = std::thread::current().id();
-    let calls = std::mem::take(&mut *host.calls.lock().unwrap());
+    let calls: Vec<(String, ThreadId)> = host
+        .host
+        .take_calls()
+        .into_iter()
+        .map(|call| (call.method, call.thread))
+        .collect();
     assert_eq!(
         calls,
         [("List".to_owned(), me), ("GetTags".to_owned(), me)],
         "gateway calls, in order, on the calling thread"
     );
-    assert_eq!(
-        host.allocated.load(Ordering::SeqCst),
-        host.freed.load(Ordering::SeqCst)
-    );
+    let (allocated, freed) = host.host.buffers();
+    assert_eq!(allocated, freed);
 }
 
 #[test]

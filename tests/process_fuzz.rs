@@ -22,6 +22,9 @@ use process_check::{expectation, Facts, METHODS};
 use serde_json::json;
 use support::{Canned, Event, Plugin, ScriptedHost};
 
+// The process checks call `Process` through `crate::host`, the tests' scripted host.
+use support::host;
+
 const DEFAULT_SEED: u64 = 0x5eed_c0de_2026_1124;
 const DEFAULT_ITERATIONS: usize = 100_000;
 const THREADS: usize = 2;

@@ -20,23 +20,26 @@
 //! rest        the CloudEvent FlatBuffer, passed to `Process` exactly as the host passes it
 //! ```
 //!
-//! Gateway calls beyond the script get a canned success per method. The checks: `Process` returns 0
-//! with a reply (the arguments are always valid), never panics (libFuzzer aborts on any panic, even a
-//! caught one; the replay sees the panic reply's `error_message`), the reply is a well-formed
-//! `WorkerResponse` whose event follows SPEC §3 (see [`check`]), `FreeResult` releases it, every
-//! callback gets `engine_ptr` as its context, every log line is a level 0-4 UTF-8 string, every
-//! gateway request is `websocketmanager.<Method>` with a JSON body, and every gateway buffer is handed
-//! back exactly once.
+//! Gateway calls beyond the script get a canned success per method. The host is the tests' scripted
+//! host, tests/support/host.rs, which every includer provides as `crate::host` (the tests through
+//! their `support` module, the fuzz target with `#[path]`); it calls the linked `Process`. The checks:
+//! `Process` returns 0 with a reply (the arguments are always valid), never panics (libFuzzer aborts
+//! on any panic, even a caught one; the replay sees the panic reply's `error_message`), the reply is a
+//! well-formed `WorkerResponse` whose event follows SPEC §3 (see [`check`]), `FreeResult` releases it,
+//! the host finds no ABI problem (every callback gets `engine_ptr` as its context, every log line is a
+//! level 0-4 UTF-8 string, every gateway request has a JSON body), every gateway request is
+//! `websocketmanager.<Method>`, and every gateway buffer is handed back exactly once.
+//!
+//! The code tables below (commands, the plugin's codes, gRPC's) are this oracle's own on purpose: it
+//! checks the plugin against SPEC §3, not against the plugin's own lists.
 #![allow(dead_code)] // each includer uses a different part
 
-use std::collections::HashSet;
-use std::ffi::{c_char, c_void, CStr};
-use std::ptr;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 
 use controller::generated::{CloudEvent, WorkerResponse};
-use controller::VirtufinHost;
 use serde_json::Value;
+
+use crate::host::{Canned, Plugin, Request, ScriptedHost};
 
 pub const SOURCE: &str = "urn:com.virtufin.worker.websocketmanagercontroller";
 pub const RESPONSE_TYPE: &str = "response.websocketmanagercontroller";
@@ -105,7 +108,7 @@ pub const FLAG_ABI_MISMATCH: u8 = 1;
 pub const FLAG_NO_LOG: u8 = 2;
 pub const FLAG_NO_GATEWAY: u8 = 4;
 
-/// How the scripted gateway answers one call.
+/// How the scripted gateway answers one call, as a fuzz input spells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     /// Status 0 with this body.
@@ -118,6 +121,19 @@ pub enum Answer {
     FailNull(i32),
     /// Status 0 with this body but a negative `resp_len` (a broken host).
     NegativeLength(Vec<u8>),
+}
+
+impl Answer {
+    /// What the scripted host serves for it.
+    fn canned(&self) -> Canned {
+        match self {
+            Answer::Ok(body) => Canned::Bytes(0, body.clone().into()),
+            Answer::OkNull => Canned::OkEmpty,
+            Answer::Fail(status, body) => Canned::Bytes(*status, body.clone().into()),
+            Answer::FailNull(status) => Canned::FailNoBody(*status),
+            Answer::NegativeLength(body) => Canned::NegativeLength(body.clone().into()),
+        }
+    }
 }
 
 /// One decoded fuzz input.
@@ -207,179 +223,56 @@ fn status_bits(status: i32) -> u8 {
     }
 }
 
-/// What the host saw during one call.
+/// The script of the input being run, and whether it served WSM's `INTERNAL` code.
 #[derive(Default)]
-struct HostLog {
-    script: Vec<Answer>,
+struct Script {
+    answers: Vec<Answer>,
     next: usize,
-    /// `(service, method)` of every gateway call.
-    calls: Vec<(String, String)>,
-    /// Gateway buffers handed out and not yet returned, by address.
-    outstanding: HashSet<usize>,
-    /// Whether a failure body that names WSM's `INTERNAL` code was served.
     served_internal: bool,
-    problems: Vec<String>,
 }
 
-// Each callback receives `ENGINE`'s address as its context; the state lives in a static so that the
-// worker key (table address, engine pointer) stays the same across inputs and the plugin's
-// per-worker registry does not grow with the number of inputs.
-static ENGINE: Mutex<Option<HostLog>> = Mutex::new(None);
-/// One call at a time: the host state above is shared.
+static SCRIPT: Mutex<Option<Script>> = Mutex::new(None);
+/// One call at a time: the script above is shared.
 static RUN: Mutex<()> = Mutex::new(());
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn engine_ptr() -> *mut c_void {
-    &ENGINE as *const Mutex<Option<HostLog>> as *mut c_void
-}
-
-fn with_log(ctx: *mut c_void, f: impl FnOnce(&mut HostLog)) {
-    let mut guard = lock(&ENGINE);
-    let Some(log) = guard.as_mut() else { return };
-    if ctx != engine_ptr() {
-        log.problems
-            .push(format!("a callback got ctx {ctx:p}, not engine_ptr"));
+/// The next scripted answer, then WSM's success for the method.
+fn scripted(request: &Request<'_>) -> Canned {
+    let mut guard = lock(&SCRIPT);
+    let script = guard.get_or_insert_with(Script::default);
+    let Some(answer) = script.answers.get(script.next) else {
+        return Canned::Bytes(0, default_answer(request.method).as_bytes().into());
+    };
+    script.next += 1;
+    if let Answer::Fail(_, body) = answer {
+        script.served_internal |= names_internal(body);
     }
-    f(log);
+    answer.canned()
 }
 
-/// The eight host tables (one per combination of the low three flags), leaked once so that their
+/// The eight hosts (one per combination of the low three flags), leaked once so that their
 /// addresses, and with them the plugin's worker keys, never change.
-fn table(flags: u8) -> *const VirtufinHost {
-    static TABLES: OnceLock<[usize; 8]> = OnceLock::new();
-    let tables = TABLES.get_or_init(|| {
+fn host(flags: u8) -> &'static ScriptedHost {
+    static HOSTS: OnceLock<[&'static ScriptedHost; 8]> = OnceLock::new();
+    let hosts = HOSTS.get_or_init(|| {
         std::array::from_fn(|i| {
             let i = i as u8;
-            let table = Box::new(VirtufinHost {
-                engine_ptr: engine_ptr(),
-                abi_version: if i & FLAG_ABI_MISMATCH != 0 { 2 } else { 1 },
-                log: (i & FLAG_NO_LOG == 0).then_some(host_log as _),
-                gateway_call: (i & FLAG_NO_GATEWAY == 0).then_some(host_gateway_call as _),
-                free_response: Some(host_free_response),
-            });
-            Box::into_raw(table) as usize
+            let mut host = ScriptedHost::answering(scripted);
+            let table = host.table_mut();
+            table.abi_version = if i & FLAG_ABI_MISMATCH != 0 { 2 } else { 1 };
+            if i & FLAG_NO_LOG != 0 {
+                table.log = None;
+            }
+            if i & FLAG_NO_GATEWAY != 0 {
+                table.gateway_call = None;
+            }
+            &*Box::leak(Box::new(host))
         })
     });
-    tables[usize::from(flags & 7)] as *const VirtufinHost
-}
-
-unsafe extern "C" fn host_log(ctx: *mut c_void, level: i32, msg: *const c_char) {
-    with_log(ctx, |log| {
-        if !(0..=4).contains(&level) {
-            log.problems.push(format!("log level {level}"));
-        }
-        if msg.is_null() {
-            log.problems.push("log(NULL)".into());
-            return;
-        }
-        // SAFETY: the ABI passes a NUL-terminated string, borrowed for this call.
-        if let Err(e) = unsafe { CStr::from_ptr(msg) }.to_str() {
-            log.problems.push(format!("log message is not UTF-8: {e}"));
-        }
-    });
-}
-
-unsafe extern "C" fn host_gateway_call(
-    ctx: *mut c_void,
-    service: *const c_char,
-    method: *const c_char,
-    req: *const u8,
-    req_len: i32,
-    resp: *mut *mut u8,
-    resp_len: *mut i32,
-) -> i32 {
-    let mut status = -1;
-    with_log(ctx, |log| {
-        if service.is_null() || method.is_null() || resp.is_null() || resp_len.is_null() {
-            log.problems
-                .push("gateway_call with a NULL service, method or out-pointer".into());
-            return;
-        }
-        // SAFETY: the ABI passes NUL-terminated names.
-        let (service, method) = unsafe { (CStr::from_ptr(service), CStr::from_ptr(method)) };
-        let (service, method) = (
-            service.to_string_lossy().into_owned(),
-            method.to_string_lossy().into_owned(),
-        );
-        let body = match usize::try_from(req_len) {
-            Ok(0) => &[][..],
-            Ok(_) if req.is_null() => {
-                log.problems
-                    .push(format!("{method}: NULL request with length {req_len}"));
-                &[][..]
-            }
-            // SAFETY: the ABI passes `req_len` readable bytes.
-            Ok(len) => unsafe { std::slice::from_raw_parts(req, len) },
-            Err(_) => {
-                log.problems
-                    .push(format!("{method}: negative request length {req_len}"));
-                &[][..]
-            }
-        };
-        if let Err(e) = serde_json::from_slice::<Value>(body) {
-            log.problems
-                .push(format!("{service}.{method} request body is not JSON: {e}"));
-        }
-        let answer = match log.script.get(log.next) {
-            Some(answer) => {
-                log.next += 1;
-                answer.clone()
-            }
-            None => Answer::Ok(default_answer(&method).as_bytes().to_vec()),
-        };
-        log.calls.push((service, method));
-        let (code, body, len) = match answer {
-            Answer::Ok(body) => (0, Some(body.clone()), body.len() as i32),
-            Answer::OkNull => (0, None, 0),
-            Answer::Fail(s, body) => {
-                log.served_internal |= names_internal(&body);
-                (s, Some(body.clone()), body.len() as i32)
-            }
-            Answer::FailNull(s) => (s, None, 0),
-            Answer::NegativeLength(body) => (0, Some(body), -1),
-        };
-        status = code;
-        let buf = match body {
-            Some(body) => {
-                // SAFETY: a plain allocation of at least one byte, filled from `body`.
-                let buf = unsafe { libc::malloc(body.len().max(1)) }.cast::<u8>();
-                if buf.is_null() {
-                    log.problems.push("malloc failed in the test host".into());
-                    ptr::null_mut()
-                } else {
-                    // SAFETY: `buf` holds `body.len()` bytes.
-                    unsafe { ptr::copy_nonoverlapping(body.as_ptr(), buf, body.len()) };
-                    log.outstanding.insert(buf as usize);
-                    buf
-                }
-            }
-            None => ptr::null_mut(),
-        };
-        // SAFETY: checked non-NULL above; the ABI makes them writable.
-        unsafe {
-            *resp = buf;
-            *resp_len = if buf.is_null() { 0 } else { len };
-        }
-    });
-    status
-}
-
-unsafe extern "C" fn host_free_response(ctx: *mut c_void, resp: *mut u8) {
-    with_log(ctx, |log| {
-        if resp.is_null() {
-            log.problems.push("free_response(NULL)".into());
-        } else if log.outstanding.remove(&(resp as usize)) {
-            // SAFETY: handed out by `host_gateway_call` with malloc and not yet freed.
-            unsafe { libc::free(resp.cast()) };
-        } else {
-            log.problems.push(format!(
-                "free_response({resp:p}): not a gateway buffer, or freed twice"
-            ));
-        }
-    });
+    hosts[usize::from(flags & 7)]
 }
 
 /// What the default gateway answers once the script is used up: WSM's success for each method.
@@ -412,54 +305,44 @@ fn names_internal(body: &[u8]) -> bool {
 }
 
 /// The worker key the plugin derives from a host table (`abi::Host::worker_key`).
-fn worker_key(table: *const VirtufinHost) -> (usize, usize) {
-    (table as usize, engine_ptr() as usize)
+fn worker_key(host: &ScriptedHost) -> (usize, usize) {
+    (host.table() as usize, host.engine_ptr() as usize)
 }
 
 /// Runs one input through `Process` and checks everything; `Err` says what is wrong.
 pub fn run(data: &[u8]) -> Result<(), String> {
     let _one_at_a_time = lock(&RUN);
     let case = Case::parse(data);
-    let table = table(case.flags);
+    let host = host(case.flags);
     // Every input starts from the same worker state: `precreated` connections and nothing else.
-    let worker = controller::state::for_worker(worker_key(table));
+    let worker = controller::state::for_worker(worker_key(host));
     for id in worker.created() {
         worker.forget(&id);
     }
     for n in 0..case.precreated() {
         worker.remember(&format!("fz-conn-{n}"));
     }
-    *lock(&ENGINE) = Some(HostLog {
-        script: case.script.clone(),
-        ..HostLog::default()
+    host.reset();
+    *lock(&SCRIPT) = Some(Script {
+        answers: case.script.clone(),
+        ..Script::default()
     });
     // An exact-size allocation, so that a read past `in_len` is a read past the buffer.
     let input: Box<[u8]> = case.event.into();
-    let mut out: *mut u8 = ptr::null_mut();
-    let mut out_len: i32 = -1;
-    // SAFETY: a valid host table, `input.len()` readable bytes, out-pointers to our locals.
-    let rc = unsafe {
-        controller::Process(
-            table,
-            input.as_ptr(),
-            input.len() as i32,
-            &mut out,
-            &mut out_len,
-        )
-    };
-    let reply = if out.is_null() {
-        None
-    } else {
-        let copy = usize::try_from(out_len)
-            .ok()
-            .filter(|&len| len > 0)
-            // SAFETY: Process returned `out_len` readable bytes at `out`.
-            .map(|len| unsafe { std::slice::from_raw_parts(out, len) }.to_vec());
-        // SAFETY: released exactly once, as the ABI requires.
-        unsafe { controller::FreeResult(out) };
-        copy
-    };
-    let host = lock(&ENGINE).take().unwrap_or_default();
+    let (rc, out, out_len, reply) = Plugin::linked().process_with(
+        host.table(),
+        input.as_ptr(),
+        input.len() as i32,
+        |rc, out, out_len| {
+            let copy = usize::try_from(out_len)
+                .ok()
+                .filter(|&len| len > 0 && !out.is_null())
+                // SAFETY: Process returned `out_len` readable bytes at `out`.
+                .map(|len| unsafe { std::slice::from_raw_parts(out, len) }.to_vec());
+            (rc, out, out_len, copy)
+        },
+    );
+    let served_internal = lock(&SCRIPT).take().is_some_and(|s| s.served_internal);
     if rc != 0 {
         return Err(format!(
             "Process returned {rc} for valid arguments (out_buf {}, out_len {out_len})",
@@ -471,30 +354,31 @@ pub fn run(data: &[u8]) -> Result<(), String> {
             "Process returned 0 with out_buf {out:p} and out_len {out_len}"
         ));
     };
-    if let Some(problem) = host.problems.first() {
+    if let Some(problem) = host.problems().first() {
         return Err(format!("host callbacks: {problem}"));
     }
-    if !host.outstanding.is_empty() {
+    if host.outstanding() != 0 {
         return Err(format!(
             "{} gateway buffer(s) never handed back with free_response",
-            host.outstanding.len()
+            host.outstanding()
         ));
     }
-    for (service, method) in &host.calls {
-        if service != SERVICE || !METHODS.contains(&method.as_str()) {
-            return Err(format!("gateway call {service}.{method}"));
+    let calls = host.take_calls();
+    for call in &calls {
+        if call.service != SERVICE || !METHODS.contains(&call.method.as_str()) {
+            return Err(format!("gateway call {}.{}", call.service, call.method));
         }
     }
     let facts = Facts {
         abi_version: case.abi_version(),
-        internal_from_gateway: host.served_internal,
+        internal_from_gateway: served_internal,
     };
     check(case.event, &reply, &facts)?;
-    if case.abi_version() != 1 && !host.calls.is_empty() {
+    if case.abi_version() != 1 && !calls.is_empty() {
         return Err(format!(
             "ABI version {} but {} gateway call(s)",
             case.abi_version(),
-            host.calls.len()
+            calls.len()
         ));
     }
     Ok(())

@@ -4,6 +4,10 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// The scripted host the checks call `Process` through (`crate::host`), shared with the tests.
+#[path = "../../tests/support/host.rs"]
+mod host;
+
 #[path = "../checks/process.rs"]
 mod check;
 
