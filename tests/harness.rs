@@ -575,7 +575,7 @@ fn script_mode_suite_under_valgrind() {
 
 #[test]
 fn http_mode_against_the_real_wsm_server() {
-    use wsm::api::proto::{web_socket_manager_client::WebSocketManagerClient, SubscribeRequest};
+    use wsm::proto::{web_socket_manager_client::WebSocketManagerClient, SubscribeRequest};
 
     let live = LiveWsm::start(&[]);
     let url = live.feed.url("/ws");

@@ -1119,9 +1119,25 @@ fn extended_mode_sends_replay_on_reconnect_only_for_subscriptions() {
     let event = Event::json(&json!({"command":"send_raw","id":"c","text":"x"}))
         .ext("wsm_compat", "extended");
     run_event(&host, &event);
-    assert!(only_call(&host, "SendRaw")
-        .get("replay_on_reconnect")
-        .is_none());
+    assert!(
+        only_call(&host, "SendRaw")
+            .get("replay_on_reconnect")
+            .is_none(),
+        "a plain send_raw is not replayed"
+    );
+
+    // The other half: a subscription in the same mode is flagged for replay.
+    let host = Host::new();
+    host.on("SendRaw", ok("{}"));
+    let event = Event::json(&json!({"command":"subscribe","id":"c","params":["a@trade"]}))
+        .ext("wsm_compat", "extended");
+    let reply = run_event(&host, &event);
+    assert!(reply.success(), "{:?}", reply.data);
+    assert_eq!(
+        only_call(&host, "SendRaw").get("replay_on_reconnect"),
+        Some(&json!(true)),
+        "a subscription is replayed after a reconnect"
+    );
 }
 
 #[test]
