@@ -63,7 +63,7 @@ use wsm::proto::{ConnectRequest, ListRequest, SendRequest, TagFilter};
 mod support;
 
 use support::rows::{grouped, Rows};
-use support::{env_or, spawn_wsm, wanted, wsm_bin, Client, Feed, Latencies, WsmProcess};
+use support::{env_or, spawn_wsm, wanted, wsm_bin, Client, Feed, Latencies};
 
 /// Size of the `Send` payload, in bytes.
 const PAYLOAD_SIZE: usize = 100;
