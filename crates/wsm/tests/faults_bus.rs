@@ -162,7 +162,10 @@ async fn drained(wsm: &WsmProcess) -> u64 {
             m.published(),
             m.get("wsm_frames_dropped_total"),
         );
-        if m.queued() == 0 && last == Some(now) {
+        // The socket task adds its reads to the counter once per burst: until it has, the
+        // counter may trail what was already published.
+        let counted = now.0 >= now.1 + now.2;
+        if m.queued() == 0 && counted && last == Some(now) {
             return now.0;
         }
         last = (m.queued() == 0).then_some(now);
