@@ -9,7 +9,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Code, Request, Response, Status};
 
@@ -401,7 +400,7 @@ impl WebSocketManager for GrpcApi {
                     return Err(status);
                 }
             };
-            let stream: Self::SubscribeStream = Box::pin(ReceiverStream::new(events));
+            let stream: Self::SubscribeStream = Box::pin(events);
             self.answer("Subscribe", Ok(stream))
         })
         .await

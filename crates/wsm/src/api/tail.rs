@@ -1,12 +1,14 @@
 //! What `Subscribe` streams: a topic read back through the configured bus's [`BusTail`] (the
 //! embedded memory bus, or the topic's Redis stream), translated to `PublishedEvent`s. Each open
-//! stream is fed through a small bounded channel; a reader that stops reading holds only its own
-//! feed, never the publishers.
+//! stream is fed by the bus's reader through a small bounded channel; a reader that stops reading
+//! holds only its own feed, never the publishers.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::Status;
 
 use super::metrics::ApiMetrics;
@@ -15,8 +17,6 @@ use crate::proto::PublishedEvent;
 
 /// Events buffered per open stream between the bus and the gRPC response.
 const STREAM_BUFFER: usize = 256;
-
-type Events = mpsc::Receiver<Result<PublishedEvent, Status>>;
 
 /// Where `Subscribe` reads a topic from.
 #[derive(Clone, Debug)]
@@ -28,32 +28,24 @@ pub enum TopicTail {
 }
 
 impl TopicTail {
-    /// Starts streaming `topic` from now on.
-    pub async fn open(&self, topic: String, metrics: Arc<ApiMetrics>) -> Result<Events, Status> {
+    /// Starts streaming `topic` from now on. The stream ends after an error item, or when the bus
+    /// stops; dropping it (the reader left) stops the bus's reader.
+    pub async fn open(
+        &self,
+        topic: String,
+        metrics: Arc<ApiMetrics>,
+    ) -> Result<impl Stream<Item = Result<PublishedEvent, Status>> + Send + 'static, Status> {
         let bus = match self {
             TopicTail::Bus(bus) => bus,
             TopicTail::Unsupported(reason) => return Err(Status::unimplemented(reason.clone())),
         };
-        let (from_bus, mut read) = mpsc::channel(STREAM_BUFFER);
-        bus.tail(&topic, from_bus).await.map_err(status)?;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let subscriber = Subscriber::new(metrics);
-        tokio::spawn(async move {
-            let _open = subscriber;
-            loop {
-                let event = tokio::select! {
-                    _ = tx.closed() => return,
-                    event = read.recv() => event,
-                };
-                let Some(event) = event else { return };
-                let last = event.is_err();
-                let event = event.map(|e| published(&topic, e)).map_err(status);
-                if tx.send(event).await.is_err() || last {
-                    return;
-                }
-            }
-        });
-        Ok(rx)
+        let (events, read) = mpsc::channel(STREAM_BUFFER);
+        bus.tail(&topic, events).await.map_err(status)?;
+        let open = Subscriber::new(metrics);
+        Ok(ReceiverStream::new(read).map(move |event| {
+            let _open = &open;
+            event.map(|e| published(&topic, e)).map_err(status)
+        }))
     }
 }
 
@@ -76,7 +68,7 @@ fn status(e: TailError) -> Status {
     }
 }
 
-/// Counts the stream as open for as long as it is fed.
+/// Counts the stream as open for as long as it exists.
 struct Subscriber(Arc<ApiMetrics>);
 
 impl Subscriber {

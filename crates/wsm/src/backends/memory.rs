@@ -10,7 +10,9 @@ use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
-use super::{BackendError, Concurrency, Publisher, StateStore, Versioned};
+use super::{
+    BackendError, BusTail, Concurrency, Publisher, StateStore, TailError, TailEvent, Versioned,
+};
 use crate::publish::{encode_frame, Frame, FrameBatch, FrameEncoder, FrameSource};
 
 #[derive(Debug)]
@@ -413,12 +415,12 @@ impl Publisher for MemoryBus {
 
 /// `Subscribe` on the memory bus: this instance's own publishes, from now on.
 #[async_trait]
-impl super::BusTail for MemoryBus {
+impl BusTail for MemoryBus {
     async fn tail(
         &self,
         topic: &str,
-        events: mpsc::Sender<Result<super::TailEvent, super::TailError>>,
-    ) -> Result<(), super::TailError> {
+        events: mpsc::Sender<Result<TailEvent, TailError>>,
+    ) -> Result<(), TailError> {
         let subscription = self.subscribe(topic);
         tokio::spawn(tail(topic.to_owned(), subscription, events));
         Ok(())
@@ -428,7 +430,7 @@ impl super::BusTail for MemoryBus {
 async fn tail(
     topic: String,
     mut subscription: Subscription,
-    events: mpsc::Sender<Result<super::TailEvent, super::TailError>>,
+    events: mpsc::Sender<Result<TailEvent, TailError>>,
 ) {
     loop {
         let event = tokio::select! {
@@ -439,19 +441,19 @@ async fn tail(
             Ok(event) => {
                 let cloud_event = String::from_utf8_lossy(&subscription.json(&event)).into_owned();
                 match event.frame() {
-                    Some((source, frame)) => super::TailEvent {
+                    Some((source, frame)) => TailEvent {
                         cloud_event,
                         connection_id: source.connection_id.to_string(),
                         seq: frame.seq,
                         epoch: frame.epoch,
                         id: String::new(),
                     },
-                    None => super::TailEvent::from_json(cloud_event, String::new()),
+                    None => TailEvent::from_json(cloud_event, String::new()),
                 }
             }
             Err(broadcast::error::RecvError::Lagged(batches)) => {
                 let _ = events
-                    .send(Err(super::TailError::Lagged(format!(
+                    .send(Err(TailError::Lagged(format!(
                         "this subscriber to {topic} fell behind and lost {batches} batches of events; subscribe again"
                     ))))
                     .await;
