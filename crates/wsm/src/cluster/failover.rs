@@ -153,7 +153,7 @@ impl Cluster {
     /// Claims `id` from `owner` for a call that could not be forwarded, and reopens its socket
     /// (waiting for the handshake, so the call can be served). `owner` may still be alive, only
     /// unreachable from here: its revocation notice tells it to close its socket at once.
-    pub async fn claim_for_call(
+    pub(super) async fn claim_for_call(
         &self,
         id: &str,
         owner: &str,

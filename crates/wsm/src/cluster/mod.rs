@@ -26,9 +26,7 @@ use crate::service::WebSocketService;
 use crate::store::keys::{heartbeat_key, revoked_key, PEERS_KEY};
 use crate::sync::lock;
 
-pub use forward::{
-    forwarded_by, is_timeout, is_unreachable, ForwardError, Forwarder, PeerClient, HOP_HEADER,
-};
+pub use forward::{forwarded_by, Forwarder, PeerClient, HOP_HEADER};
 pub use heartbeat::Heartbeat;
 pub use registry::{PeerState, Registry};
 pub use serve::Outcome;
@@ -69,7 +67,7 @@ impl ClusterConfig {
 }
 
 /// Where a call for another instance's connection goes.
-pub enum Route {
+enum Route {
     /// The owner is alive at this address.
     Forward(String),
     /// The owner is stale, stopped or gone: claim the connection, with this reason.
@@ -150,7 +148,7 @@ impl Cluster {
         &self.metrics
     }
 
-    pub fn forwarder(&self) -> &Forwarder {
+    fn forwarder(&self) -> &Forwarder {
         &self.forwarder
     }
 
@@ -160,7 +158,7 @@ impl Cluster {
     }
 
     /// Where a call for a connection `owner` holds should go.
-    pub async fn route(&self, owner: &str) -> Route {
+    async fn route(&self, owner: &str) -> Route {
         let state = lock(&self.registry).state(owner, Instant::now());
         match state {
             PeerState::Live { address } => Route::Forward(address),

@@ -1,15 +1,14 @@
 //! A socket and its publisher, wired: the publish queue between them, the lifecycle sink (muted once
 //! the connection is taken over), and the fence the publisher asks before every bus call.
 
+use super::slots::Slot;
+use super::{Live, ServiceError, WebSocketService};
+use crate::connection::{Connection, ConnectionOptions, ConnectionSpec};
+use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
+use crate::publish::{self, FrameReceiver, FrameSource, OwnershipFence, PublishQueue};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
-
-use super::slots::Slot;
-use super::{Live, ServiceError, WebSocketService};
-use crate::connection::{Connection, ConnectionSpec};
-use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
-use crate::publish::{self, FrameReceiver, FrameSource, OwnershipFence, PublishQueue};
 
 use super::ownership::OwnedLifecycle;
 
@@ -129,6 +128,6 @@ pub(super) struct Pipe {
     pub(super) queue: PublishQueue,
     pub(super) frames: FrameReceiver,
     pub(super) lifecycle: Arc<dyn LifecycleSink>,
-    pub(super) options: crate::connection::ConnectionOptions,
+    pub(super) options: ConnectionOptions,
     pub(super) revoked: Arc<AtomicBool>,
 }

@@ -17,7 +17,7 @@
 //!
 //! **What is stored as `data`.** daprd re-encodes a JSON value posted to its HTTP state API
 //! (sorted keys, jsoniter's escaping, numbers through `float64` with 6 decimals; see
-//! [`crate::gojson`]). This store writes JSON values the same way, so the `redis` and `dapr`
+//! `gojson`). This store writes JSON values the same way, so the `redis` and `dapr`
 //! backends leave identical hashes and `get` returns the same bytes on both. Values that are not
 //! JSON are stored verbatim, as daprd's gRPC API would (the `dapr` backend refuses them: its HTTP
 //! API cannot carry them).
@@ -25,15 +25,15 @@
 //! **Publishing** (components-contrib `pubsub/redis`): `XADD <topic> [MAXLEN ~ n] * data
 //! <envelope> metadata {}` per event, in order, all events of a batch pipelined on one connection
 //! (no round trip per event; see [`RedisPublisher`]). The envelope is the event re-encoded as daprd
-//! would ([`EnvelopeWriter`]); the `metadata` field is what daprd's HTTP publish always adds (the
+//! would ([`crate::publish::encode::daprd::EnvelopeWriter`]); the `metadata` field is what daprd's HTTP publish always adds (the
 //! request's metadata map, empty). An event that is not a JSON object stops its batch: the events
 //! before it are published, the error says how many. An error reply that names a passing server
 //! state (`LOADING` after a restart, `BUSY`, `OOM`, `READONLY`, `MASTERDOWN`, ...) makes the batch
 //! `Unavailable`, so the publisher retries it; other error replies are `Rejected`. A publishing
 //! connection sends nothing before Redis answers `PING`, so no batch meets a Redis still loading.
 //!
-//! The files: [`state`] (the state store), [`streams`] (the publisher), [`resp`] (the publisher's
-//! own RESP connection), [`tail`] (reading a stream back for `Subscribe`).
+//! The files: `state.rs` (the state store), `streams.rs` (the publisher), `resp.rs` (the publisher's
+//! own RESP connection), `tail.rs` (reading a stream back for `Subscribe`).
 
 mod resp;
 mod state;

@@ -1,4 +1,4 @@
-//! Key/value state laid out as Dapr's Redis state store lays it out (see the module docs above).
+//! Key/value state laid out as Dapr's Redis state store lays it out (see [`super`]'s docs).
 
 use std::time::Duration;
 

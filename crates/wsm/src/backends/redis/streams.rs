@@ -1,4 +1,4 @@
-//! Publishing to Redis Streams as Dapr's Redis pub/sub component does (see the module docs above).
+//! Publishing to Redis Streams as Dapr's Redis pub/sub component does (see [`super`]'s docs).
 
 use std::sync::Arc;
 use std::time::Duration;

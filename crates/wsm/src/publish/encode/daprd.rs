@@ -1,5 +1,5 @@
 //! The envelope daprd writes to Redis Streams for any CloudEvent published through it (see
-//! [`crate::gojson`]): parsed and re-encoded the way Go does, with Dapr's attributes filled in.
+//! `gojson`): parsed and re-encoded the way Go does, with Dapr's attributes filled in.
 
 use crate::gojson::parse::{Node, Tree};
 use crate::gojson::write::{prefix, write_str, Encoder, Style};
