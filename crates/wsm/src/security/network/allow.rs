@@ -194,17 +194,10 @@ fn in_network(network: IpAddr, prefix: u8, ip: IpAddr) -> bool {
     network.is_ipv4() == ip.is_ipv4() && mask(ip, prefix) == network
 }
 
-/// Why a target was refused; its message names the target, the address, its class and how an
-/// operator can allow it.
-
 #[cfg(test)]
 mod tests {
-    use super::super::tests::ip;
+    use super::super::tests::{entries, ip};
     use super::*;
-
-    fn entries(list: &str) -> Vec<AllowEntry> {
-        parse_allowed_hosts(list).expect("valid test list")
-    }
 
     #[test]
     fn allowed_hosts_entries_parse() {

@@ -27,7 +27,6 @@
 //! IPv4 addresses embedded in IPv6 (IPv4-mapped `::ffff:a.b.c.d`, IPv4-compatible `::a.b.c.d`,
 //! SIIT `::ffff:0:a.b.c.d`, NAT64 `64:ff9b::/96`, 6to4 `2002::/16`) are classified by the IPv4
 //! address they carry: `::ffff:127.0.0.1` is loopback.
-
 //!
 //! The files: `address.rs` (address classes), `allow.rs` (allowed-hosts entries), this one (the
 //! policy and its refusals).
@@ -41,6 +40,8 @@ use std::net::{IpAddr, SocketAddr};
 pub use address::{classify, AddressClass};
 pub use allow::{parse_allowed_hosts, AllowEntry};
 
+/// Why a target was refused; its message names the target, the address, its class and how an
+/// operator can allow it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     /// What was refused: the URL when dialing, `host:port` otherwise.
@@ -237,7 +238,8 @@ mod tests {
         s.parse().expect("test address")
     }
 
-    fn entries(list: &str) -> Vec<AllowEntry> {
+    /// A valid allowed-hosts list written in a test.
+    pub(super) fn entries(list: &str) -> Vec<AllowEntry> {
         parse_allowed_hosts(list).expect("valid test list")
     }
 
