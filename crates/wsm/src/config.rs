@@ -16,7 +16,7 @@ use crate::service::ServiceConfig;
 
 /// The limits of the HTTP and the gRPC port.
 #[derive(Debug, Clone, Copy)]
-pub struct Ports {
+pub(crate) struct Ports {
     pub http: PortLimits,
     pub grpc: PortLimits,
 }
@@ -185,7 +185,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// Where Connect may go: strict unless private networks or hosts are allowed. An invalid
     /// `--allowed-hosts` entry is an error naming it.
-    pub fn network_policy(&self) -> Result<NetworkPolicy, String> {
+    pub(crate) fn network_policy(&self) -> Result<NetworkPolicy, String> {
         let allowed = parse_allowed_hosts(&self.allowed_hosts)
             .map_err(|e| format!("invalid --allowed-hosts / WSM_ALLOWED_HOSTS: {e}"))?;
         let policy = if self.allow_private_networks {
@@ -197,7 +197,7 @@ impl ServeArgs {
     }
 
     /// TLS to upstreams: every file is read now, so a wrong path stops the start.
-    pub fn tls_client(&self) -> Result<TlsClient, String> {
+    pub(crate) fn tls_client(&self) -> Result<TlsClient, String> {
         TlsClient::new(&TlsSettings {
             ca_file: self.ca_file.clone(),
             client_cert: self.tls_client_cert.clone(),
@@ -208,7 +208,7 @@ impl ServeArgs {
     }
 
     /// The service's settings.
-    pub fn service_config(&self) -> Result<ServiceConfig, String> {
+    pub(crate) fn service_config(&self) -> Result<ServiceConfig, String> {
         let defaults = ServiceConfig::default();
         let connection = ConnectionOptions {
             ping_interval: Duration::from_millis(self.ping_interval_ms),
@@ -246,7 +246,10 @@ impl ServeArgs {
     }
 
     /// Heartbeat and failover settings; `grpc_addr` is the address the gRPC port listens on.
-    pub fn cluster_config(&self, grpc_addr: std::net::SocketAddr) -> Result<ClusterConfig, String> {
+    pub(crate) fn cluster_config(
+        &self,
+        grpc_addr: std::net::SocketAddr,
+    ) -> Result<ClusterConfig, String> {
         if self.stale_threshold_seconds < 2 * self.heartbeat_interval_seconds {
             return Err(format!(
                 "--stale-threshold-seconds / INSTANCE_STALE_THRESHOLD_SECONDS ({}) must be at least twice --heartbeat-interval-seconds / INSTANCE_HEARTBEAT_INTERVAL_SECONDS ({}): one late heartbeat must not make peers take this instance's connections",
@@ -277,7 +280,7 @@ impl ServeArgs {
         })
     }
 
-    pub fn api_keys(&self) -> ApiKeys {
+    pub(crate) fn api_keys(&self) -> ApiKeys {
         ApiKeys::new(&self.api_keys).with_peer_key(self.peer_key.as_deref())
     }
 
@@ -298,7 +301,7 @@ impl ServeArgs {
     }
 
     /// The limits of both ports.
-    pub fn port_limits(&self) -> Ports {
+    pub(crate) fn port_limits(&self) -> Ports {
         Ports {
             http: PortLimits {
                 max_connections: usize::try_from(self.http_max_connections).unwrap_or(usize::MAX),
@@ -311,17 +314,17 @@ impl ServeArgs {
         }
     }
 
-    pub fn http_body_timeout(&self) -> Duration {
+    pub(crate) fn http_body_timeout(&self) -> Duration {
         Duration::from_millis(self.http_body_timeout_ms)
     }
 
-    pub fn shutdown_flush(&self) -> Duration {
+    pub(crate) fn shutdown_flush(&self) -> Duration {
         Duration::from_millis(self.shutdown_flush_ms)
     }
 
     /// The largest request body or gRPC message: a maximal message, base64-encoded in JSON, plus
     /// room for the other fields.
-    pub fn max_request_bytes(&self) -> usize {
+    pub(crate) fn max_request_bytes(&self) -> usize {
         (self.max_message_bytes as usize).saturating_mul(4) / 3 + (64 << 10)
     }
 }

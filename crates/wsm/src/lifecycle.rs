@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 /// The topic lifecycle events are published to, and their CloudEvent `type` prefix.
 pub const LIFECYCLE_TOPIC: &str = "websocketmanager.lifecycle";
-pub const LIFECYCLE_TYPE_PREFIX: &str = "com.virtufin.websocketmanager.lifecycle.";
+pub(crate) const LIFECYCLE_TYPE_PREFIX: &str = "com.virtufin.websocketmanager.lifecycle.";
 
 /// Lifecycle kinds, in `com.virtufin.websocketmanager.lifecycle.<kind>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

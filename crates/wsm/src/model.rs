@@ -86,7 +86,7 @@ impl From<&OutboundMessage> for StoredMessage {
 
 impl StoredMessage {
     /// `None` when the stored payload is not base64 (a record edited by hand).
-    pub fn to_outbound(&self) -> Option<OutboundMessage> {
+    pub(crate) fn to_outbound(&self) -> Option<OutboundMessage> {
         let payload = base64::engine::general_purpose::STANDARD
             .decode(&self.message)
             .ok()?;

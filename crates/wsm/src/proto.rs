@@ -5,8 +5,8 @@
 tonic::include_proto!("virtufin");
 
 /// The schema's encoded `FileDescriptorSet`: served by reflection, read by `/v1/invoke`.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
+pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/websocketmanager.bin"));
 
 /// The fully qualified service name, as reflection and `/v1/invoke` know it.
-pub const SERVICE_NAME: &str = "virtufin.WebSocketManager";
+pub(crate) const SERVICE_NAME: &str = "virtufin.WebSocketManager";

@@ -3,7 +3,7 @@
 
 /// At most `max` bytes of `s` (cut on a character boundary, with the full length said when cut),
 /// control characters escaped.
-pub fn excerpt(s: &str, max: usize) -> String {
+pub(crate) fn excerpt(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
@@ -23,7 +23,7 @@ pub fn excerpt(s: &str, max: usize) -> String {
 }
 
 /// How much of a URL, header name or instance id errors and logs show.
-pub const SHORT: usize = 256;
+pub(crate) const SHORT: usize = 256;
 
 #[cfg(test)]
 mod tests {

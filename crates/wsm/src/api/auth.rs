@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
-pub use crate::cluster::forward::PEER_KEY_HEADER;
+pub(crate) use crate::cluster::forward::PEER_KEY_HEADER;
 
 /// The header (and gRPC metadata key) a caller puts its key in.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -167,7 +167,7 @@ impl ApiKeys {
     }
 
     /// Also accepts calls that carry `peer_key` in `x-wsm-peer-key` (forwarded by an instance).
-    pub fn with_peer_key(mut self, peer_key: Option<&str>) -> Self {
+    pub(crate) fn with_peer_key(mut self, peer_key: Option<&str>) -> Self {
         self.peer = peer_key
             .map(str::trim)
             .filter(|k| !k.is_empty())
@@ -175,7 +175,7 @@ impl ApiKeys {
         self
     }
 
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         !self.keys.is_empty()
     }
 

@@ -29,7 +29,7 @@ struct Caught {
 }
 
 /// Installs the hook once per process.
-pub fn install_hook() {
+pub(crate) fn install_hook() {
     static HOOK: Once = Once::new();
     HOOK.call_once(|| {
         let previous = std::panic::take_hook();

@@ -16,7 +16,7 @@ use crate::proto::{
 
 /// Transcodes JSON calls onto the gRPC implementation. Cheap to clone.
 #[derive(Clone)]
-pub struct Invoker {
+pub(crate) struct Invoker {
     api: GrpcApi,
     service: prost_reflect::ServiceDescriptor,
 }

@@ -36,7 +36,7 @@ const H2_OPENING: usize = 24 + 9;
 
 /// One port's limits.
 #[derive(Debug, Clone, Copy)]
-pub struct PortLimits {
+pub(crate) struct PortLimits {
     /// Most open client connections.
     pub max_connections: usize,
     /// How long a new client may take to send its first request (HTTP: its headers; gRPC: the
@@ -46,7 +46,7 @@ pub struct PortLimits {
 
 /// An accepted client socket: holds its slot of the port's cap until dropped, and fails its reads
 /// with `TimedOut` when the client has not sent its opening bytes in time.
-pub struct Admitted {
+pub(crate) struct Admitted {
     tcp: TcpStream,
     peer: SocketAddr,
     local: Option<SocketAddr>,
@@ -218,7 +218,7 @@ impl Acceptor {
 }
 
 /// The gRPC port's clients, for tonic's `serve_with_incoming_shutdown`.
-pub fn grpc_incoming(
+pub(crate) fn grpc_incoming(
     listener: TcpListener,
     limits: PortLimits,
 ) -> impl Stream<Item = Result<Admitted, io::Error>> + Send + 'static {
@@ -231,7 +231,7 @@ pub fn grpc_incoming(
 
 /// Serves `router` on the HTTP port until `stop` resolves, then lets open requests finish (the
 /// caller bounds how long).
-pub async fn serve_http(
+pub(crate) async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     limits: PortLimits,

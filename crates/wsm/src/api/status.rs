@@ -50,7 +50,7 @@ pub fn code_name(code: Code) -> &'static str {
 }
 
 /// The HTTP status for a gRPC code (google.rpc.Code's documented mapping).
-pub fn http_status(code: Code) -> u16 {
+pub(crate) fn http_status(code: Code) -> u16 {
     match code {
         Code::Ok => 200,
         Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,

@@ -129,10 +129,10 @@ impl StateStore for MemoryStateStore {
 }
 
 /// How many published batches a subscriber may fall behind before publishers wait for it.
-pub const SUBSCRIBER_BATCHES: usize = 1024;
+pub(crate) const SUBSCRIBER_BATCHES: usize = 1024;
 /// How long a publisher waits for a stuck subscriber before it publishes anyway; that subscriber then
 /// loses the oldest batches (and is told how many).
-pub const SUBSCRIBER_PATIENCE: Duration = Duration::from_secs(5);
+pub(crate) const SUBSCRIBER_PATIENCE: Duration = Duration::from_secs(5);
 
 /// One publish call's events, shared by every subscriber.
 #[derive(Debug, Clone)]
@@ -308,7 +308,7 @@ impl Subscription {
     }
 
     /// The next event as it travels on the bus; frames are not encoded.
-    pub async fn recv_event(&mut self) -> Result<BusEvent, broadcast::error::RecvError> {
+    pub(crate) async fn recv_event(&mut self) -> Result<BusEvent, broadcast::error::RecvError> {
         loop {
             if let Some(event) = self.take() {
                 return Ok(event);
@@ -319,7 +319,7 @@ impl Subscription {
     }
 
     /// The next event if one is ready, as it travels on the bus.
-    pub fn try_recv_event(&mut self) -> Result<BusEvent, broadcast::error::TryRecvError> {
+    pub(crate) fn try_recv_event(&mut self) -> Result<BusEvent, broadcast::error::TryRecvError> {
         loop {
             if let Some(event) = self.take() {
                 return Ok(event);

@@ -75,7 +75,7 @@ pub struct TailEvent {
 impl TailEvent {
     /// An event known only by its JSON (lifecycle events, Redis entries): the fields read back
     /// from it; what is missing stays empty or 0.
-    pub fn from_json(cloud_event: String, id: String) -> Self {
+    pub(crate) fn from_json(cloud_event: String, id: String) -> Self {
         #[derive(serde::Deserialize, Default)]
         #[serde(default, rename_all = "camelCase")]
         struct Fields {

@@ -13,7 +13,7 @@ use crate::publish::FrameBatch;
 
 /// The outcome of the last write: failing from when, and why.
 #[derive(Debug, Default)]
-pub struct WriteHealth {
+pub(crate) struct WriteHealth {
     failing: Mutex<Option<(SystemTime, String)>>,
 }
 
@@ -44,7 +44,7 @@ impl WriteHealth {
 }
 
 /// A state store whose writes are watched.
-pub struct WatchedState {
+pub(crate) struct WatchedState {
     inner: Arc<dyn StateStore>,
     health: Arc<WriteHealth>,
 }
@@ -92,7 +92,7 @@ impl StateStore for WatchedState {
 }
 
 /// A bus whose publishes are watched.
-pub struct WatchedBus {
+pub(crate) struct WatchedBus {
     inner: Arc<dyn Publisher>,
     health: Arc<WriteHealth>,
 }

@@ -20,7 +20,7 @@ use crate::proto::web_socket_manager_client::WebSocketManagerClient;
 use crate::security::AllowEntry;
 
 /// The header an instance puts the peer key in when it forwards a call.
-pub const PEER_KEY_HEADER: &str = "x-wsm-peer-key";
+pub(crate) const PEER_KEY_HEADER: &str = "x-wsm-peer-key";
 
 /// Set on a forwarded call; its value is the forwarding instance's id.
 pub const HOP_HEADER: &str = "x-wsm-forwarded-by";
@@ -28,9 +28,9 @@ pub const HOP_HEADER: &str = "x-wsm-forwarded-by";
 /// How long a peer may take to accept a TCP connection before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-pub type PeerClient = WebSocketManagerClient<Channel>;
+pub(crate) type PeerClient = WebSocketManagerClient<Channel>;
 
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     me: AsciiMetadataValue,
     /// Sent as `x-wsm-peer-key`: the instances' shared credential.
     peer_key: Option<AsciiMetadataValue>,
@@ -41,7 +41,7 @@ pub struct Forwarder {
 
 /// Why a call cannot be forwarded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     /// The peer did not take the connection: it may be dead, so its connection may be claimed.
     #[error("{0}")]
     Unreachable(String),
@@ -156,13 +156,13 @@ pub fn forwarded_by(metadata: &MetadataMap) -> Option<String> {
 
 /// Whether a forwarded call failed for want of a connection to the peer (refused, reset, gone),
 /// rather than with an answer from it: only then is the owner unreachable.
-pub fn is_unreachable(status: &Status) -> bool {
+pub(crate) fn is_unreachable(status: &Status) -> bool {
     status.code() == Code::Unavailable && std::error::Error::source(status).is_some()
 }
 
 /// Whether a forwarded call ran out of its deadline here (tonic answers CANCELLED "Timeout
 /// expired"), rather than being answered by the peer.
-pub fn is_timeout(status: &Status) -> bool {
+pub(crate) fn is_timeout(status: &Status) -> bool {
     status.code() == Code::Cancelled && status.message().contains("Timeout expired")
 }
 

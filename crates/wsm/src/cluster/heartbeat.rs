@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// instance's sockets, so peers take its connections over without waiting for the stale threshold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub instance_id: String,
     /// RFC 3339, the writer's clock; for operators. Staleness is judged on the reader's own clock
     /// (when it last saw the heartbeat change), so clock skew between machines does not matter.

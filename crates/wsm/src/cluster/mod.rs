@@ -26,8 +26,9 @@ use crate::service::WebSocketService;
 use crate::store::keys::{heartbeat_key, revoked_key, PEERS_KEY};
 use crate::sync::lock;
 
-pub use forward::{forwarded_by, Forwarder, PeerClient, HOP_HEADER};
-pub use heartbeat::Heartbeat;
+pub use forward::{forwarded_by, HOP_HEADER};
+pub(crate) use forward::{Forwarder, PeerClient};
+pub(crate) use heartbeat::Heartbeat;
 pub use registry::{PeerState, Registry};
 pub use serve::Outcome;
 
@@ -153,7 +154,7 @@ impl Cluster {
     }
 
     /// Instances heartbeating now, as this one sees them (itself included).
-    pub fn live_peers(&self) -> usize {
+    pub(crate) fn live_peers(&self) -> usize {
         lock(&self.registry).live(Instant::now())
     }
 

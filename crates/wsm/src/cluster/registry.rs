@@ -53,7 +53,11 @@ impl Registry {
     }
 
     /// Records one read of every listed peer's heartbeat (`None`: absent or expired).
-    pub fn observe(&mut self, now: Instant, peers: Vec<(String, Option<(Heartbeat, String)>)>) {
+    pub(crate) fn observe(
+        &mut self,
+        now: Instant,
+        peers: Vec<(String, Option<(Heartbeat, String)>)>,
+    ) {
         let restart = std::mem::take(&mut self.blind);
         let mut listed = HashMap::with_capacity(peers.len());
         for (id, heartbeat) in peers {
@@ -85,7 +89,7 @@ impl Registry {
     }
 
     /// The store could not be read: the next observation starts every peer's window again.
-    pub fn read_failed(&mut self) {
+    pub(crate) fn read_failed(&mut self) {
         self.blind = true;
     }
 
@@ -110,7 +114,7 @@ impl Registry {
     }
 
     /// Other instances whose connections may be taken: stale or stopped.
-    pub fn takeable(&self, now: Instant) -> Vec<(String, PeerState)> {
+    pub(crate) fn takeable(&self, now: Instant) -> Vec<(String, PeerState)> {
         let mut out: Vec<(String, PeerState)> = self
             .seen
             .keys()
@@ -132,7 +136,7 @@ impl Registry {
     }
 
     /// The ids of the instances heartbeating now, this one included, sorted.
-    pub fn live_ids(&self, now: Instant) -> Vec<String> {
+    pub(crate) fn live_ids(&self, now: Instant) -> Vec<String> {
         let mut ids: Vec<String> = self
             .seen
             .keys()

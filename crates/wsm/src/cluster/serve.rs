@@ -28,7 +28,7 @@ impl Cluster {
     /// Serves a call on connection `id` that `owner` holds: once to the owner through `remote`
     /// (a call that was itself forwarded, `forwarded_by`, is not forwarded again), and when the
     /// owner cannot take it, the connection is claimed for this instance.
-    pub async fn forward_or_claim<Req, Resp, R, RF>(
+    pub(crate) async fn forward_or_claim<Req, Resp, R, RF>(
         &self,
         id: &str,
         owner: &str,

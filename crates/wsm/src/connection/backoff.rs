@@ -39,7 +39,7 @@ impl BackoffPolicy {
     }
 
     /// The delay before `attempt` (1-based), without jitter.
-    pub fn nominal(&self, attempt: u32) -> Duration {
+    pub(crate) fn nominal(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(31);
         self.base
             .checked_mul(1u32 << exponent)

@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use uuid::Uuid;
 
 /// Whether a content type travels as a Text frame (and so uses the JSON envelope).
-pub fn is_text(content_type: &str) -> bool {
+pub(crate) fn is_text(content_type: &str) -> bool {
     let essence = content_type
         .split(';')
         .next()

@@ -59,7 +59,7 @@ pub enum DialError {
 impl DialError {
     /// Whether the caller's request is at fault (INVALID_ARGUMENT), rather than the upstream
     /// (UNAVAILABLE, worth retrying).
-    pub fn is_callers_mistake(&self) -> bool {
+    pub(crate) fn is_callers_mistake(&self) -> bool {
         matches!(
             self,
             DialError::InvalidUrl(_) | DialError::InvalidHeader { .. } | DialError::Refused(_)
@@ -69,7 +69,7 @@ impl DialError {
 
 /// Socket settings: bounded buffers so 10k mostly idle connections stay cheap, and a message-size
 /// limit so one upstream cannot make us allocate without bound.
-pub fn socket_config(options: &ConnectionOptions) -> WebSocketConfig {
+pub(crate) fn socket_config(options: &ConnectionOptions) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(options.read_buffer_size)
         .write_buffer_size(0)

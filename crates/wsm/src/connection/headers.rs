@@ -5,11 +5,11 @@
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 
 /// Most handshake headers per connection.
-pub const MAX_HEADERS: usize = 100;
+pub(crate) const MAX_HEADERS: usize = 100;
 /// Most bytes of header names, values and subprotocols together.
-pub const MAX_HEADER_BYTES: usize = 16 << 10;
+pub(crate) const MAX_HEADER_BYTES: usize = 16 << 10;
 /// Most subprotocols offered.
-pub const MAX_SUBPROTOCOLS: usize = 32;
+pub(crate) const MAX_SUBPROTOCOLS: usize = 32;
 
 /// Headers the handshake writes itself: a caller's copy would break it or contradict it.
 const RESERVED: &[&str] = &[

@@ -278,7 +278,7 @@ impl Connection {
     }
 
     /// Correlated requests waiting for their response.
-    pub fn pending_requests(&self) -> usize {
+    pub(crate) fn pending_requests(&self) -> usize {
         self.correlator.pending()
     }
 

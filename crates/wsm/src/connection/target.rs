@@ -12,7 +12,7 @@ use crate::security::UrlRedactor;
 
 /// Longest accepted URL. Long stream lists belong in SUBSCRIBE messages (`on_connect`), which
 /// venues recommend anyway.
-pub const MAX_URL_BYTES: usize = 8 << 10;
+pub(crate) const MAX_URL_BYTES: usize = 8 << 10;
 
 /// A checked upstream URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Target {
         self.url.as_str()
     }
 
-    pub fn is_tls(&self) -> bool {
+    pub(crate) fn is_tls(&self) -> bool {
         self.url.scheme() == "wss"
     }
 
@@ -79,7 +79,7 @@ impl Target {
     }
 
     /// The host as a certificate names it: IPv6 without brackets.
-    pub fn tls_name(&self) -> String {
+    pub(crate) fn tls_name(&self) -> String {
         match self.url.host() {
             Some(Host::Ipv6(ip)) => ip.to_string(),
             Some(host) => host.to_string(),

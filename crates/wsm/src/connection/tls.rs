@@ -23,7 +23,7 @@ compile_error!(
 );
 
 /// The crypto provider this build uses for every TLS connection.
-pub fn crypto_provider() -> Arc<CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<CryptoProvider> {
     #[cfg(feature = "ring")]
     let provider = rustls::crypto::ring::default_provider();
     #[cfg(all(feature = "aws-lc-rs", not(feature = "ring")))]
@@ -32,7 +32,7 @@ pub fn crypto_provider() -> Arc<CryptoProvider> {
 }
 
 /// The provider's name, for the start-up log.
-pub fn crypto_provider_name() -> &'static str {
+pub(crate) fn crypto_provider_name() -> &'static str {
     if cfg!(feature = "ring") {
         "ring"
     } else {
@@ -42,7 +42,7 @@ pub fn crypto_provider_name() -> &'static str {
 
 /// Installs this build's provider as the process default, so code outside wsm's own dialer that
 /// asks rustls for the default finds one. Idempotent.
-pub fn install_default_provider() {
+pub(crate) fn install_default_provider() {
     if CryptoProvider::get_default().is_none() {
         // Another thread may install one between the check and here; either is fine.
         let _ = CryptoProvider::install_default((*crypto_provider()).clone());
@@ -207,7 +207,7 @@ impl TlsClient {
 
     /// An operator's account of a TLS failure carried in `e`, if it is one. With TLS 1.3 a
     /// refused client certificate only arrives after the handshake, with the first read.
-    pub fn explain(&self, host: &str, e: &std::io::Error) -> Option<String> {
+    pub(crate) fn explain(&self, host: &str, e: &std::io::Error) -> Option<String> {
         let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
         Some(self.describe(host, tls))
     }

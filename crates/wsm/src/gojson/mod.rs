@@ -36,13 +36,13 @@ use write::{Encoder, Style};
 
 /// Deepest nesting of arrays and objects accepted; deeper input is refused rather than risking the
 /// stack of a tokio worker.
-pub const MAX_DEPTH: usize = 512;
+pub(crate) const MAX_DEPTH: usize = 512;
 
 /// Why bytes could not be re-encoded the way daprd would: they are not JSON (Go's grammar), or not
 /// the kind of JSON expected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} at byte {at}")]
-pub struct JsonError {
+pub(crate) struct JsonError {
     /// Offset in the input where decoding stopped.
     pub at: usize,
     /// What was wrong there.
@@ -51,7 +51,7 @@ pub struct JsonError {
 
 /// Appends to `out` the bytes Dapr's Redis state store keeps as `data` when `value` is posted as an
 /// item's JSON `value` to daprd's HTTP state API (see the module docs).
-pub fn canonical_state_value(value: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
+pub(crate) fn canonical_state_value(value: &[u8], out: &mut Vec<u8>) -> Result<(), JsonError> {
     let mut tree = Tree::default();
     let root = tree.parse(value)?;
     Encoder::default().node(&tree, value, root, Style::JsoniterFastest, out)

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 /// several instances, an owner that may have been declared dead (a pause, a cut to the store) must
 /// not publish until it knows it still owns the connection, and never once another instance took it.
 #[async_trait::async_trait]
-pub trait PublishFence: Send + Sync + 'static {
+pub(crate) trait PublishFence: Send + Sync + 'static {
     /// Waits until publishing is allowed; `false` when it never will be again (the batch is
     /// discarded).
     async fn admit(&self) -> bool;
@@ -46,11 +46,11 @@ impl Lease {
     }
 
     /// Valid until `until` (a heartbeat was written).
-    pub fn renew(&self, until: Instant) {
+    pub(crate) fn renew(&self, until: Instant) {
         self.until.send_replace(Some(until));
     }
 
-    pub fn is_valid(&self) -> bool {
+    pub(crate) fn is_valid(&self) -> bool {
         match *self.until.borrow() {
             None => true,
             Some(until) => Instant::now() < until,
@@ -58,7 +58,7 @@ impl Lease {
     }
 
     /// Returns once the lease is valid.
-    pub async fn wait_valid(&self) {
+    pub(crate) async fn wait_valid(&self) {
         let mut renewed = self.until.subscribe();
         while !self.is_valid() {
             if renewed.changed().await.is_err() {
@@ -69,7 +69,7 @@ impl Lease {
 }
 
 /// One connection's fence: the instance's lease, and whether this connection was taken over.
-pub struct OwnershipFence {
+pub(crate) struct OwnershipFence {
     pub lease: Arc<Lease>,
     pub revoked: Arc<AtomicBool>,
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 
 /// The CloudEvent `type` of published frames: what Dapr gives events published through it, which is
 /// what existing consumers of WSM topics expect.
-pub const FRAME_EVENT_TYPE: &str = "com.dapr.event.sent";
+pub(crate) const FRAME_EVENT_TYPE: &str = "com.dapr.event.sent";
 
 /// Who published a frame: the connection, and the CloudEvent `source` (the app id).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ const QUEUE: usize = 4096;
 
 /// Publishes lifecycle events to the bus, and hands each one to `observer` first (the service uses
 /// it to persist status changes).
-pub struct BusLifecycle {
+pub(crate) struct BusLifecycle {
     queue: mpsc::Sender<LifecycleEvent>,
     observer: Option<Arc<dyn LifecycleSink>>,
     dropped: Arc<AtomicU64>,

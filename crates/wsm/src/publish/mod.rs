@@ -7,7 +7,7 @@
 
 pub mod bus;
 pub mod encode;
-pub mod fence;
+pub(crate) mod fence;
 pub mod frame;
 pub mod lifecycle;
 pub mod publisher;
@@ -17,12 +17,16 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 pub use bus::Publisher;
-pub use encode::cloudevent::{encode_frame, FrameEncoder};
-pub use fence::{Lease, OwnershipFence, PublishFence};
-pub use frame::{Frame, FrameBatch, FrameSource, FRAME_EVENT_TYPE};
-pub use lifecycle::BusLifecycle;
-pub use publisher::{spawn_fenced_publisher, spawn_publisher};
-pub use queue::{FrameReceiver, FrameRun, InboundFrame, PublishQueue, QueueDepth, ReceiveStats};
+pub use fence::Lease;
+pub use frame::{Frame, FrameBatch, FrameSource};
+pub use publisher::spawn_publisher;
+pub use queue::{FrameReceiver, FrameRun, InboundFrame, PublishQueue, QueueDepth};
+
+pub(crate) use encode::cloudevent::{encode_frame, FrameEncoder};
+pub(crate) use fence::OwnershipFence;
+pub(crate) use lifecycle::BusLifecycle;
+pub(crate) use publisher::spawn_fenced_publisher;
+pub(crate) use queue::ReceiveStats;
 
 /// Batching and retry settings.
 #[derive(Debug, Clone)]

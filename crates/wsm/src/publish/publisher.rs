@@ -38,7 +38,7 @@ pub fn spawn_publisher(
 }
 
 /// [`spawn_publisher`] that asks `fence` before every bus call.
-pub fn spawn_fenced_publisher(
+pub(crate) fn spawn_fenced_publisher(
     mut frames: FrameReceiver,
     from: FrameSource,
     bus: Arc<dyn Publisher>,

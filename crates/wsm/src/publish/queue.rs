@@ -47,7 +47,7 @@ pub struct InboundFrame {
 /// Data messages (text and binary) received from upstream, published or not. The socket task adds
 /// its counts once per burst, so a fast feed pays nothing per frame.
 #[derive(Debug, Default)]
-pub struct ReceiveStats {
+pub(crate) struct ReceiveStats {
     pub frames: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
 }
@@ -104,7 +104,7 @@ impl PublishQueue {
 
     /// Counts this connection's received messages into `stats` (shared by every connection of a
     /// service, for its metrics).
-    pub fn count_into(&mut self, stats: Arc<ReceiveStats>) {
+    pub(crate) fn count_into(&mut self, stats: Arc<ReceiveStats>) {
         self.stats = stats;
     }
 
@@ -225,7 +225,7 @@ impl FrameReceiver {
     }
 
     /// The next run if one is waiting.
-    pub fn try_recv_run(&mut self) -> Option<FrameRun> {
+    pub(crate) fn try_recv_run(&mut self) -> Option<FrameRun> {
         self.rest().or_else(|| self.runs.try_recv().ok())
     }
 

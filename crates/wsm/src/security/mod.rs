@@ -6,7 +6,6 @@
 pub mod network;
 pub mod redact;
 
-pub use network::{
-    classify, parse_allowed_hosts, AddressClass, AllowEntry, NetworkPolicy, Refusal, ResolveError,
-};
+pub(crate) use network::ResolveError;
+pub use network::{parse_allowed_hosts, AddressClass, AllowEntry, NetworkPolicy, Refusal};
 pub use redact::UrlRedactor;

@@ -86,13 +86,8 @@ impl UrlRedactor {
         }
     }
 
-    /// The default list, for the docs and `--help`.
-    pub fn default_keys() -> &'static [&'static str] {
-        SECRET_KEYS
-    }
-
     /// Whether a query value under `key` is redacted.
-    pub fn is_secret_key(&self, key: &str) -> bool {
+    pub(crate) fn is_secret_key(&self, key: &str) -> bool {
         let key = normalize(key);
         SECRET_KEYS.contains(&key.as_str())
             || SECRET_PARTS.iter().any(|part| key.contains(part))

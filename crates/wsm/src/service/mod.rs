@@ -30,20 +30,21 @@ mod slots;
 mod status;
 mod wiring;
 
-pub use ownership::{OwnershipCounts, TakeOver};
+pub(crate) use ownership::OwnershipCounts;
+pub use ownership::TakeOver;
 use slots::{Slot, Slots};
-pub use status::LifecycleCounts;
+pub(crate) use status::LifecycleCounts;
 use status::{write_statuses, StatusObserver};
 
 /// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
-pub const MAX_TAGS: usize = 50;
-pub const MAX_TAG_KEY: usize = 128;
-pub const MAX_TAG_VALUE: usize = 1024;
+pub(crate) const MAX_TAGS: usize = 50;
+pub(crate) const MAX_TAG_KEY: usize = 128;
+pub(crate) const MAX_TAG_VALUE: usize = 1024;
 /// Longest `Send` timeout a caller may ask for (5 minutes): a pending request holds memory until
 /// it is answered or times out, so a caller must not be able to park one for weeks.
-pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(300);
 /// Most `on_connect` messages per connection (as many as replayed messages).
-pub const MAX_ON_CONNECT: usize = 1024;
+pub(crate) const MAX_ON_CONNECT: usize = 1024;
 
 /// The service's settings; validated by the config layer.
 #[derive(Debug, Clone)]
@@ -270,7 +271,7 @@ impl WebSocketService {
 
     /// Whether the state store and the bus answer and take writes (for `/ready`): each one's
     /// problem, if any.
-    pub async fn readiness(&self) -> [(&'static str, Result<(), String>); 2] {
+    pub(crate) async fn readiness(&self) -> [(&'static str, Result<(), String>); 2] {
         let state = self.inner.store.repository().state().ping().await;
         let pubsub = self.inner.bus.ping().await;
         let check = |ping: Result<(), BackendError>, writes: &WriteHealth| {
@@ -631,7 +632,7 @@ fn send_error(e: SendError) -> ServiceError {
 }
 
 /// A Send's timeout: the default for 0, at most [`MAX_SEND_TIMEOUT`].
-pub fn send_timeout(timeout_ms: i32, default: Duration) -> Result<Duration, ServiceError> {
+pub(crate) fn send_timeout(timeout_ms: i32, default: Duration) -> Result<Duration, ServiceError> {
     let max = MAX_SEND_TIMEOUT.as_millis();
     match u64::try_from(timeout_ms) {
         Ok(0) => Ok(default),

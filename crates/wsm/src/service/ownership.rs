@@ -32,7 +32,7 @@ pub enum TakeOver {
 
 /// Counts of ownership changes, for the metrics.
 #[derive(Debug, Default)]
-pub struct OwnershipCounts {
+pub(crate) struct OwnershipCounts {
     /// Connections this instance took over from stale, stopped or unreachable instances.
     pub taken_over: AtomicU64,
     /// Connections another instance took from this one (noticed on waking, by a notice, or at a
@@ -208,7 +208,7 @@ impl WebSocketService {
     }
 
     /// Lets go of those of `ids` (from this instance's revocation notice) it no longer owns.
-    pub async fn check_ownership(&self, ids: &[String]) {
+    pub(crate) async fn check_ownership(&self, ids: &[String]) {
         let held: Vec<String> = {
             let live = lock(&self.inner.live);
             ids.iter()

@@ -7,14 +7,14 @@ use std::sync::Arc;
 
 /// The slots; `max` 0 means no limit (slots are still counted).
 #[derive(Debug)]
-pub struct Slots {
+pub(crate) struct Slots {
     max: usize,
     taken: Arc<AtomicUsize>,
 }
 
 /// One reserved slot, given back when dropped.
 #[derive(Debug)]
-pub struct Slot {
+pub(crate) struct Slot {
     taken: Arc<AtomicUsize>,
 }
 

@@ -13,7 +13,7 @@ use crate::sync::lock;
 
 /// Counts of lifecycle events, for the metrics.
 #[derive(Debug, Default)]
-pub struct LifecycleCounts {
+pub(crate) struct LifecycleCounts {
     pub reconnects: AtomicU64,
     pub degraded: AtomicU64,
     pub errors: AtomicU64,

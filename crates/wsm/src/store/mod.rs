@@ -14,7 +14,7 @@ use crate::backends::{BackendError, StateStore};
 use crate::model::ConnectionRecord;
 
 /// Records TTL: at least 30 s and at most 3600 s (SPEC 5, "State").
-pub const TTL_RANGE: std::ops::RangeInclusive<u64> = 30..=3600;
+pub(crate) const TTL_RANGE: std::ops::RangeInclusive<u64> = 30..=3600;
 
 /// What a TTL refresh did.
 #[derive(Debug, Default)]
@@ -55,7 +55,7 @@ impl ConnectionStore {
     }
 
     /// The local copy only (records this instance holds).
-    pub fn get_local(&self, id: &str) -> Option<ConnectionRecord> {
+    pub(crate) fn get_local(&self, id: &str) -> Option<ConnectionRecord> {
         self.local().get(id).cloned()
     }
 
@@ -92,7 +92,10 @@ impl ConnectionStore {
 
     /// Forgets a record in both tiers, deleting the shared copy only while it still names the
     /// record's owner (compare-and-set).
-    pub async fn remove_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {
+    pub(crate) async fn remove_owned(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<(), OwnedWriteError> {
         self.local().remove(&record.id);
         self.repository.delete_owned(record).await
     }
@@ -103,7 +106,7 @@ impl ConnectionStore {
     }
 
     /// Forgets the local copy only (e.g. ownership passed to another instance).
-    pub fn forget_local(&self, id: &str) {
+    pub(crate) fn forget_local(&self, id: &str) {
         self.local().remove(id);
     }
 

@@ -87,7 +87,7 @@ impl Repository {
     /// owner: an owner that was paused or cut off must not overwrite the claim of the instance
     /// that took the connection over. Read-then-compare-and-set, so a claim landing in between
     /// makes the write fail rather than undo the claim.
-    pub async fn write_owned(
+    pub(crate) async fn write_owned(
         &self,
         id: &str,
         latest: impl Fn() -> Option<ConnectionRecord>,
@@ -149,7 +149,7 @@ impl Repository {
 
     /// Adds `ids` to the revocation notice of `owner`: the instance reads it with its heartbeat
     /// and closes those sockets at once, instead of at its next write of their records.
-    pub async fn notify_revoked(
+    pub(crate) async fn notify_revoked(
         &self,
         owner: &str,
         ids: &[&str],
@@ -164,7 +164,11 @@ impl Repository {
     }
 
     /// Removes `ids` from this instance's revocation notice once they are handled.
-    pub async fn clear_revoked(&self, owner: &str, ids: &[String]) -> Result<(), BackendError> {
+    pub(crate) async fn clear_revoked(
+        &self,
+        owner: &str,
+        ids: &[String],
+    ) -> Result<(), BackendError> {
         self.set_update(&revoked_key(owner), None, |notice| {
             let before = notice.len();
             for id in ids {
@@ -181,7 +185,7 @@ impl Repository {
     }
 
     /// Makes sure both indexes list every one of `records`: one update per index.
-    pub async fn index_all(&self, records: &[ConnectionRecord]) -> Result<(), BackendError> {
+    pub(crate) async fn index_all(&self, records: &[ConnectionRecord]) -> Result<(), BackendError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -230,7 +234,10 @@ impl Repository {
 
     /// Deletes the record while it names `record.instance_id`, then its index entries. A record
     /// already gone is fine (the delete is idempotent).
-    pub async fn delete_owned(&self, record: &ConnectionRecord) -> Result<(), OwnedWriteError> {
+    pub(crate) async fn delete_owned(
+        &self,
+        record: &ConnectionRecord,
+    ) -> Result<(), OwnedWriteError> {
         let key = record_key(&record.id);
         self.while_owned(&record.id, &record.instance_id, |etag| {
             let key = &key;
@@ -331,7 +338,7 @@ impl Repository {
         Ok(ids.len())
     }
 
-    pub async fn index_remove_instance(
+    pub(crate) async fn index_remove_instance(
         &self,
         instance_id: &str,
         ids: &[&str],
@@ -408,7 +415,7 @@ impl Repository {
     }
 
     /// Read-modify-write of a set of ids with compare-and-set, written with `ttl`.
-    pub async fn set_update(
+    pub(crate) async fn set_update(
         &self,
         key: &str,
         ttl: Option<Duration>,

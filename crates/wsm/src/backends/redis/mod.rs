@@ -49,12 +49,12 @@ use super::BackendError;
 
 pub use state::RedisStateStore;
 pub use streams::RedisPublisher;
-pub use tail::RedisTail;
+pub(crate) use tail::RedisTail;
 
 pub(crate) const BACKEND: &str = "redis";
 
 /// About how many lifecycle events the Redis stream keeps.
-pub const DEFAULT_LIFECYCLE_MAX_LEN: u64 = 100_000;
+pub(crate) const DEFAULT_LIFECYCLE_MAX_LEN: u64 = 100_000;
 
 /// How to reach Redis and how to lay data out in it. Defaults match a Dapr Redis component for the
 /// app id `websocketmanager`.

@@ -78,7 +78,7 @@ impl RedisStateStore {
 
     /// The Redis key holding `key`: Dapr's `GetModifiedStateKey`, which refuses empty keys and keys
     /// containing `||`.
-    pub fn redis_key(&self, key: &str) -> Result<String, BackendError> {
+    pub(crate) fn redis_key(&self, key: &str) -> Result<String, BackendError> {
         if key.is_empty() || key.contains("||") {
             return Err(BackendError::Rejected {
                 backend: BACKEND,

@@ -17,7 +17,7 @@ type Events = mpsc::Sender<Result<TailEvent, TailError>>;
 
 /// Tails topics' Redis streams at `url`, one connection per reader.
 #[derive(Debug, Clone)]
-pub struct RedisTail {
+pub(crate) struct RedisTail {
     url: String,
 }
 

@@ -13,7 +13,7 @@ use crate::publish::frame::{Frame, FrameSource, FRAME_EVENT_TYPE};
 /// Everything that is the same for every frame of a connection is rendered once, and the time's
 /// date part once per second: this runs for every frame.
 #[derive(Debug)]
-pub struct FrameEncoder {
+pub(crate) struct FrameEncoder {
     /// `{"specversion":"1.0","id":"<connection>:`
     head: Vec<u8>,
     /// `","source":…,"type":…,"websocketId":…,"websocketUrl":…,"time":"`
@@ -78,7 +78,7 @@ impl FrameEncoder {
 }
 
 /// One frame's CloudEvent JSON (see [`FrameEncoder`]); for callers that encode a single frame.
-pub fn encode_frame(frame: &Frame, from: &FrameSource) -> Vec<u8> {
+pub(crate) fn encode_frame(frame: &Frame, from: &FrameSource) -> Vec<u8> {
     let mut out = Vec::new();
     FrameEncoder::new(from).encode(frame, &mut out);
     out

@@ -37,7 +37,7 @@ const FILLED: [(&str, When); 9] = [
 /// Turns complete CloudEvents (as WSM builds them) into the envelope daprd would write to the bus
 /// for one pub/sub component, reusing its buffers across a batch.
 #[derive(Debug)]
-pub struct EnvelopeWriter {
+pub(crate) struct EnvelopeWriter {
     /// For each of [`FILLED`]: its name's prefix, `"name":`, and the value filled in, encoded
     /// (the topic's is set per call).
     filled: [(u64, Vec<u8>, Vec<u8>); 9],

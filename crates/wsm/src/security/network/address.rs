@@ -51,10 +51,6 @@ pub enum AddressClass {
 }
 
 impl AddressClass {
-    pub fn is_public(self) -> bool {
-        self == AddressClass::Public
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             AddressClass::Public => "public",
@@ -87,7 +83,7 @@ impl fmt::Display for AddressClass {
 }
 
 /// The class of `ip`.
-pub fn classify(ip: IpAddr) -> AddressClass {
+pub(crate) fn classify(ip: IpAddr) -> AddressClass {
     match ip {
         IpAddr::V4(v4) => classify_v4(v4),
         IpAddr::V6(v6) => classify_v6(v6),

@@ -37,8 +37,10 @@ mod allow;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-pub use address::{classify, AddressClass};
+pub use address::AddressClass;
 pub use allow::{parse_allowed_hosts, AllowEntry};
+
+pub(crate) use address::classify;
 
 /// Why a target was refused; its message names the target, the address, its class and how an
 /// operator can allow it.
@@ -55,7 +57,7 @@ pub struct Refusal {
 
 impl Refusal {
     /// The same refusal, reported for `target` (e.g. the URL being dialed).
-    pub fn with_target(self, target: impl Into<String>) -> Refusal {
+    pub(crate) fn with_target(self, target: impl Into<String>) -> Refusal {
         Refusal {
             target: target.into(),
             ..self
@@ -94,7 +96,7 @@ impl std::error::Error for Refusal {}
 
 /// Why [`NetworkPolicy::resolve`] gave no addresses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ResolveError {
+pub(crate) enum ResolveError {
     /// The policy refuses the target: the caller asked for something not allowed.
     #[error(transparent)]
     Refused(Refusal),
@@ -134,7 +136,8 @@ impl NetworkPolicy {
     }
 
     /// Whether non-public addresses (except cloud metadata) are allowed.
-    pub fn allows_private(&self) -> bool {
+    #[cfg(test)]
+    fn allows_private(&self) -> bool {
         self.allow_private
     }
 
@@ -171,7 +174,7 @@ impl NetworkPolicy {
 
     /// Resolves a URL's host (IPv6 in brackets or not) and checks every address. On success the
     /// caller must connect only to the returned addresses: resolving again could give others.
-    pub async fn resolve(
+    pub(crate) async fn resolve(
         &self,
         url_host: &str,
         port: u16,
