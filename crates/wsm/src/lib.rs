@@ -12,14 +12,19 @@
 //! - [`security`]: the network policy (SSRF guard) every dial is checked against;
 //! - [`cluster`]: several instances: heartbeats, forwarding to owners, failover;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
-//! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher` traits.
+//! - [`backends`]: memory, Redis, Dapr — leaves behind the `StateStore`/`Publisher`/`BusTail`
+//!   traits.
+//!
+//! `docs/architecture.md` has the path of a frame through them. What is `pub` is what the binary,
+//! the tests and an embedding user need (the service and its config, the backend traits and their
+//! implementations, the model, the server); the rest is `pub(crate)`.
 
 pub mod api;
 pub mod backends;
 pub mod cluster;
 pub mod config;
 pub mod connection;
-pub mod error;
+mod error;
 mod gojson;
 pub mod lifecycle;
 pub mod model;
@@ -30,7 +35,7 @@ pub mod server;
 pub mod service;
 pub mod store;
 mod sync;
-pub mod text;
+pub(crate) mod text;
 
 pub use error::ServiceError;
 pub use model::ConnectionRecord;
