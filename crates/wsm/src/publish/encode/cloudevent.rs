@@ -1,79 +1,26 @@
 //! A frame's CloudEvent JSON, as consumers of WSM topics read it.
 
-use super::{json_str, push_base64, push_u64, Clock};
-use crate::publish::frame::{Frame, FrameSource, FRAME_EVENT_TYPE};
+use super::template::{frame_fields, Escape, Template};
+use crate::publish::frame::{Frame, FrameSource};
 
-/// Writes frames' CloudEvent JSON. Text frames carry the frame text as a JSON string in `data`
-/// (`datacontenttype` `application/json`, as a Dapr `PublishEvent<string>` does); binary frames carry
-/// `data_base64`. The extensions say where the frame came from (`websocketId`, `websocketUrl`), when
-/// (`timestamp`), what it was (`contentType`), and where it sits in the connection's stream (`seq`,
-/// `epoch`). The event `id` is `<connection>:<epoch>:<seq>`: unique per source, and the same when a
-/// batch is retried, so consumers can drop duplicates.
-///
-/// Everything that is the same for every frame of a connection is rendered once, and the time's
-/// date part once per second: this runs for every frame.
+/// Writes frames' CloudEvent JSON: the fields of [`frame_fields`], in that order. The event `id` is
+/// `<connection>:<epoch>:<seq>`: unique per source, and the same when a batch is retried, so
+/// consumers can drop duplicates.
 #[derive(Debug)]
 pub(crate) struct FrameEncoder {
-    /// `{"specversion":"1.0","id":"<connection>:`
-    head: Vec<u8>,
-    /// `","source":…,"type":…,"websocketId":…,"websocketUrl":…,"time":"`
-    middle: Vec<u8>,
-    clock: Clock,
+    template: Template,
 }
 
 impl FrameEncoder {
     pub fn new(from: &FrameSource) -> Self {
-        let mut head = b"{\"specversion\":\"1.0\",\"id\":".to_vec();
-        json_str(&mut head, &format!("{}:", from.connection_id));
-        head.pop(); // reopen the id string: epoch and seq follow
-        let mut middle = b"\",\"source\":".to_vec();
-        json_str(&mut middle, &from.source);
-        middle.extend_from_slice(b",\"type\":\"");
-        middle.extend_from_slice(FRAME_EVENT_TYPE.as_bytes());
-        middle.extend_from_slice(b"\",\"websocketId\":");
-        json_str(&mut middle, &from.connection_id);
-        middle.extend_from_slice(b",\"websocketUrl\":");
-        json_str(&mut middle, &from.url);
-        middle.extend_from_slice(b",\"time\":\"");
         FrameEncoder {
-            head,
-            middle,
-            clock: Clock::default(),
+            template: Template::new(Escape::Json, |text| frame_fields(from, text)),
         }
     }
 
     /// Appends one frame's CloudEvent JSON to `out`.
     pub fn encode(&mut self, frame: &Frame, out: &mut Vec<u8>) {
-        let time = self.clock.format(frame.received_at);
-        out.reserve(self.head.len() + self.middle.len() + 200 + frame.payload.len() * 2);
-        out.extend_from_slice(&self.head);
-        push_u64(out, frame.epoch);
-        out.push(b':');
-        push_u64(out, frame.seq);
-        out.extend_from_slice(&self.middle);
-        out.extend_from_slice(&time);
-        out.extend_from_slice(b"\",\"timestamp\":\"");
-        out.extend_from_slice(&time);
-        out.extend_from_slice(b"\",\"seq\":");
-        push_u64(out, frame.seq);
-        out.extend_from_slice(b",\"epoch\":");
-        push_u64(out, frame.epoch);
-        match frame.text() {
-            Some(text) => {
-                out.extend_from_slice(
-                    b",\"contentType\":\"text/plain\",\"datacontenttype\":\"application/json\",\"data\":",
-                );
-                json_str(out, text);
-            }
-            None => {
-                out.extend_from_slice(
-                    b",\"contentType\":\"application/octet-stream\",\"datacontenttype\":\"application/octet-stream\",\"data_base64\":\"",
-                );
-                push_base64(out, &frame.payload);
-                out.push(b'"');
-            }
-        }
-        out.push(b'}');
+        self.template.write(frame, out);
     }
 }
 

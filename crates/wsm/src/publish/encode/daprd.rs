@@ -34,6 +34,42 @@ const FILLED: [(&str, When); 9] = [
     ("type", When::Nil),
 ];
 
+/// The value daprd fills `name` (one of [`FILLED`]) in with. WSM has no trace span of its own, so
+/// the trace attributes are empty strings, as daprd writes for a request without span context.
+fn fill_value<'a>(name: &str, pubsub_name: &'a str, topic: &'a str, now: &'a str) -> &'a str {
+    match name {
+        "pubsubname" => pubsub_name,
+        "topic" => topic,
+        "source" => DEFAULT_SOURCE,
+        "specversion" => DEFAULT_SPECVERSION,
+        "time" => now,
+        "type" => DEFAULT_TYPE,
+        _ => "",
+    }
+}
+
+/// The attributes daprd writes for an event that has (non-null) attributes `has`, published through
+/// `pubsub_name` to `topic`: those it fills in, with their values. An attribute filled in always
+/// replaces the event's own.
+pub(crate) fn filled_in<'a>(
+    has: impl Fn(&str) -> bool,
+    pubsub_name: &'a str,
+    topic: &'a str,
+    now: &'a str,
+) -> impl Iterator<Item = (&'static str, &'a str)> {
+    FILLED
+        .into_iter()
+        .filter(move |(name, when)| *when == When::Always || !has(name))
+        .map(move |(name, _)| (name, fill_value(name, pubsub_name, topic, now)))
+}
+
+/// Whether daprd replaces the event's own `name` with its value.
+pub(crate) fn always_filled(name: &str) -> bool {
+    FILLED
+        .iter()
+        .any(|(filled, when)| *filled == name && *when == When::Always)
+}
+
 /// Turns complete CloudEvents (as WSM builds them) into the envelope daprd would write to the bus
 /// for one pub/sub component, reusing its buffers across a batch.
 #[derive(Debug)]
@@ -60,15 +96,8 @@ impl EnvelopeWriter {
             let mut key = Vec::with_capacity(name.len() + 3);
             write_str(name.as_bytes(), Style::GoStd, &mut key);
             key.push(b':');
-            let value: &str = match name {
-                "pubsubname" => pubsub_name,
-                "source" => DEFAULT_SOURCE,
-                "specversion" => DEFAULT_SPECVERSION,
-                "time" => &now,
-                "type" => DEFAULT_TYPE,
-                // The topic is set per call; WSM has no trace span of its own.
-                _ => "",
-            };
+            // The topic is set per call.
+            let value = fill_value(name, pubsub_name, "", &now);
             let mut encoded = Vec::new();
             write_str(value.as_bytes(), Style::GoStd, &mut encoded);
             (prefix(name.as_bytes()), key, encoded)

@@ -6,87 +6,43 @@
 //! `encoding/json` escapes them, and what daprd fills in (`pubsubname`, `topic`, empty trace
 //! attributes). A test holds it to `EnvelopeWriter`'s output byte for byte.
 
-use super::{push_base64, push_u64, Clock};
-use crate::gojson::write::write_go_str;
-use crate::publish::frame::{Frame, FrameSource, FRAME_EVENT_TYPE};
+use super::daprd::{always_filled, filled_in};
+use super::template::{frame_fields, Escape, Template, Value};
+use crate::publish::frame::{Frame, FrameSource};
 
-/// Writes envelopes of one connection's frames for one pub/sub component and topic.
+/// Writes envelopes of one connection's frames for one pub/sub component and topic: the fields of
+/// [`frame_fields`] and what daprd fills in ([`filled_in`]), keys sorted by their bytes as Go
+/// sorts a map's.
 #[derive(Debug)]
 pub(crate) struct FrameEnvelope {
-    /// `,"datacontenttype":"application/json","epoch":` (text) or the same with
-    /// `application/octet-stream` (binary) follow `data`/`data_base64`.
-    /// `,"id":"<connection>:` follows the epoch.
-    id_head: Vec<u8>,
-    /// `","pubsubname":<ps>,"seq":` follows the id.
-    after_id: Vec<u8>,
-    /// `,"source":<source>,"specversion":"1.0","time":"` follows the seq.
-    after_seq: Vec<u8>,
-    /// `","topic":<topic>,"traceid":"",…,"websocketUrl":<url>}` follows the timestamp.
-    tail: Vec<u8>,
-    clock: Clock,
+    template: Template,
 }
 
 impl FrameEnvelope {
     pub(crate) fn new(from: &FrameSource, pubsub_name: &str, topic: &str) -> Self {
-        let mut id_head = b",\"id\":".to_vec();
-        write_go_str(format!("{}:", from.connection_id).as_bytes(), &mut id_head);
-        id_head.pop(); // reopen the id string: epoch and seq follow
-        let mut after_id = b"\",\"pubsubname\":".to_vec();
-        write_go_str(pubsub_name.as_bytes(), &mut after_id);
-        after_id.extend_from_slice(b",\"seq\":");
-        let mut after_seq = b",\"source\":".to_vec();
-        write_go_str(from.source.as_bytes(), &mut after_seq);
-        after_seq.extend_from_slice(b",\"specversion\":\"1.0\",\"time\":\"");
-        let mut tail = b"\",\"topic\":".to_vec();
-        write_go_str(topic.as_bytes(), &mut tail);
-        tail.extend_from_slice(
-            b",\"traceid\":\"\",\"traceparent\":\"\",\"tracestate\":\"\",\"type\":",
-        );
-        write_go_str(FRAME_EVENT_TYPE.as_bytes(), &mut tail);
-        tail.extend_from_slice(b",\"websocketId\":");
-        write_go_str(from.connection_id.as_bytes(), &mut tail);
-        tail.extend_from_slice(b",\"websocketUrl\":");
-        write_go_str(from.url.as_bytes(), &mut tail);
-        tail.push(b'}');
-        FrameEnvelope {
-            id_head,
-            after_id,
-            after_seq,
-            tail,
-            clock: Clock::default(),
-        }
+        let template = Template::new(Escape::Go, |text| {
+            let fields = frame_fields(from, text);
+            let has = |name: &str| fields.iter().any(|(field, _)| *field == name);
+            // A frame has `time`, so daprd's own time is never used.
+            let added: Vec<_> = filled_in(has, pubsub_name, topic, "").collect();
+            let mut all: Vec<(&str, Value<'_>)> = fields
+                .into_iter()
+                .filter(|(name, _)| !always_filled(name))
+                .chain(
+                    added
+                        .into_iter()
+                        .map(|(name, value)| (name, Value::Str(value))),
+                )
+                .collect();
+            all.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            all
+        });
+        FrameEnvelope { template }
     }
 
     /// Appends the envelope of `frame` to `out`.
     pub(crate) fn write(&mut self, frame: &Frame, out: &mut Vec<u8>) {
-        let time = self.clock.format(frame.received_at);
-        match frame.text() {
-            Some(text) => {
-                out.extend_from_slice(b"{\"contentType\":\"text/plain\",\"data\":");
-                write_go_str(text.as_bytes(), out);
-                out.extend_from_slice(b",\"datacontenttype\":\"application/json\"");
-            }
-            None => {
-                out.extend_from_slice(
-                    b"{\"contentType\":\"application/octet-stream\",\"data_base64\":\"",
-                );
-                push_base64(out, &frame.payload);
-                out.extend_from_slice(b"\",\"datacontenttype\":\"application/octet-stream\"");
-            }
-        }
-        out.extend_from_slice(b",\"epoch\":");
-        push_u64(out, frame.epoch);
-        out.extend_from_slice(&self.id_head);
-        push_u64(out, frame.epoch);
-        out.push(b':');
-        push_u64(out, frame.seq);
-        out.extend_from_slice(&self.after_id);
-        push_u64(out, frame.seq);
-        out.extend_from_slice(&self.after_seq);
-        out.extend_from_slice(&time);
-        out.extend_from_slice(b"\",\"timestamp\":\"");
-        out.extend_from_slice(&time);
-        out.extend_from_slice(&self.tail);
+        self.template.write(frame, out);
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod cloudevent;
 pub mod daprd;
 pub mod envelope;
+mod template;
 
 use std::time::{Duration, SystemTime};
 
