@@ -8,9 +8,7 @@ use futures_util::StreamExt as _;
 use rand::seq::SliceRandom;
 
 use super::{Cluster, PeerState};
-use crate::backends::Concurrency;
 use crate::service::TakeOver;
-use crate::store::keys::{heartbeat_key, PEERS_KEY};
 use crate::sync::lock;
 
 /// Claims in flight at once.
@@ -32,7 +30,7 @@ impl Cluster {
     /// within milliseconds). The survivors see a death within one look of each other; after two
     /// looks, whatever is still unclaimed (its survivor is slow or gone) is taken by any sweeper.
     pub(super) async fn sweep(self: &Arc<Self>, takeable: Vec<(String, PeerState)>) {
-        let repository = self.service.store().repository();
+        let membership = self.service.membership();
         for (peer, state) in takeable {
             let why = match state {
                 PeerState::Stopped => format!("instance {peer} shut down"),
@@ -42,7 +40,7 @@ impl Cluster {
                 ),
                 _ => continue,
             };
-            let mut ids = match repository.instance_ids(&peer).await {
+            let mut ids = match membership.instance_ids(&peer).await {
                 Ok(ids) => ids,
                 Err(e) => {
                     tracing::warn!(instance = %peer, error = %e, "cannot list a stale instance's connections; retrying on the next sweep");
@@ -67,13 +65,7 @@ impl Cluster {
             self.after_claims(&peer, &claims).await;
             if ids.is_empty() && lock(&self.registry).expired(&peer) {
                 // Nothing left and its heartbeat gone: the peer leaves the list.
-                let _ = repository
-                    .set_update(PEERS_KEY, None, |peers| peers.remove(&peer))
-                    .await;
-                let _ = self
-                    .state
-                    .delete(&heartbeat_key(&peer), Concurrency::LastWrite)
-                    .await;
+                let _ = membership.remove(&peer).await;
                 lock(&self.stale_since).remove(&peer);
                 tracing::info!(instance = %peer, "removed a departed instance from the peer list");
             }
@@ -126,7 +118,7 @@ impl Cluster {
     /// (paused, or cut off from this instance only). Claims from this instance itself (resumed
     /// after a restart) stay in its index and need no notice.
     async fn after_claims(&self, owner: &str, claims: &Claims) {
-        let repository = self.service.store().repository();
+        let membership = self.service.membership();
         let from_peer = owner != self.service.instance_id();
         let claimed: &[String] = if from_peer { &claims.claimed } else { &[] };
         let gone: Vec<&str> = claimed
@@ -137,7 +129,7 @@ impl Cluster {
         if gone.is_empty() {
             return;
         }
-        if let Err(e) = repository.index_remove_instance(owner, &gone).await {
+        if let Err(e) = membership.unlist(owner, &gone).await {
             tracing::debug!(instance = %owner, error = %e, "claimed ids stay in the old owner's index until its next sweep");
         }
         if claimed.is_empty() {
@@ -145,7 +137,7 @@ impl Cluster {
         }
         let claimed: Vec<&str> = claimed.iter().map(String::as_str).collect();
         let ttl = self.config.heartbeat_ttl().max(self.config.stale_after * 4);
-        if let Err(e) = repository.notify_revoked(owner, &claimed, ttl).await {
+        if let Err(e) = membership.revoke(owner, &claimed, ttl).await {
             tracing::warn!(instance = %owner, error = %e, "revocation notice not written; the old owner learns of the move at its next write of those records");
         }
     }
@@ -175,7 +167,7 @@ impl Cluster {
     /// peer has taken: after a crash and a quick restart, before the threshold.
     pub(super) async fn adopt_own(self: Arc<Self>) {
         let me = self.service.instance_id().to_owned();
-        let ids = match self.service.store().repository().instance_ids(&me).await {
+        let ids = match self.service.membership().instance_ids(&me).await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list this instance's earlier connections; they are taken over by peers once stale");

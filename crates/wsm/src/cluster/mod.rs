@@ -21,9 +21,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::backends::{BackendError, Concurrency, StateStore};
+use crate::backends::BackendError;
 use crate::service::WebSocketService;
-use crate::store::keys::{heartbeat_key, revoked_key, PEERS_KEY};
 use crate::sync::lock;
 
 pub use forward::{forwarded_by, HOP_HEADER};
@@ -85,7 +84,6 @@ pub struct ClusterMetrics {
 pub struct Cluster {
     config: ClusterConfig,
     service: WebSocketService,
-    state: Arc<dyn StateStore>,
     registry: Mutex<Registry>,
     forwarder: Forwarder,
     sweeping: AtomicBool,
@@ -103,14 +101,12 @@ impl Cluster {
         service: WebSocketService,
         config: ClusterConfig,
     ) -> Result<Arc<Cluster>, BackendError> {
-        let state = Arc::clone(service.store().repository().state());
         let me = service.instance_id().to_owned();
         let cluster = Arc::new(Cluster {
             registry: Mutex::new(Registry::new(&me, config.stale_after)),
             forwarder: Forwarder::new(&me, config.peer_key.as_deref(), config.peer_allowed.clone()),
             config,
             service,
-            state,
             sweeping: AtomicBool::new(false),
             stale_since: Mutex::default(),
             metrics: ClusterMetrics::default(),
@@ -119,12 +115,7 @@ impl Cluster {
         let started = Instant::now();
         cluster.write_heartbeat(false).await?;
         cluster.renew_lease(started);
-        cluster
-            .service
-            .store()
-            .repository()
-            .set_update(PEERS_KEY, None, |peers| peers.insert(me.clone()))
-            .await?;
+        cluster.service.membership().join(&me).await?;
         cluster.observe().await;
 
         let heartbeat = tokio::spawn(Arc::clone(&cluster).heartbeat_loop());
@@ -267,9 +258,9 @@ impl Cluster {
         // (Earlier by at most one read, well inside the lease margin.)
         let looked = Instant::now();
         let me = self.service.instance_id().to_owned();
-        let repository = self.service.store().repository();
-        let peers = match repository.index(PEERS_KEY).await {
-            Ok((peers, _)) => peers,
+        let membership = self.service.membership();
+        let peers = match membership.peers().await {
+            Ok(peers) => peers,
             Err(e) => {
                 lock(&self.registry).read_failed();
                 tracing::debug!(error = %e, "peer list not readable");
@@ -278,25 +269,20 @@ impl Cluster {
         };
         if !peers.contains(&me) {
             // Cleared (CLEAR_ALL, a flushed store): list this instance again.
-            let _ = repository
-                .set_update(PEERS_KEY, None, |peers| peers.insert(me.clone()))
-                .await;
+            let _ = membership.join(&me).await;
         }
         let ids: Vec<String> = peers.into_iter().collect();
-        let mut keys: Vec<String> = ids.iter().map(|id| heartbeat_key(id)).collect();
-        keys.push(revoked_key(&me));
-        let values = match self.state.get_bulk(&keys).await {
-            Ok(values) => values,
+        let look = match membership.look(&ids, &me).await {
+            Ok(look) => look,
             Err(e) => {
                 lock(&self.registry).read_failed();
                 tracing::debug!(error = %e, "heartbeats not readable");
                 return;
             }
         };
-        let mut values = values.into_iter();
         let observed: Vec<(String, Option<(Heartbeat, String)>)> = ids
             .into_iter()
-            .zip(values.by_ref())
+            .zip(look.heartbeats)
             .map(|(id, value)| {
                 let heartbeat = value.and_then(|v| {
                     serde_json::from_slice::<Heartbeat>(&v.value)
@@ -307,13 +293,10 @@ impl Cluster {
             })
             .collect();
         lock(&self.registry).observe(looked, observed);
-        if let Some(Some(notice)) = values.next() {
-            let ids: Vec<String> = serde_json::from_slice(&notice.value).unwrap_or_default();
-            if !ids.is_empty() {
-                self.service.check_ownership(&ids).await;
-                if let Err(e) = repository.clear_revoked(&me, &ids).await {
-                    tracing::debug!(error = %e, "revocation notice not cleared; handled again next time");
-                }
+        if !look.revoked.is_empty() {
+            self.service.check_ownership(&look.revoked).await;
+            if let Err(e) = membership.clear_revoked(&me, &look.revoked).await {
+                tracing::debug!(error = %e, "revocation notice not cleared; handled again next time");
             }
         }
     }
@@ -327,17 +310,16 @@ impl Cluster {
         } else {
             self.config.heartbeat_ttl()
         };
-        self.state
-            .set(&heartbeat_key(me), &body, Concurrency::LastWrite, Some(ttl))
-            .await
+        self.service.membership().beat(me, &body, ttl).await
     }
 
     async fn read_heartbeat(&self, id: &str) -> Result<Option<Heartbeat>, BackendError> {
         Ok(self
-            .state
-            .get(&heartbeat_key(id))
+            .service
+            .membership()
+            .heartbeat(id)
             .await?
-            .and_then(|v| serde_json::from_slice(&v.value).ok()))
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
     fn renew_lease(&self, heartbeat_started: Instant) {

@@ -22,7 +22,7 @@ use crate::model::{ConnectionRecord, OutboundMessage, Status, StoredMessage};
 use crate::publish::{
     BusLifecycle, Lease, PublishMetrics, PublishOptions, QueueDepth, ReceiveStats,
 };
-use crate::store::ConnectionStore;
+use crate::store::{ConnectionStore, Membership};
 use crate::sync::lock;
 
 mod ownership;
@@ -134,6 +134,8 @@ pub struct ServiceSnapshot {
 struct Inner {
     config: ServiceConfig,
     store: ConnectionStore,
+    /// The peer list, heartbeats and revocation notices, for the cluster.
+    membership: Membership,
     bus: Arc<dyn Publisher>,
     lifecycle: Arc<BusLifecycle>,
     live: Mutex<HashMap<String, Live>>,
@@ -141,7 +143,7 @@ struct Inner {
     received: Arc<ReceiveStats>,
     events: Arc<LifecycleCounts>,
     ownership: OwnershipCounts,
-    /// Fences publishing while this instance may have been declared dead (see `cluster::lease`).
+    /// Fences publishing while this instance may have been declared dead (see `publish::fence`).
     lease: Arc<Lease>,
     /// `--max-connections`, reserved before every dial and claim.
     slots: Slots,
@@ -181,16 +183,11 @@ impl WebSocketService {
         let state: Arc<dyn StateStore> =
             Arc::new(WatchedState::new(state, Arc::clone(&state_writes)));
         let bus: Arc<dyn Publisher> = Arc::new(WatchedBus::new(bus, Arc::clone(&bus_writes)));
+        let membership = Membership::new(Arc::clone(&state));
         let store = ConnectionStore::new(state, config.record_ttl);
         if config.clear_all_on_start {
             // Every instance that ever listed itself, so no instance index keeps stale ids.
-            let mut instances: Vec<String> = store
-                .repository()
-                .index(crate::store::keys::PEERS_KEY)
-                .await?
-                .0
-                .into_iter()
-                .collect();
+            let mut instances: Vec<String> = membership.peers().await?.into_iter().collect();
             instances.push(config.instance_id.clone());
             let cleared = store.clear_all(&instances).await?;
             tracing::info!(
@@ -213,6 +210,7 @@ impl WebSocketService {
         let inner = Arc::new(Inner {
             config,
             store,
+            membership,
             bus,
             lifecycle,
             live: Mutex::new(HashMap::new()),
@@ -259,6 +257,11 @@ impl WebSocketService {
         &self.inner.store
     }
 
+    /// What the cluster keeps in the state store besides the records.
+    pub(crate) fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
     /// The lease fencing this instance's publishing; the cluster renews it with each heartbeat.
     pub fn lease(&self) -> &Arc<Lease> {
         &self.inner.lease
@@ -272,7 +275,7 @@ impl WebSocketService {
     /// Whether the state store and the bus answer and take writes (for `/ready`): each one's
     /// problem, if any.
     pub(crate) async fn readiness(&self) -> [(&'static str, Result<(), String>); 2] {
-        let state = self.inner.store.repository().state().ping().await;
+        let state = self.inner.store.ping().await;
         let pubsub = self.inner.bus.ping().await;
         let check = |ping: Result<(), BackendError>, writes: &WriteHealth| {
             ping.map_err(|e| e.to_string())?;

@@ -58,8 +58,8 @@ impl WebSocketService {
         if lock(&self.inner.live).contains_key(id) {
             return Ok(TakeOver::AlreadyOurs);
         }
-        let repository = self.inner.store.repository();
-        let Some((record, etag)) = repository.load(id).await? else {
+        let store = &self.inner.store;
+        let Some((record, etag)) = store.load_shared(id).await? else {
             return Ok(TakeOver::Gone);
         };
         if record.instance_id != from && record.instance_id != me {
@@ -92,11 +92,11 @@ impl WebSocketService {
             epoch,
             ..record
         };
-        match repository.save_if(&claimed, &etag).await {
+        match store.claim(&claimed, &etag).await {
             Ok(()) => {}
             Err(BackendError::Conflict { .. }) => {
                 // Another instance won this one.
-                return Ok(match repository.load(id).await? {
+                return Ok(match store.load_shared(id).await? {
                     Some((now, _)) if now.instance_id != me => TakeOver::Owner(now.instance_id),
                     Some(_) => TakeOver::AlreadyOurs,
                     None => TakeOver::Gone,
@@ -227,7 +227,7 @@ impl WebSocketService {
         let me = self.inner.config.instance_id.as_str();
         let mut lost = 0;
         for chunk in ids.chunks(500) {
-            let owners = self.inner.store.repository().owners(chunk).await?;
+            let owners = self.inner.store.owners(chunk).await?;
             for (id, owner) in chunk.iter().zip(owners) {
                 if owner.as_deref() != Some(me) {
                     self.revoke(id, owner).await;

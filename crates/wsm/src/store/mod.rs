@@ -2,12 +2,15 @@
 //! repository every instance reads. Listing merges both by id, the shared copy winning.
 
 pub mod keys;
+mod membership;
 mod repository;
+mod sets;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+pub(crate) use membership::Membership;
 pub use repository::{OwnedWriteError, Repository};
 
 use crate::backends::{BackendError, StateStore};
@@ -38,8 +41,37 @@ impl ConnectionStore {
         }
     }
 
+    /// The shared tier alone (the store's own tests read it directly).
     pub fn repository(&self) -> &Repository {
         &self.repository
+    }
+
+    /// Whether the state store answers (for `/ready`).
+    pub(crate) async fn ping(&self) -> Result<(), BackendError> {
+        self.repository.ping().await
+    }
+
+    /// The shared copy and its ETag, for a compare-and-set claim.
+    pub(crate) async fn load_shared(
+        &self,
+        id: &str,
+    ) -> Result<Option<(ConnectionRecord, String)>, BackendError> {
+        self.repository.load(id).await
+    }
+
+    /// Writes a claimed record if the shared copy is still at `etag` (exactly one of the instances
+    /// that read that version wins), and lists it in its new owner's index.
+    pub(crate) async fn claim(
+        &self,
+        record: &ConnectionRecord,
+        etag: &str,
+    ) -> Result<(), BackendError> {
+        self.repository.save_if(record, etag).await
+    }
+
+    /// The owner each shared record names, in the order of `ids` (`None`: gone or unreadable).
+    pub(crate) async fn owners(&self, ids: &[String]) -> Result<Vec<Option<String>>, BackendError> {
+        self.repository.owners(ids).await
     }
 
     /// The local copy, else the shared one.

@@ -9,11 +9,8 @@ use std::time::Duration;
 use crate::backends::{BackendError, Concurrency, StateStore};
 use crate::model::ConnectionRecord;
 
-use super::keys::{instance_index_key, record_key, revoked_key, CONNECTION_INDEX_KEY};
-
-/// Compare-and-set attempts before an index update gives up (each conflict means another instance
-/// just wrote the same index, so this only trips under a pathological write storm).
-const CAS_ATTEMPTS: u32 = 32;
+use super::keys::{instance_index_key, record_key, CONNECTION_INDEX_KEY};
+use super::sets::{self, CAS_ATTEMPTS};
 
 pub struct Repository {
     state: Arc<dyn StateStore>,
@@ -49,8 +46,9 @@ impl Repository {
         self.ttl
     }
 
-    pub fn state(&self) -> &Arc<dyn StateStore> {
-        &self.state
+    /// Whether the state store answers (for `/ready`).
+    pub(crate) async fn ping(&self) -> Result<(), BackendError> {
+        self.state.ping().await
     }
 
     /// The record and its ETag (for compare-and-set claims).
@@ -145,38 +143,6 @@ impl Repository {
             key: record_key(id),
         }
         .into())
-    }
-
-    /// Adds `ids` to the revocation notice of `owner`: the instance reads it with its heartbeat
-    /// and closes those sockets at once, instead of at its next write of their records.
-    pub(crate) async fn notify_revoked(
-        &self,
-        owner: &str,
-        ids: &[&str],
-        ttl: Duration,
-    ) -> Result<(), BackendError> {
-        self.set_update(&revoked_key(owner), Some(ttl), |notice| {
-            let before = notice.len();
-            notice.extend(ids.iter().map(|id| (*id).to_owned()));
-            notice.len() != before
-        })
-        .await
-    }
-
-    /// Removes `ids` from this instance's revocation notice once they are handled.
-    pub(crate) async fn clear_revoked(
-        &self,
-        owner: &str,
-        ids: &[String],
-    ) -> Result<(), BackendError> {
-        self.set_update(&revoked_key(owner), None, |notice| {
-            let before = notice.len();
-            for id in ids {
-                notice.remove(id);
-            }
-            notice.len() != before
-        })
-        .await
     }
 
     /// Writes the record (refreshing its TTL) without touching the indexes.
@@ -338,28 +304,12 @@ impl Repository {
         Ok(ids.len())
     }
 
-    pub(crate) async fn index_remove_instance(
-        &self,
-        instance_id: &str,
-        ids: &[&str],
-    ) -> Result<(), BackendError> {
-        self.index_remove(&instance_index_key(instance_id), ids)
-            .await
-    }
-
-    /// The ids of a set key (an index, the peer list, a revocation notice) and its ETag.
-    pub async fn index(
+    /// The ids of an index and its ETag.
+    pub(crate) async fn index(
         &self,
         key: &str,
     ) -> Result<(BTreeSet<String>, Option<String>), BackendError> {
-        let Some(stored) = self.state.get(key).await? else {
-            return Ok((BTreeSet::new(), None));
-        };
-        let ids = serde_json::from_slice::<BTreeSet<String>>(&stored.value).unwrap_or_else(|e| {
-            tracing::warn!(key, error = %e, "unreadable index replaced");
-            BTreeSet::new()
-        });
-        Ok((ids, Some(stored.etag)))
+        sets::read(self.state.as_ref(), key).await
     }
 
     /// Adds `id` to an index. An index is one value, so every write costs its whole size; written
@@ -411,37 +361,6 @@ impl Repository {
         key: &str,
         change: impl FnMut(&mut BTreeSet<String>) -> bool,
     ) -> Result<(), BackendError> {
-        self.set_update(key, None, change).await
-    }
-
-    /// Read-modify-write of a set of ids with compare-and-set, written with `ttl`.
-    pub(crate) async fn set_update(
-        &self,
-        key: &str,
-        ttl: Option<Duration>,
-        mut change: impl FnMut(&mut BTreeSet<String>) -> bool,
-    ) -> Result<(), BackendError> {
-        for attempt in 0..CAS_ATTEMPTS {
-            let (mut ids, etag) = self.index(key).await?;
-            if !change(&mut ids) {
-                return Ok(());
-            }
-            let body = serde_json::to_vec(&ids).unwrap_or_else(|_| b"[]".to_vec());
-            let concurrency = match &etag {
-                Some(etag) => Concurrency::IfMatch(etag),
-                None => Concurrency::IfAbsent,
-            };
-            match self.state.set(key, &body, concurrency, ttl).await {
-                Ok(()) => return Ok(()),
-                Err(BackendError::Conflict { .. }) => {
-                    let pause = 1 + u64::from(attempt) * 2 + rand::random::<u64>() % 5;
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Err(BackendError::Conflict {
-            key: key.to_owned(),
-        })
+        sets::update(self.state.as_ref(), key, None, change).await
     }
 }
