@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::venue::{check_knob_ms, Knobs, Venue, VenueRules};
+
 /// Largest `size` accepted (config or query): keeps one frame, and so one batch, bounded.
 pub const MAX_FRAME_SIZE: usize = 1 << 20;
 
@@ -50,6 +52,13 @@ pub struct FeedConfig {
     /// Serve `wss://` with this TLS configuration (see [`crate::tls`]); `None` = plain `ws://`.
     /// The control endpoint stays plain HTTP. Default none.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// The venue personality of every connection (see [`crate::venue`]); a client overrides it
+    /// with `?venue=NAME` (or `?venue=none`). Default none: no venue rules.
+    pub venue: Option<Venue>,
+    /// Lifetime of connections under the `binance` personality (its `serverShutdown` notice and
+    /// close); a client overrides it with `?lifetime_ms=N` (`0` = unlimited). At most 7 days.
+    /// Default none: unlimited.
+    pub lifetime: Option<Duration>,
 }
 
 impl Default for FeedConfig {
@@ -68,6 +77,8 @@ impl Default for FeedConfig {
             delayed_reply_limit: 1024,
             handshake_timeout: Duration::from_secs(10),
             tls: None,
+            venue: None,
+            lifetime: None,
         }
     }
 }
@@ -86,6 +97,15 @@ impl FeedConfig {
         }
         if self.delayed_reply_limit == 0 {
             return Err("delayed_reply_limit must be at least 1".to_owned());
+        }
+        if let Some(lifetime) = self.lifetime {
+            if lifetime.is_zero() {
+                return Err("lifetime must be above zero (none = unlimited)".to_owned());
+            }
+            check_knob_ms(
+                "lifetime",
+                u64::try_from(lifetime.as_millis()).unwrap_or(u64::MAX),
+            )?;
         }
         Ok(())
     }
@@ -128,6 +148,8 @@ pub struct ConnectionParams {
     pub default_streams: Vec<String>,
     pub echo: bool,
     pub echo_delay: Duration,
+    /// The venue personality and its knobs; `None` = no venue rules.
+    pub venue: Option<VenueRules>,
 }
 
 impl ConnectionParams {
@@ -135,8 +157,10 @@ impl ConnectionParams {
     ///
     /// Query keys: `rate`, `size`, `count` (`0` = unlimited), `streams` (`0`/`1`, or a
     /// `/`-separated list of stream names as in Binance's `/stream?streams=a/b`), `echo`
-    /// (`0`/`1`), `echo_delay_ms`. Unknown keys are ignored. The error text is sent to the
-    /// client with the HTTP rejection (404 for a path, 400 for a query value).
+    /// (`0`/`1`), `echo_delay_ms`, `venue` (a [`Venue`] name or `none`) and the venue knobs
+    /// `deadline_ms`, `ping_every_ms`, `limit`, `lifetime_ms`, `notice_ms`, `close_code` (see
+    /// [`crate::venue`]). Unknown keys are ignored. The error text is sent to the client with the
+    /// HTTP rejection (404 for a path, 400 for a query value).
     pub fn from_request(
         config: &FeedConfig,
         path: &str,
@@ -151,7 +175,10 @@ impl ConnectionParams {
             default_streams: vec![config.stream.clone()],
             echo: config.echo,
             echo_delay: config.echo_delay,
+            venue: None,
         };
+        let mut venue = config.venue;
+        let mut knobs = Knobs::default();
         let path = percent_decode(path);
         match path.as_str() {
             "/" | "/ws" => {}
@@ -207,9 +234,20 @@ impl ConnectionParams {
                 "echo_delay_ms" => {
                     params.echo_delay = Duration::from_millis(parse_number(key, &value)?);
                 }
-                _ => {}
+                "venue" if value == "none" => venue = None,
+                "venue" => {
+                    venue =
+                        Some(value.parse().map_err(|e: String| {
+                            Rejection::bad_request(format!("{e} (or none)"))
+                        })?);
+                }
+                // Other keys are venue knobs, or ignored.
+                _ => {
+                    knobs.set(key, &value).map_err(Rejection::bad_request)?;
+                }
             }
         }
+        params.venue = venue.map(|venue| VenueRules::new(venue, &knobs, config.lifetime));
         Ok(params)
     }
 }
@@ -307,6 +345,60 @@ mod tests {
         assert_eq!(status("/nope", None), Some(404));
         assert_eq!(status("/ws", Some("rate=-1")), Some(400));
         assert_eq!(status("/ws", Some("size=2000000")), Some(400));
+    }
+
+    #[test]
+    fn the_venue_comes_from_the_config_or_the_query() {
+        let ms = Duration::from_millis;
+        let venue = |config: &FeedConfig, query| {
+            ConnectionParams::from_request(config, "/ws", Some(query))
+                .map(|p| p.venue)
+                .map_err(|r| (r.status, r.reason))
+        };
+        let plain = FeedConfig::default();
+        assert_eq!(venue(&plain, "deadline_ms=5"), Ok(None));
+        assert_eq!(
+            venue(&plain, "venue=okx&deadline_ms=250"),
+            Ok(Some(VenueRules::Okx { deadline: ms(250) }))
+        );
+        let okx = FeedConfig {
+            venue: Some(Venue::Okx),
+            ..FeedConfig::default()
+        };
+        assert_eq!(
+            venue(&okx, "rate=1"),
+            Ok(Some(VenueRules::Okx {
+                deadline: ms(30_000)
+            }))
+        );
+        assert_eq!(venue(&okx, "venue=none"), Ok(None));
+        assert_eq!(
+            venue(&okx, "ping_every_ms=100&venue=htx"),
+            Ok(Some(VenueRules::Htx {
+                ping_every: ms(100)
+            }))
+        );
+        let (status, reason) = venue(&plain, "venue=kraken").unwrap_err();
+        assert_eq!(status, 400);
+        assert!(reason.contains("unknown venue \"kraken\""), "{reason}");
+        assert_eq!(
+            venue(&plain, "venue=binance&close_code=1002")
+                .unwrap_err()
+                .0,
+            400
+        );
+        assert_eq!(venue(&plain, "venue=okx&deadline_ms=0").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn a_zero_or_huge_lifetime_is_refused() {
+        for lifetime in [Duration::ZERO, Duration::from_secs(8 * 24 * 3600)] {
+            let config = FeedConfig {
+                lifetime: Some(lifetime),
+                ..FeedConfig::default()
+            };
+            assert!(config.validate().is_err(), "{lifetime:?}");
+        }
     }
 
     #[test]

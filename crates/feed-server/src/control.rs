@@ -2,16 +2,18 @@
 //!
 //! | request | effect | answer |
 //! |---|---|---|
-//! | `GET /stats` | | [`FeedStats`](crate::FeedStats) JSON |
+//! | `GET /stats` | | [`FeedStats`](crate::FeedStats) JSON (with the venue rules' counters) |
 //! | `GET /subscriptions` | | `{"<connection id>":["stream", ...]}` |
-//! | `GET /received` | | `[{"connection":1,"text":"..."}, {"connection":1,"binary_hex":"..."}]` |
+//! | `GET /received` | | `[{"connection":1,"unix_ms":N,"keepalive":false,"text":"..."}, {..., "binary_hex":"..."}]` |
 //! | `GET /health` | | `{"status":"ok"}` |
 //! | `POST /drop` | drop every client socket, no close frame | `{"dropped":N}` |
 //! | `POST /close?code=N` | close frame (default 1000) | `{"closed":N}` |
 //! | `POST /stall?ms=N` | no reads, writes or pongs for N ms | `{"stalled":N,"ms":N}` |
 //! | `POST /refuse?on=1` / `?on=0` | refuse new connections or stop refusing | `{"refusing":true}` |
 //!
-//! One request per connection (`Connection: close`); request bodies are ignored.
+//! One request per connection (`Connection: close`); request bodies are ignored. In `/received`,
+//! `unix_ms` is when the server read the message (ms since the Unix epoch, for pacing
+//! measurements) and `keepalive` marks a venue keepalive (okx/bybit ping, htx pong).
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -146,15 +148,23 @@ fn received_json(shared: &Shared) -> serde_json::Value {
         .registry
         .received()
         .into_iter()
-        .map(|r| match r.message {
-            ReceivedMessage::Text(text) => json!({"connection": r.connection, "text": text}),
-            ReceivedMessage::Binary(data) => {
-                let mut hex = String::with_capacity(data.len() * 2);
-                for byte in &data {
-                    let _ = write!(hex, "{byte:02x}");
+        .map(|r| {
+            let mut item = json!({
+                "connection": r.connection,
+                "unix_ms": r.unix_ms,
+                "keepalive": r.keepalive,
+            });
+            match r.message {
+                ReceivedMessage::Text(text) => item["text"] = json!(text),
+                ReceivedMessage::Binary(data) => {
+                    let mut hex = String::with_capacity(data.len() * 2);
+                    for byte in &data {
+                        let _ = write!(hex, "{byte:02x}");
+                    }
+                    item["binary_hex"] = json!(hex);
                 }
-                json!({"connection": r.connection, "binary_hex": hex})
             }
+            item
         })
         .collect();
     serde_json::Value::Array(items)

@@ -5,6 +5,8 @@
 //! its write buffer) cost more than making the update itself. A server-to-client frame is just a
 //! 2-10 byte header (FIN + text opcode, unmasked, length) and the payload, so the session writes
 //! batches of them to the socket itself, after flushing whatever tungstenite has queued.
+//! [`DepthFrames::encode_payload_next`] gives the bare payload instead, for connections whose
+//! frames must be transformed first (htx's gzip).
 
 use crate::config::FrameForm;
 
@@ -69,6 +71,17 @@ impl DepthFrames {
     /// Appends the next frame (WebSocket header and payload) to `out`; `false` when there is
     /// no stream to send.
     pub(crate) fn encode_next(&mut self, out: &mut Vec<u8>) -> bool {
+        self.encode(out, true)
+    }
+
+    /// Appends the next frame's payload alone (the JSON text, no WebSocket header) to `out`;
+    /// `false` when there is no stream to send. Shares the sequence with
+    /// [`encode_next`](Self::encode_next).
+    pub(crate) fn encode_payload_next(&mut self, out: &mut Vec<u8>) -> bool {
+        self.encode(out, false)
+    }
+
+    fn encode(&mut self, out: &mut Vec<u8>, header: bool) -> bool {
         let Some(stream) = self.streams.get(self.next_stream) else {
             return false;
         };
@@ -103,7 +116,9 @@ impl DepthFrames {
         let total = fixed + levels_len(bids) + levels_len(asks) + pad;
 
         out.reserve(total + 10);
-        put_header(out, total);
+        if header {
+            put_header(out, total);
+        }
         let start = out.len();
         out.extend_from_slice(&stream.head);
         out.extend_from_slice(time);
@@ -302,6 +317,21 @@ mod tests {
         let mut out = Vec::new();
         assert!(!idle.encode_next(&mut out));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn payloads_are_the_frames_without_their_header() {
+        let mut framed = DepthFrames::new(FrameForm::Combined, 300);
+        let mut bare = DepthFrames::new(FrameForm::Combined, 300);
+        for frames in [&mut framed, &mut bare] {
+            frames.set_streams(&["btcusdt@depth".to_owned()]);
+            frames.set_time_ms(1_700_000_000_000);
+        }
+        for _ in 0..3 {
+            let mut payload = Vec::new();
+            assert!(bare.encode_payload_next(&mut payload));
+            assert_eq!(String::from_utf8(payload).unwrap(), next_text(&mut framed));
+        }
     }
 
     #[test]

@@ -32,13 +32,17 @@
 //!   unchanged. Payload `"no-reply"` (text) or `no-reply` after the 16-byte prefix (binary) is
 //!   never answered, for timeout tests; so is anything when echo is off.
 //! - **Pings** are answered by tungstenite, except while the connection is stalled.
+//! - **Venue personalities** (see [`venue`]): with [`FeedConfig::venue`] or `?venue=okx|bybit|
+//!   htx|binance`, a connection follows that exchange's connection rules (text keepalives with a
+//!   deadline, gzip frames and server pings, a message rate limit, a bounded lifetime), closing
+//!   a client that breaks one with the venue's close code. Without one: none of this.
 //!
 //! # Faults and counters
 //!
 //! [`FeedHandle`] drops connections without a close frame, closes them with a code, stalls them
 //! (no reads, writes or pongs), refuses new ones, and reports connections, handshakes, refused
-//! connections, subscriptions and every received message in order. The binary serves the same
-//! over HTTP (see [`control`]).
+//! connections, subscriptions, every received message in order (with its receive time), and
+//! what the venue rules did. The binary serves the same over HTTP (see [`control`]).
 //!
 //! # TLS
 //!
@@ -64,7 +68,9 @@ mod session;
 mod shutdown;
 mod subscribe;
 pub mod tls;
+pub mod venue;
 
 pub use config::{ConnectionParams, FeedConfig, FrameForm, Rejection};
-pub use registry::{ConnectionStats, FeedStats, Received, ReceivedMessage};
+pub use registry::{ConnectionStats, FeedStats, Received, ReceivedMessage, VenueCloses};
 pub use server::{FeedHandle, FeedServer};
+pub use venue::{Lifetime, Venue, VenueRules};

@@ -2,7 +2,8 @@
 //!
 //! Prints `listening ws://<addr>` (`wss://` with `--tls-cert`) and, with `--control-port`,
 //! `control http://<addr>` on stdout once it accepts connections; logs go to stderr. Exits
-//! cleanly on SIGINT or SIGTERM.
+//! cleanly on SIGINT or SIGTERM. `--venue` gives every connection an exchange's connection rules
+//! (see `feed_server::venue`).
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,7 +16,7 @@ use tracing_subscriber::EnvFilter;
 
 /// Local Binance-like market-feed WebSocket server.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = VENUE_HELP)]
 struct Args {
     /// WebSocket listen address (port 0 = a free port; read it from the `listening` line).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -57,6 +58,14 @@ struct Args {
     /// Require client certificates signed by this CA (PEM): mTLS.
     #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<std::path::PathBuf>,
+    /// Venue personality of every connection: okx, bybit, htx or binance (a client overrides it
+    /// with ?venue=NAME or ?venue=none). Default: none, no venue rules.
+    #[arg(long, value_name = "NAME")]
+    venue: Option<feed_server::Venue>,
+    /// Lifetime of connections under the binance personality, in milliseconds (0 = unlimited;
+    /// a client's ?lifetime_ms overrides it).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    lifetime_ms: u64,
     /// Log filter when RUST_LOG is not set (e.g. info, debug, feed_server=trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -92,10 +101,31 @@ impl Args {
             echo: !self.no_echo,
             echo_delay: Duration::from_millis(self.echo_delay_ms),
             tls,
+            venue: self.venue,
+            lifetime: (self.lifetime_ms > 0).then(|| Duration::from_millis(self.lifetime_ms)),
             ..FeedConfig::default()
         })
     }
 }
+
+/// The venue rules and their query knobs, after the flags in `--help`.
+const VENUE_HELP: &str = "\
+Venue personalities (--venue NAME, or ?venue=NAME|none per connection; knobs by query):
+  okx      the client sends the text `ping` at least every deadline_ms (default 30000),
+           answered `pong`; otherwise closed with 4004
+  bybit    the client sends {\"op\":\"ping\"} (optional req_id) at least every deadline_ms
+           (default 20000), answered {\"op\":\"pong\",\"success\":true,\"ret_msg\":\"pong\"};
+           otherwise closed with 4004
+  htx      server messages are gzip binary; the server sends {\"ping\":<ms>} every
+           ping_every_ms (default 5000), the client answers {\"pong\":<same>}; 2 unanswered
+           pings close with 4002
+  binance  more than `limit` (default 5) client messages of any kind, ping and pong frames
+           too, within a sliding second close with 1008; with lifetime_ms (or --lifetime-ms)
+           a serverShutdown event notice_ms (default 1000) before the end, then a close with
+           close_code (1000, 1001 or 1012; default 1001)
+Counters: GET /stats has venue_closes {no_ping, pings_unanswered, rate_limit, lifetime},
+venue_pings_answered, venue_pings_sent, venue_pongs_received, venue_notices_sent and
+max_client_msgs_per_sec.";
 
 #[tokio::main]
 async fn main() -> ExitCode {

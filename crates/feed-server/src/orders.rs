@@ -40,6 +40,8 @@ pub(crate) enum SessionCommand {
 pub(crate) enum End {
     /// The client closed or the socket failed.
     Client(String),
+    /// The venue personality closed it: the client broke one of its rules, or its lifetime ended.
+    Rule(String),
     /// An order ended it; `done` (if any) fires once the socket is gone.
     Ordered {
         why: &'static str,
@@ -50,7 +52,7 @@ pub(crate) enum End {
 impl End {
     pub(crate) fn describe(&self) -> &str {
         match self {
-            Self::Client(reason) => reason,
+            Self::Client(reason) | Self::Rule(reason) => reason,
             Self::Ordered { why, .. } => why,
         }
     }

@@ -1,28 +1,36 @@
 //! What the server knows about its clients, shared by the accept loop, the sessions, the
 //! [`FeedHandle`](crate::FeedHandle) and the HTTP control endpoint: the live sessions and their
-//! command channels, the counters, and the log of received messages.
+//! command channels, the counters (the venue rules' too), and the log of received messages.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::orders::SessionCommand;
+use crate::venue::{Rule, Venue};
 
 /// How long a control call waits for the sessions to carry it out (guards against a session
 /// stuck writing to a client that does not read).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// One message a client sent, with the connection it came on.
+/// One message a client sent, with the connection it came on and when it was read.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Received {
     /// Connection id: 1, 2, 3, ... in the order the WebSocket handshakes completed.
     pub connection: u64,
     pub message: ReceivedMessage,
+    /// When the server read it (monotonic; for measuring a client's pacing).
+    pub received_at: Instant,
+    /// The same moment in milliseconds since the Unix epoch (what `GET /received` shows).
+    pub unix_ms: u64,
+    /// A venue keepalive: a client ping (okx, bybit) or a pong to a server ping (htx). Recorded
+    /// so its pacing can be measured, but never taken for a request.
+    pub keepalive: bool,
 }
 
 /// The content of a received text or binary message.
@@ -70,6 +78,32 @@ pub struct FeedStats {
     pub sessions: Vec<ConnectionStats>,
     /// Close frames clients sent, by close code (1005: a close frame without a code).
     pub client_close_codes: BTreeMap<u16, u64>,
+    /// Connections a venue personality closed, by the rule (see [`crate::venue`]).
+    pub venue_closes: VenueCloses,
+    /// Client keepalives answered (okx `ping`, bybit `{"op":"ping"}`).
+    pub venue_pings_answered: u64,
+    /// Server pings sent (htx `{"ping":n}`).
+    pub venue_pings_sent: u64,
+    /// Pongs received for server pings (htx `{"pong":n}`, text or gzip; matching or not).
+    pub venue_pongs_received: u64,
+    /// `serverShutdown` notices sent (binance lifetime).
+    pub venue_notices_sent: u64,
+    /// The most client messages seen within one sliding second on any `binance` connection
+    /// (every kind counts); above the connection's `limit` it was closed.
+    pub max_client_msgs_per_sec: u32,
+}
+
+/// Connections closed by a venue rule, one counter per rule.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct VenueCloses {
+    /// okx, bybit: no keepalive within `deadline_ms` (close 4004).
+    pub no_ping: u64,
+    /// htx: 2 server pings in a row without their pong (close 4002).
+    pub pings_unanswered: u64,
+    /// binance: more than `limit` messages within one second (close 1008).
+    pub rate_limit: u64,
+    /// binance: the connection's lifetime ended (close `close_code`).
+    pub lifetime: u64,
 }
 
 /// One open connection in [`FeedStats`].
@@ -82,6 +116,10 @@ pub struct ConnectionStats {
     pub subscriptions: Vec<String>,
     pub frames_sent: u64,
     pub received: u64,
+    /// The connection's venue personality (`okx`, `bybit`, `htx`, `binance`), if any.
+    pub venue: Option<&'static str>,
+    /// `binance`: the most client messages seen within one sliding second.
+    pub max_client_msgs_per_sec: u32,
 }
 
 struct Session {
@@ -91,6 +129,29 @@ struct Session {
     subscriptions: Vec<String>,
     frames_sent: Arc<AtomicU64>,
     received: u64,
+    venue: Option<Venue>,
+    max_msgs_per_sec: u32,
+}
+
+/// What the venue rules did, all connections.
+#[derive(Default)]
+struct VenueCounters {
+    closes: VenueCloses,
+    pings_answered: u64,
+    pings_sent: u64,
+    pongs_received: u64,
+    notices_sent: u64,
+    max_msgs_per_sec: u32,
+}
+
+/// One thing a venue rule did, for [`Registry::count_venue`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum VenueEvent {
+    Closed(Rule),
+    PingAnswered,
+    PingSent,
+    PongReceived,
+    NoticeSent,
 }
 
 #[derive(Default)]
@@ -99,6 +160,7 @@ struct State {
     received: VecDeque<Received>,
     received_total: u64,
     close_codes: BTreeMap<u16, u64>,
+    venue: VenueCounters,
 }
 
 pub(crate) struct Registry {
@@ -141,6 +203,7 @@ impl Registry {
         &self,
         peer: SocketAddr,
         path: String,
+        venue: Option<Venue>,
         commands: mpsc::UnboundedSender<SessionCommand>,
     ) -> (u64, Arc<AtomicU64>) {
         let frames_sent = Arc::new(AtomicU64::new(0));
@@ -156,6 +219,8 @@ impl Registry {
                     subscriptions: Vec::new(),
                     frames_sent: frames_sent.clone(),
                     received: 0,
+                    venue,
+                    max_msgs_per_sec: 0,
                 },
             );
             id
@@ -169,7 +234,12 @@ impl Registry {
         self.bump();
     }
 
-    pub(crate) fn record(&self, connection: u64, message: ReceivedMessage) {
+    /// Records a client's text or binary message, read just now.
+    pub(crate) fn record(&self, connection: u64, message: ReceivedMessage, keepalive: bool) {
+        let received_at = Instant::now();
+        let unix_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         {
             let mut state = self.state();
             state.received_total += 1;
@@ -183,6 +253,9 @@ impl Registry {
                 state.received.push_back(Received {
                     connection,
                     message,
+                    received_at,
+                    unix_ms,
+                    keepalive,
                 });
             }
         }
@@ -200,6 +273,38 @@ impl Registry {
     pub(crate) fn record_close(&self, code: u16) {
         *self.state().close_codes.entry(code).or_default() += 1;
         self.bump();
+    }
+
+    /// Counts what a venue rule did.
+    pub(crate) fn count_venue(&self, event: VenueEvent) {
+        {
+            let counters = &mut self.state().venue;
+            match event {
+                VenueEvent::Closed(rule) => {
+                    let closes = &mut counters.closes;
+                    *match rule {
+                        Rule::NoPing => &mut closes.no_ping,
+                        Rule::PingsUnanswered => &mut closes.pings_unanswered,
+                        Rule::RateLimit => &mut closes.rate_limit,
+                        Rule::Lifetime => &mut closes.lifetime,
+                    } += 1;
+                }
+                VenueEvent::PingAnswered => counters.pings_answered += 1,
+                VenueEvent::PingSent => counters.pings_sent += 1,
+                VenueEvent::PongReceived => counters.pongs_received += 1,
+                VenueEvent::NoticeSent => counters.notices_sent += 1,
+            }
+        }
+        self.bump();
+    }
+
+    /// A `binance` connection saw `n` client messages within the last second.
+    pub(crate) fn note_msgs_per_sec(&self, connection: u64, n: u32) {
+        let mut state = self.state();
+        state.venue.max_msgs_per_sec = state.venue.max_msgs_per_sec.max(n);
+        if let Some(session) = state.sessions.get_mut(&connection) {
+            session.max_msgs_per_sec = session.max_msgs_per_sec.max(n);
+        }
     }
 
     pub(crate) fn add_frames_sent(&self, n: u64) {
@@ -277,9 +382,17 @@ impl Registry {
                     subscriptions: s.subscriptions.clone(),
                     frames_sent: s.frames_sent.load(Ordering::Relaxed),
                     received: s.received,
+                    venue: s.venue.map(Venue::name),
+                    max_client_msgs_per_sec: s.max_msgs_per_sec,
                 })
                 .collect(),
             client_close_codes: state.close_codes.clone(),
+            venue_closes: state.venue.closes,
+            venue_pings_answered: state.venue.pings_answered,
+            venue_pings_sent: state.venue.pings_sent,
+            venue_pongs_received: state.venue.pongs_received,
+            venue_notices_sent: state.venue.notices_sent,
+            max_client_msgs_per_sec: state.venue.max_msgs_per_sec,
         }
     }
 

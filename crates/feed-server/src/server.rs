@@ -203,7 +203,8 @@ impl FeedHandle {
     }
 
     /// Every text and binary message received (the most recent
-    /// [`FeedConfig::record_limit`]), in arrival order, with its connection id.
+    /// [`FeedConfig::record_limit`]), in arrival order, with its connection id, when it was
+    /// read, and whether it was a venue keepalive.
     pub fn received(&self) -> Vec<Received> {
         self.shared.registry.received()
     }

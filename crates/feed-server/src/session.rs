@@ -8,6 +8,10 @@
 //! gives the backpressure the server promises: the write waits while the socket is full, so a
 //! client that stops reading makes its session wait instead of buffering. While the session
 //! waits to write it does not read either; every buffer stays bounded.
+//!
+//! A connection with a venue personality (see `venue`) shows every client message to it first
+//! and wakes it when it is due; htx's gzip frames take a slower per-message path instead of the
+//! batch of raw text frames.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -25,7 +29,7 @@ use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, 
 use tokio_tungstenite::tungstenite::http::StatusCode;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::config::{ConnectionParams, FeedConfig, Rejection};
@@ -33,9 +37,10 @@ use crate::echo::{self, Echo};
 use crate::frames::DepthFrames;
 use crate::orders::{self, End, Orders, CLOSE_TIMEOUT};
 use crate::pacer::Pacer;
-use crate::registry::{ReceivedMessage, Registry};
+use crate::registry::{ReceivedMessage, Registry, VenueEvent};
 use crate::shutdown;
 use crate::subscribe::Subscriptions;
+use crate::venue::{htx, Action, Inbound, Personality, RuleClose};
 
 /// Bytes of frames per socket write; between two batches the session looks at requests and
 /// control commands.
@@ -133,7 +138,10 @@ async fn serve<S>(
     };
 
     let (commands_tx, commands) = mpsc::unbounded_channel();
-    let (id, frames_sent) = shared.registry.register(peer, path.clone(), commands_tx);
+    let venue = params.venue.as_ref().map(|rules| rules.venue());
+    let (id, frames_sent) = shared
+        .registry
+        .register(peer, path.clone(), venue, commands_tx);
     tracing::info!(connection = id, %peer, %path, "client connected");
     let mut session = Session::new(id, ws, params, shared.clone(), frames_sent);
     let end = session.serve(Orders::new(commands, stop)).await;
@@ -170,6 +178,12 @@ struct Session<S> {
     closing: bool,
     /// Echo replies waiting for their delay, in due order (the delay is the same for all).
     delayed: VecDeque<(Instant, Message)>,
+    /// The venue's rules, when the connection has a personality.
+    venue: Option<Personality>,
+    /// Server text goes out gzip-compressed as binary messages (htx).
+    gzip: bool,
+    /// A close a venue rule asked for; carried out right after the current step.
+    rule_close: Option<RuleClose>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -195,7 +209,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             batch_frames: 1,
             closing: false,
             delayed: VecDeque::new(),
+            venue: None,
+            gzip: false,
+            rule_close: None,
         };
+        if let Some(rules) = session.params.venue.as_ref() {
+            let venue = Personality::new(rules, Instant::now());
+            session.gzip = venue.gzip();
+            session.venue = Some(venue);
+        }
         // Natural frames are about 150 bytes.
         let frame_len = if session.params.size == 0 {
             150
@@ -216,6 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             if let Some(until) = orders.take_stall() {
                 tracing::info!(connection = self.id, "stalling");
+                let stalled = Instant::now();
                 if let Err(end) = orders.stall(until).await {
                     return end;
                 }
@@ -223,12 +246,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(pacer) = self.pacer.as_mut() {
                     pacer.resume(Instant::now());
                 }
+                if let Some(venue) = self.venue.as_mut() {
+                    venue.postpone(stalled.elapsed());
+                }
                 continue;
             }
 
             let frame_due = self.pacer.as_ref().map(Pacer::next_at);
             let reply_due = self.delayed.front().map(|(at, _)| *at);
             let can_take_request = self.delayed.len() < self.shared.config.delayed_reply_limit;
+            let venue_due = match &self.venue {
+                Some(venue) if !self.closing => venue.next_due(),
+                _ => None,
+            };
             let streaming = self.streaming;
             let step = tokio::select! {
                 biased;
@@ -237,6 +267,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                     None => continue,
                 },
                 inbound = self.ws.next(), if can_take_request => Step::Inbound(inbound),
+                _ = orders::sleep_until_opt(venue_due), if venue_due.is_some() => Step::Venue,
                 _ = orders::sleep_until_opt(reply_due), if reply_due.is_some() => Step::Replies,
                 _ = orders::sleep_until_opt(frame_due), if streaming => Step::Frames,
             };
@@ -245,6 +276,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 Ok(Err(error)) => return End::Client(error.to_string()),
                 Err(end) => return end,
             }
+            if let Some(rule) = self.rule_close.take() {
+                // Counted before the close frame goes out: a client that reads the stats after
+                // seeing it must find the count.
+                self.shared
+                    .registry
+                    .count_venue(VenueEvent::Closed(rule.rule));
+                tracing::info!(
+                    connection = self.id,
+                    code = rule.code,
+                    reason = %rule.reason,
+                    "venue rule closes the connection"
+                );
+                self.close(CloseCode::from(rule.code), rule.reason.clone())
+                    .await;
+                return End::Rule(rule.reason);
+            }
         }
     }
 
@@ -252,34 +299,111 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         match step {
             Step::Inbound(None) => Err(WsError::ConnectionClosed),
             Step::Inbound(Some(inbound)) => self.on_message(inbound?).await,
+            Step::Venue => self.venue_due().await,
             Step::Replies => self.send_due_replies().await,
             Step::Frames => self.send_frames().await,
         }
     }
 
-    /// Handles one client message: record it, then answer SUBSCRIBE-style calls and echo
-    /// correlated requests.
+    /// Does what the venue has due: server pings, a shutdown notice, a close.
+    async fn venue_due(&mut self) -> Result<(), WsError> {
+        let now = Instant::now();
+        while let Some(action) = self
+            .venue
+            .as_mut()
+            .and_then(|venue| venue.due(now, unix_millis()))
+        {
+            let (text, event) = match action {
+                Action::Ping(text) => (text, VenueEvent::PingSent),
+                Action::Notice(text) => (text, VenueEvent::NoticeSent),
+                Action::Close(close) => {
+                    self.rule_close = Some(close);
+                    return Ok(());
+                }
+            };
+            let message = self.text_message(text)?;
+            self.ws.send(message).await?;
+            self.shared.registry.count_venue(event);
+        }
+        Ok(())
+    }
+
+    /// A server text message as this connection sends it: text, or gzip binary for htx.
+    fn text_message(&self, text: String) -> Result<Message, WsError> {
+        if self.gzip {
+            Ok(Message::Binary(htx::gzip(text.as_bytes())?.into()))
+        } else {
+            Ok(Message::text(text))
+        }
+    }
+
+    /// Handles one client message: show it to the venue rules, record it, then answer keepalives,
+    /// SUBSCRIBE-style calls and echo correlated requests.
     async fn on_message(&mut self, message: Message) -> Result<(), WsError> {
+        let inbound = match self.venue.as_mut() {
+            Some(venue) => venue.inbound(&message, Instant::now()),
+            None => Inbound::Pass,
+        };
         let registry = &self.shared.registry;
+        let keepalive = matches!(inbound, Inbound::Ping { .. } | Inbound::Pong);
+        match &message {
+            Message::Text(text) => {
+                registry.record(
+                    self.id,
+                    ReceivedMessage::Text(text.as_str().to_owned()),
+                    keepalive,
+                );
+            }
+            Message::Binary(data) => {
+                registry.record(self.id, ReceivedMessage::Binary(data.to_vec()), keepalive);
+            }
+            _ => {}
+        }
+        if let Some(n) = self
+            .venue
+            .as_ref()
+            .and_then(Personality::msgs_in_last_second)
+        {
+            registry.note_msgs_per_sec(self.id, n);
+        }
+        match inbound {
+            Inbound::Pass => {}
+            Inbound::Ping { reply } => {
+                let reply = self.text_message(reply)?;
+                self.ws.send(reply).await?;
+                self.shared.registry.count_venue(VenueEvent::PingAnswered);
+                return Ok(());
+            }
+            Inbound::Pong => {
+                registry.count_venue(VenueEvent::PongReceived);
+                return Ok(());
+            }
+            Inbound::Close(close) => {
+                self.rule_close = Some(close);
+                return Ok(());
+            }
+        }
         match message {
             Message::Text(text) => {
-                registry.record(self.id, ReceivedMessage::Text(text.as_str().to_owned()));
                 if let Some(answer) = self.subscriptions.handle(text.as_str()) {
                     // In effect before the client hears so: one that reads the stats or the
                     // subscriptions after the reply must find them.
                     if answer.changed {
-                        registry.set_subscriptions(self.id, self.subscriptions.names());
+                        self.shared
+                            .registry
+                            .set_subscriptions(self.id, self.subscriptions.names());
                         self.update_streams();
                     }
-                    self.ws.send(Message::text(answer.reply)).await?;
+                    let reply = self.text_message(answer.reply)?;
+                    self.ws.send(reply).await?;
                 } else if self.params.echo {
                     if let Echo::Reply(reply) = echo::text_reply(text.as_str()) {
-                        self.reply(Message::text(reply)).await?;
+                        let reply = self.text_message(reply)?;
+                        self.reply(reply).await?;
                     }
                 }
             }
             Message::Binary(data) => {
-                registry.record(self.id, ReceivedMessage::Binary(data.to_vec()));
                 if self.params.echo {
                     if let Echo::Reply(reply) = echo::binary_reply(&data) {
                         self.reply(Message::Binary(reply)).await?;
@@ -287,7 +411,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
             }
             Message::Close(frame) => {
-                registry.record_close(frame.map_or(1005, |f| u16::from(f.code)));
+                self.shared
+                    .registry
+                    .record_close(frame.map_or(1005, |f| u16::from(f.code)));
                 // tungstenite answers the close; nothing may follow that answer.
                 self.closing = true;
                 self.update_streams();
@@ -329,6 +455,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             n = n.min(count.saturating_sub(self.sent));
         }
         self.frames.set_time_ms(unix_millis());
+        let written = if self.gzip {
+            self.send_gzip_frames(n).await?
+        } else {
+            self.send_text_frames(n).await?
+        };
+        self.sent += written;
+        if let Some(pacer) = self.pacer.as_mut() {
+            pacer.sent(written);
+        }
+        self.frames_sent.fetch_add(written, Ordering::Relaxed);
+        self.shared.registry.add_frames_sent(written);
+        if self.params.count.is_some_and(|count| self.sent >= count) {
+            self.update_streams();
+        }
+        Ok(())
+    }
+
+    /// The fast path: up to `n` raw text frames in one batch, written to the stream directly.
+    async fn send_text_frames(&mut self, n: u64) -> Result<u64, WsError> {
         self.batch.clear();
         let mut written = 0;
         while written < n && self.frames.encode_next(&mut self.batch) {
@@ -341,16 +486,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         // TLS may keep the tail of the batch in its buffer when the socket was full; push it out
         // now rather than at tungstenite's next read. A no-op on plain TCP.
         stream.flush().await?;
-        self.sent += written;
-        if let Some(pacer) = self.pacer.as_mut() {
-            pacer.sent(written);
+        Ok(written)
+    }
+
+    /// htx: up to `n` frames, each payload gzip-compressed into its own binary message and
+    /// queued in tungstenite (which writes when its buffer fills), then flushed.
+    async fn send_gzip_frames(&mut self, n: u64) -> Result<u64, WsError> {
+        let mut written = 0;
+        while written < n {
+            self.batch.clear();
+            if !self.frames.encode_payload_next(&mut self.batch) {
+                break;
+            }
+            let packed = htx::gzip(&self.batch)?;
+            self.ws.feed(Message::Binary(packed.into())).await?;
+            written += 1;
         }
-        self.frames_sent.fetch_add(written, Ordering::Relaxed);
-        self.shared.registry.add_frames_sent(written);
-        if self.params.count.is_some_and(|count| self.sent >= count) {
-            self.update_streams();
-        }
-        Ok(())
+        self.ws.flush().await?;
+        Ok(written)
     }
 
     /// Recomputes what to stream after a subscription change or when the count is reached:
@@ -375,7 +528,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     /// Sends a close frame and waits (bounded) for the client's answer.
-    async fn close(&mut self, code: CloseCode, reason: &'static str) {
+    async fn close(&mut self, code: CloseCode, reason: impl Into<Utf8Bytes>) {
         let frame = CloseFrame {
             code,
             reason: reason.into(),
@@ -398,6 +551,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
 /// One step of the session loop.
 enum Step {
     Inbound(Option<Result<Message, WsError>>),
+    Venue,
     Replies,
     Frames,
 }
