@@ -85,6 +85,13 @@ pub struct ConnectRequest {
     pub subprotocols: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub on_connect: Vec<OutboundMessage>,
+    /// A venue profile of the WSM (`wsm profiles`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Venue options (keepalive, reply, outbound_rate, decompress, notice, sequence), forwarded
+    /// as the caller wrote them: the WSM validates them and names the field that is wrong.
+    #[serde(flatten)]
+    pub venue: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -215,6 +222,8 @@ impl<'t, T: Transport + ?Sized> Wsm<'t, T> {
             req.headers.clear();
             req.subprotocols.clear();
             req.on_connect.clear();
+            req.profile = None;
+            req.venue.clear();
         }
         let resp: ConnectResponse = self.invoke("Connect", &req)?;
         if resp.id.is_empty() {

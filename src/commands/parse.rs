@@ -129,12 +129,19 @@ pub(super) fn parse_command(
                 headers: f.string_map("headers")?,
                 subprotocols: f.string_list("subprotocols")?,
                 on_connect: f.on_connect("on_connect")?,
+                profile: f.opt_string("profile")?.map(str::to_owned),
+                venue: f.venue_options()?,
             };
             if compat == Compat::Base {
                 for (field, used) in [
                     ("headers", !req.headers.is_empty()),
                     ("subprotocols", !req.subprotocols.is_empty()),
                     ("on_connect", !req.on_connect.is_empty()),
+                    ("profile", req.profile.is_some()),
+                    (
+                        "keepalive, reply, outbound_rate, decompress, notice or sequence",
+                        !req.venue.is_empty(),
+                    ),
                 ] {
                     if used {
                         return Err(ReplyError::bad_request(format!(
@@ -256,6 +263,16 @@ fn json_type(v: &Value) -> &'static str {
 }
 
 /// Typed access to a command's fields; `null` counts as absent.
+/// `create` fields forwarded to Connect's venue options (docs/venues.md).
+const VENUE_OPTIONS: [&str; 6] = [
+    "keepalive",
+    "reply",
+    "outbound_rate",
+    "decompress",
+    "notice",
+    "sequence",
+];
+
 pub(super) struct Fields<'a> {
     pub(super) object: &'a Map<String, Value>,
     /// The JSON text `object` was parsed from, for fields forwarded exactly as the caller wrote them.
@@ -321,6 +338,31 @@ impl<'a> Fields<'a> {
     }
 
     /// An optional object whose values are all strings (tags, headers, filters).
+    /// The venue options of `create`, checked for shape only (an object each; `decompress` a
+    /// string): the WSM checks every rule and names the field that breaks one.
+    fn venue_options(&self) -> Result<BTreeMap<String, Value>, ReplyError> {
+        let mut options = BTreeMap::new();
+        for name in VENUE_OPTIONS {
+            let Some(value) = self.get(name) else {
+                continue;
+            };
+            let fits = match name {
+                "decompress" => value.is_string(),
+                _ => value.is_object(),
+            };
+            if !fits {
+                let wanted = if name == "decompress" {
+                    "a string (gzip, deflate or zlib)"
+                } else {
+                    "an object"
+                };
+                return Err(wrong_type(name, wanted, value));
+            }
+            options.insert(name.to_owned(), value.clone());
+        }
+        Ok(options)
+    }
+
     fn string_map(&self, name: &str) -> Result<StringMap, ReplyError> {
         let Some(value) = self.get(name) else {
             return Ok(StringMap::new());

@@ -151,6 +151,11 @@ pub struct ServeArgs {
     /// Connection record TTL (30–3600 s); the owner refreshes it.
     #[arg(long, env = "CONNECTION_RECORD_TTL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..=3600))]
     pub record_ttl_seconds: u64,
+    /// Venue profiles to add to the shipped ones, or to replace them by name (TOML, the format of
+    /// the shipped profiles.toml; `wsm profiles --profiles FILE` shows the result). A bad file
+    /// stops the server at start, naming the file, line and field.
+    #[arg(long, env = "WSM_PROFILES")]
+    pub profiles: Option<std::path::PathBuf>,
     /// Remove every connection record at start.
     #[arg(long, env = "CLEAR_ALL_ON_START", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
     pub clear_all_on_start: bool,
@@ -241,6 +246,12 @@ impl ServeArgs {
             record_ttl: Duration::from_secs(self.record_ttl_seconds),
             max_connections: self.max_connections,
             clear_all_on_start: self.clear_all_on_start,
+            profiles: match &self.profiles {
+                Some(path) => std::sync::Arc::new(
+                    crate::venue::Profiles::with_file(path).map_err(|e| e.to_string())?,
+                ),
+                None => defaults.profiles.clone(),
+            },
             ..defaults
         })
     }

@@ -9,6 +9,8 @@
 //! - [`publish`]: every received frame from its socket to the bus (queue, batches, fence, encoders),
 //!   and lifecycle events;
 //! - [`lifecycle`]: what happens to a connection, as events;
+//! - [`venue`]: venue protocols (keepalive messages, pacing, decompression, notices, gaps) and
+//!   the profiles that preset them;
 //! - [`security`]: the network policy (SSRF guard) every dial is checked against;
 //! - [`cluster`]: several instances: heartbeats, forwarding to owners, failover;
 //! - [`store`]: connection records in two tiers (local cache, shared repository);
@@ -36,6 +38,7 @@ pub mod service;
 pub mod store;
 mod sync;
 pub(crate) mod text;
+pub mod venue;
 
 pub use error::ServiceError;
 pub use model::ConnectionRecord;

@@ -17,6 +17,10 @@ pub enum LifecycleKind {
     Disconnected,
     Degraded,
     Error,
+    /// The connection is replaced by a new socket on purpose (a venue notice); SPEC 8.
+    Rotating,
+    /// Frames may be missing: the venue's own sequence skipped (SPEC 9), or continuity was lost.
+    Gap,
 }
 
 impl LifecycleKind {
@@ -28,6 +32,8 @@ impl LifecycleKind {
             LifecycleKind::Disconnected => "disconnected",
             LifecycleKind::Degraded => "degraded",
             LifecycleKind::Error => "error",
+            LifecycleKind::Rotating => "rotating",
+            LifecycleKind::Gap => "gap",
         }
     }
 }

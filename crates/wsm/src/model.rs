@@ -65,6 +65,12 @@ pub struct ConnectionRecord {
     /// The connection's own keepalive interval, when it asked for one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping_interval_ms: Option<u64>,
+    /// The venue profile it named, and the venue options its request gave (they override the
+    /// profile's): kept apart, so an instance that takes it over resolves them the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub venue: Option<crate::venue::VenueOptions>,
 }
 
 /// An [`OutboundMessage`] in record JSON: the payload as base64.

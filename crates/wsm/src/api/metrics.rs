@@ -54,7 +54,7 @@ pub fn render(
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     // (name, type, help, value) of every unlabelled metric, in exposition order.
     #[rustfmt::skip]
-    let singles: [(&str, &str, &str, u64); 21] = [
+    let singles: [(&str, &str, &str, u64); 26] = [
         ("wsm_frames_received_total", "counter", "Data frames received from upstreams.", service.received_frames),
         ("wsm_bytes_received_total", "counter", "Payload bytes of the frames received from upstreams.", service.received_bytes),
         ("wsm_frames_published_total", "counter", "Frames published to pub/sub.", load(&publish.published)),
@@ -76,6 +76,11 @@ pub fn render(
         ("wsm_ownership_lost_total", "counter", "Connections another instance took from this one.", service.ownership_lost),
         ("wsm_frames_fenced_total", "counter", "Frames not published because another instance took their connection over first.", load(&publish.fenced)),
         ("wsm_heartbeat_failures_total", "counter", "Heartbeats that could not be written.", cluster.map_or(0, |c| load(&c.metrics().heartbeat_failures))),
+        ("wsm_venue_gaps_total", "counter", "Frames whose venue sequence (sequence.prev) skipped: the venue lost something before wsm.", service.venue_gaps),
+        ("wsm_frames_refused_total", "counter", "Binary frames dropped because they did not decompress (corrupt, or over max_message_size).", service.frames_refused),
+        ("wsm_venue_notices_total", "counter", "Planned-disconnect notices matched (each rotates its connection).", service.venue_notices),
+        ("wsm_rotations_total", "counter", "Connections replaced by a new socket on purpose (a venue notice).", service.rotations),
+        ("wsm_keepalive_timeouts_total", "counter", "Connections dropped because a keepalive message got no pong in time.", service.keepalive_timeouts),
     ];
     let mut out = String::with_capacity(4096);
     let mut m = Writer(&mut out);

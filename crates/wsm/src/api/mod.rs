@@ -21,3 +21,6 @@ pub mod listen;
 pub mod metrics;
 pub mod status;
 pub mod tail;
+
+/// Venue options into a Connect request, for clients (the CLI) that read them as JSON.
+pub use convert::set_venue;

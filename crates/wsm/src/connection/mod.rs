@@ -93,6 +93,8 @@ pub struct ConnectionSpec {
     /// The topic to publish to from the first frame on (a connection taken over keeps publishing
     /// where its previous owner did); `None` until `set_topic`.
     pub topic: Option<String>,
+    /// The venue protocol this connection runs (profile and request resolved); empty = none.
+    pub venue: Arc<crate::venue::VenueOptions>,
 }
 
 /// Why a send did not happen.
@@ -110,6 +112,13 @@ pub enum SendError {
     ReplayFull(usize),
     #[error("write failed: {0}")]
     Write(String),
+    /// Pacing (`outbound_rate`) could not send it within its wait.
+    #[error("not sent within {waited_ms} ms at the connection's outbound rate ({rate}); {queued} messages were ahead of it")]
+    Paced {
+        rate: String,
+        waited_ms: u64,
+        queued: usize,
+    },
 }
 
 enum Command {

@@ -3,13 +3,14 @@
 //! pings, and on a drop reconnects with backoff and replays `on_connect` and the replay messages
 //! before it reports the connection active again.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,13 +24,19 @@ use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
 use crate::model::{OutboundMessage, Status};
 use crate::publish::queue::{PublishQueue, Pushed};
 use crate::publish::Frame;
+use crate::venue::{Inbound, Venue};
 
 /// How long a close handshake may take before the socket is simply dropped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Runs at least this long make the socket task yield (see `flush`); a slow feed never does.
 const YIELD_AFTER: usize = 64;
-/// At most one `degraded` event per connection per this long.
+/// At most one `degraded` event per connection per this long (likewise `gap` and refused frames).
 const DEGRADED_EVERY: Duration = Duration::from_secs(1);
+/// Venue ping answers waiting for the end of the burst; more are dropped (and logged).
+const MAX_REPLIES: usize = 64;
+/// Paced messages waiting for their turn, besides the greeting: Sends beyond it wait in the
+/// command channel, so the wait is bounded by both.
+const MAX_OUTBOX: usize = 64;
 
 pub(super) struct Channels {
     pub commands: mpsc::Receiver<Command>,
@@ -61,6 +68,21 @@ enum End {
         code: u16,
         close_reason: &'static str,
     },
+    /// Replace the socket at once, on purpose (a venue notice): no backoff.
+    Rotate(String),
+}
+
+/// A client message waiting for its turn under `outbound_rate`.
+struct Outgoing {
+    frame: Message,
+    /// The caller of a Send, if any; an abandoned one (closed) is skipped, not sent.
+    done: Option<oneshot::Sender<Result<(), SendError>>>,
+    /// Kept for replay once sent.
+    replay: Option<OutboundMessage>,
+    /// Fails with `Paced` when its turn comes later than this; `None`: waits as long as it takes
+    /// (the greeting).
+    deadline: Option<Instant>,
+    queued_at: Instant,
 }
 
 /// Full runs handled before the socket task looks at its commands again.
@@ -87,6 +109,19 @@ pub(super) struct SocketTask {
     /// Data messages and bytes received in the current burst, added to the shared stats at its end.
     received_frames: u64,
     received_bytes: u64,
+    /// Venue protocol state; `None` when the connection runs none (the common case, one branch).
+    venue: Option<Box<Venue>>,
+    /// Paced client messages, oldest first (only with `outbound_rate`).
+    outbox: VecDeque<Outgoing>,
+    /// Answers to venue pings found in the current burst, sent after it.
+    replies: Vec<String>,
+    /// A venue notice matched in the current burst: rotate after it.
+    rotate: Option<String>,
+    /// When the next keepalive message goes out, and by when its pong must arrive.
+    keepalive_at: Option<Instant>,
+    pong_due: Option<Instant>,
+    last_gap_event: Option<Instant>,
+    last_refused_event: Option<Instant>,
 }
 
 impl SocketTask {
@@ -98,6 +133,7 @@ impl SocketTask {
     ) -> Self {
         let replay = std::mem::take(&mut spec.replay);
         let topic = spec.topic.as_deref().map(Arc::from);
+        let venue = Venue::new(&spec.venue, options.max_message_size);
         SocketTask {
             id: spec.id.as_str().into(),
             // Events and logs show the URL redacted; only the dial sees the real one.
@@ -117,6 +153,14 @@ impl SocketTask {
             last_degraded: None,
             received_frames: 0,
             received_bytes: 0,
+            venue,
+            outbox: VecDeque::new(),
+            replies: Vec::new(),
+            rotate: None,
+            keepalive_at: None,
+            pong_due: None,
+            last_gap_event: None,
+            last_refused_event: None,
         }
     }
 
@@ -154,28 +198,80 @@ impl SocketTask {
                     close(&mut socket, code, close_reason).await;
                     reason
                 }
+                End::Rotate(reason) => {
+                    close(&mut socket, 1000, "rotating").await;
+                    drop(socket);
+                    match self.rotate_now(&reason).await {
+                        Ok(Some(next)) => {
+                            socket = next;
+                            attempt = 0;
+                            self.epoch += 1;
+                            continue;
+                        }
+                        Ok(None) => {
+                            self.finish("closed on request while rotating");
+                            return;
+                        }
+                        Err(failed) => {
+                            // The new socket did not open: from here on, a drop like any other.
+                            let Some(next) = self.after_drop(failed).await else {
+                                return;
+                            };
+                            socket = next.0;
+                            attempt = next.1;
+                            self.epoch += 1;
+                            continue;
+                        }
+                    }
+                }
             };
             drop(socket);
-            if !self.spec.auto_reconnect {
-                self.finish(&format!("{reason}; auto_reconnect is off"));
+            let Some((next, attempts)) = self.after_drop(reason).await else {
                 return;
+            };
+            socket = next;
+            attempt = attempts;
+            self.epoch += 1;
+        }
+    }
+
+    /// After a lost socket: reconnects with backoff, or ends (without `auto_reconnect`, when closed
+    /// on request, or when the attempts ran out). `None` when it ended.
+    async fn after_drop(&mut self, reason: String) -> Option<(Socket, u32)> {
+        if !self.spec.auto_reconnect {
+            self.finish(&format!("{reason}; auto_reconnect is off"));
+            return None;
+        }
+        tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "connection lost; reconnecting");
+        match self.reconnect(reason).await {
+            Ok(next) => Some(next),
+            Err(None) => {
+                self.finish("closed on request while reconnecting");
+                None
             }
-            tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "connection lost; reconnecting");
-            match self.reconnect(reason).await {
-                Ok((next, attempts)) => {
-                    socket = next;
-                    attempt = attempts;
-                    self.epoch += 1;
-                }
-                Err(None) => {
-                    self.finish("closed on request while reconnecting");
-                    return;
-                }
-                Err(Some(reason)) => {
-                    self.finish(&reason);
-                    return;
-                }
+            Err(Some(reason)) => {
+                self.finish(&reason);
+                None
             }
+        }
+    }
+
+    /// A rotation: announces it and dials a new socket at once, without backoff.
+    /// `Ok(None)` when closed on request meanwhile; `Err(reason)` when the dial failed.
+    async fn rotate_now(&mut self, reason: &str) -> Result<Option<Socket>, String> {
+        tracing::info!(connection = %self.id, url = %self.shown_url(), reason, "rotating: opening a new socket at once");
+        self.emit(
+            LifecycleKind::Rotating,
+            &format!("{reason}; reconnecting at once, without backoff"),
+            0,
+        );
+        let spec = self.spec.clone();
+        let options = self.options.clone();
+        let dial = async move { dial::dial(&spec, &options).await };
+        match self.while_down(dial).await {
+            None => Ok(None),
+            Some(Ok(socket)) => Ok(Some(socket)),
+            Some(Err(e)) => Err(format!("rotation failed to open a new socket: {e}")),
         }
     }
 
@@ -213,6 +309,24 @@ impl SocketTask {
 
     /// Sends `on_connect`, then every replay message, in order, before the connection counts as up.
     async fn greet(&mut self, socket: &mut Socket) -> Result<(), String> {
+        self.new_socket();
+        if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
+            // Paced: the greeting waits its turns in the outbox, in order, ahead of any Send, while
+            // the socket is read (a 50-message replay at 5/s takes 10 s).
+            let now = Instant::now();
+            let messages = self.spec.on_connect.iter().chain(self.replay.iter());
+            for message in messages {
+                let frame = to_frame(message).map_err(|e| e.to_string())?;
+                self.outbox.push_back(Outgoing {
+                    frame,
+                    done: None,
+                    replay: None,
+                    deadline: None,
+                    queued_at: now,
+                });
+            }
+            return Ok(());
+        }
         let messages = self.spec.on_connect.iter().chain(self.replay.iter());
         for message in messages {
             let frame = to_frame(message).map_err(|e| e.to_string())?;
@@ -224,6 +338,23 @@ impl SocketTask {
         Ok(())
     }
 
+    /// Venue state starts over with each socket: a fresh pacing window, keepalive clock and no
+    /// pending pong; paced messages of the old socket are gone with it (their callers get
+    /// `Closed`).
+    fn new_socket(&mut self) {
+        self.outbox.clear();
+        self.replies.clear();
+        self.rotate = None;
+        self.pong_due = None;
+        self.keepalive_at = None;
+        if let Some(venue) = self.venue.as_deref_mut() {
+            venue.reset();
+            if let Some(k) = venue.keepalive() {
+                self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
+            }
+        }
+    }
+
     async fn serve(&mut self, socket: &mut Socket) -> End {
         let mut ping = tokio::time::interval_at(
             Instant::now() + self.options.ping_interval,
@@ -232,9 +363,10 @@ impl SocketTask {
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut pong_deadline: Option<Instant> = None;
         loop {
+            let paced_at = self.paced_at();
             tokio::select! {
                 biased;
-                command = self.ch.commands.recv() => {
+                command = self.ch.commands.recv(), if self.outbox.len() < MAX_OUTBOX => {
                     if let Some(end) = self.command(command, Some(socket)).await {
                         return end;
                     }
@@ -244,10 +376,19 @@ impl SocketTask {
                     if let Some(end) = self.burst(socket, message).await {
                         return end;
                     }
+                    self.inbound_seen();
+                }
+                _ = sleep_until(paced_at), if paced_at.is_some() => {
+                    if let Some(end) = self.send_paced(socket).await {
+                        return end;
+                    }
                 }
                 _ = ping.tick() => {
                     if pong_deadline.is_none() {
-                        if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
+                        if self.venue.as_ref().is_some_and(|v| v.counts_control()) {
+                            // The venue counts Pings: this one waits its turn.
+                            self.enqueue(Message::Ping(Bytes::new()), None, None, None);
+                        } else if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
                             return End::Dropped(format!("ping failed: {e}"));
                         }
                         pong_deadline = Some(Instant::now() + self.options.ping_timeout);
@@ -259,6 +400,138 @@ impl SocketTask {
                         self.options.ping_timeout.as_millis()
                     ));
                 }
+                _ = sleep_until(self.keepalive_at), if self.keepalive_at.is_some() => {
+                    if let Some(end) = self.keepalive(socket).await {
+                        return end;
+                    }
+                }
+                _ = sleep_until(self.pong_due), if self.pong_due.is_some() => {
+                    self.ch.frames.stats().keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
+                    let timeout = self.venue.as_ref().and_then(|v| v.keepalive()).map(|k| k.timeout());
+                    return End::Dropped(format!(
+                        "no pong to the keepalive message within {} ms; the leg is dead",
+                        timeout.unwrap_or_default().as_millis()
+                    ));
+                }
+            }
+        }
+    }
+
+    /// After inbound frames: an idle-only keepalive waits a whole interval from now.
+    fn inbound_seen(&mut self) {
+        let Some(venue) = self.venue.as_deref() else {
+            return;
+        };
+        if let Some(k) = venue.keepalive().filter(|k| k.idle_only) {
+            self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
+        }
+    }
+
+    /// Sends the keepalive message (paced, when the leg is) and starts waiting for its pong.
+    async fn keepalive(&mut self, socket: &mut Socket) -> Option<End> {
+        let venue = self.venue.as_deref()?;
+        let keepalive = venue.keepalive()?;
+        let now = Instant::now();
+        self.keepalive_at = Some(now + Duration::from_millis(keepalive.interval_ms));
+        if venue.expects_pong() && self.pong_due.is_none() {
+            self.pong_due = Some(now + keepalive.timeout());
+        }
+        let (payload, text) = keepalive.payload();
+        let frame = if text {
+            match Utf8Bytes::try_from(payload) {
+                Ok(text) => Message::Text(text),
+                Err(_) => return None,
+            }
+        } else {
+            Message::Binary(payload)
+        };
+        self.send_frame(socket, frame).await
+    }
+
+    /// Sends a frame wsm itself originates (a keepalive, a venue ping's answer): at once, or
+    /// through the outbox when paced.
+    async fn send_frame(&mut self, socket: &mut Socket, frame: Message) -> Option<End> {
+        if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
+            self.enqueue(frame, None, None, None);
+            return None;
+        }
+        match socket.send(frame).await {
+            Ok(()) => None,
+            Err(e) => Some(End::Dropped(format!("write failed: {e}"))),
+        }
+    }
+
+    fn enqueue(
+        &mut self,
+        frame: Message,
+        done: Option<oneshot::Sender<Result<(), SendError>>>,
+        replay: Option<OutboundMessage>,
+        deadline: Option<Instant>,
+    ) {
+        self.outbox.push_back(Outgoing {
+            frame,
+            done,
+            replay,
+            deadline,
+            queued_at: Instant::now(),
+        });
+    }
+
+    /// When the head of the outbox may go out; `None` with nothing waiting.
+    fn paced_at(&mut self) -> Option<Instant> {
+        if self.outbox.is_empty() {
+            return None;
+        }
+        let pacer = self.venue.as_deref_mut()?.pacer()?;
+        Some(pacer.next_at(Instant::now()))
+    }
+
+    /// Sends the head of the outbox if its turn has come; fails those whose deadline passed.
+    async fn send_paced(&mut self, socket: &mut Socket) -> Option<End> {
+        let now = Instant::now();
+        let queued = self.outbox.len();
+        let (rate, ready) = {
+            let pacer = self.venue.as_deref_mut()?.pacer()?;
+            (pacer.describe().to_owned(), pacer.next_at(now) <= now)
+        };
+        if !ready {
+            return None;
+        }
+        let next = self.outbox.pop_front()?;
+        if next.done.as_ref().is_some_and(|d| d.is_closed()) {
+            // Its caller gave up (a Send that timed out, a cancelled call): not sent.
+            return None;
+        }
+        if next.deadline.is_some_and(|d| now > d) {
+            if let Some(done) = next.done {
+                let _ = done.send(Err(SendError::Paced {
+                    rate,
+                    waited_ms: now.duration_since(next.queued_at).as_millis() as u64,
+                    queued: queued.saturating_sub(1),
+                }));
+            }
+            return None;
+        }
+        let result = socket.send(next.frame).await;
+        if let Some(pacer) = self.venue.as_deref_mut().and_then(Venue::pacer) {
+            pacer.record(Instant::now());
+        }
+        match result {
+            Ok(()) => {
+                if let Some(message) = next.replay {
+                    self.replay.push(message);
+                }
+                if let Some(done) = next.done {
+                    let _ = done.send(Ok(()));
+                }
+                None
+            }
+            Err(e) => {
+                let reason = format!("write failed: {e}");
+                if let Some(done) = next.done {
+                    let _ = done.send(Err(SendError::Write(reason.clone())));
+                }
+                Some(End::Dropped(reason))
             }
         }
     }
@@ -298,6 +571,11 @@ impl SocketTask {
             let taken = self.take_ready(socket, next.take());
             if let Some(end) = self.flush(socket).await {
                 return Some(end);
+            }
+            if self.venue.is_some() {
+                if let Some(end) = self.after_venue_frames(socket).await {
+                    return Some(end);
+                }
             }
             runs += 1;
             match taken {
@@ -363,8 +641,50 @@ impl SocketTask {
                     "the upstream closed the connection ({why})"
                 )));
             }
-            // Pongs are queued by tungstenite and flushed with the next read or write.
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => return None,
+            // Pongs are queued by tungstenite and flushed with the next read or write; where the
+            // venue counts them, each takes a turn of the pacing.
+            Message::Ping(_) => {
+                if let Some(venue) = self.venue.as_deref_mut() {
+                    venue.pong_sent();
+                }
+                return None;
+            }
+            Message::Pong(_) | Message::Frame(_) => return None,
+        };
+        let (payload, text) = match self.venue.as_deref_mut() {
+            None => (payload, text),
+            Some(venue) => match venue.inbound(payload, text, &self.id) {
+                Inbound::Publish {
+                    payload,
+                    text,
+                    notice,
+                    gap,
+                } => {
+                    if let Some(notice) = notice {
+                        self.notice(notice);
+                    }
+                    if let Some(gap) = gap {
+                        self.gap(gap);
+                    }
+                    (payload, text)
+                }
+                Inbound::Pong => {
+                    self.pong_due = None;
+                    return None;
+                }
+                Inbound::Reply(reply) => {
+                    if self.replies.len() < MAX_REPLIES {
+                        self.replies.push(reply);
+                    } else {
+                        tracing::warn!(connection = %self.id, "too many venue pings in one burst; this one is not answered");
+                    }
+                    return None;
+                }
+                Inbound::Refused(reason) => {
+                    self.refused(&reason);
+                    return None;
+                }
+            },
         };
         self.received_frames += 1;
         self.received_bytes += payload.len() as u64;
@@ -453,6 +773,17 @@ impl SocketTask {
         }
     }
 
+    /// What the venue rules asked for during a run: answers to venue pings, then a rotation.
+    async fn after_venue_frames(&mut self, socket: &mut Socket) -> Option<End> {
+        for reply in std::mem::take(&mut self.replies) {
+            let frame = Message::Text(reply.into());
+            if let Some(end) = self.send_frame(socket, frame).await {
+                return Some(end);
+            }
+        }
+        self.rotate.take().map(End::Rotate)
+    }
+
     fn queue_closed(&mut self) -> Option<End> {
         tracing::error!(connection = %self.id, "publish queue closed; frames are no longer published");
         self.topic = None;
@@ -504,6 +835,22 @@ impl SocketTask {
                         return None;
                     }
                 };
+                if let Some(pacer) = self.venue.as_deref_mut().and_then(Venue::pacer) {
+                    let now = Instant::now();
+                    let deadline = now + pacer.max_wait();
+                    let queued = self.outbox.len();
+                    if pacer.estimate(now, queued) > deadline {
+                        let _ = done.send(Err(SendError::Paced {
+                            rate: pacer.describe().to_owned(),
+                            waited_ms: 0,
+                            queued,
+                        }));
+                        return None;
+                    }
+                    let replay = replay.then_some(message);
+                    self.enqueue(frame, Some(done), replay, Some(deadline));
+                    return None;
+                }
                 match socket.send(frame).await {
                     Ok(()) => {
                         if replay {
@@ -602,6 +949,54 @@ impl SocketTask {
         self.emit(LifecycleKind::Degraded, reason, 0);
     }
 
+    /// A venue notice: counted, and the socket is rotated once the current run is handed on.
+    fn notice(&mut self, shown: String) {
+        self.ch
+            .frames
+            .stats()
+            .notices
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(connection = %self.id, notice = %shown, "venue announced a planned disconnect");
+        self.rotate = Some(format!(
+            "the venue announced a planned disconnect ({shown})"
+        ));
+    }
+
+    fn gap(&mut self, gap: crate::venue::Gap) {
+        self.ch
+            .frames
+            .stats()
+            .venue_gaps
+            .fetch_add(1, Ordering::Relaxed);
+        if !every(&mut self.last_gap_event) {
+            return;
+        }
+        let key = if gap.key.is_empty() {
+            String::new()
+        } else {
+            format!(" for {}", gap.key)
+        };
+        let reason = format!(
+            "venue gap{key}: the frame with value {} says the previous was {}, but the last seen was {}; published anyway",
+            gap.value, gap.prev, gap.last
+        );
+        tracing::warn!(connection = %self.id, %reason, "venue sequence gap");
+        self.emit(LifecycleKind::Gap, &reason, 0);
+    }
+
+    fn refused(&mut self, reason: &str) {
+        self.ch
+            .frames
+            .stats()
+            .frames_refused
+            .fetch_add(1, Ordering::Relaxed);
+        if !every(&mut self.last_refused_event) {
+            return;
+        }
+        tracing::warn!(connection = %self.id, reason, "frame refused");
+        self.emit(LifecycleKind::Error, reason, 0);
+    }
+
     fn emit(&self, kind: LifecycleKind, reason: &str, attempt: u32) {
         self.ch.lifecycle.emit(LifecycleEvent {
             kind,
@@ -688,6 +1083,16 @@ async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     };
     // A stalled upstream must not hold up a disconnect: give the handshake a bounded time.
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
+}
+
+/// Whether a rate-limited event may go out now (at most one per [`DEGRADED_EVERY`]).
+fn every(last: &mut Option<Instant>) -> bool {
+    let now = Instant::now();
+    if last.is_some_and(|at| now.duration_since(at) < DEGRADED_EVERY) {
+        return false;
+    }
+    *last = Some(now);
+    true
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

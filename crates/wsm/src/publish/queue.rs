@@ -50,6 +50,11 @@ pub struct InboundFrame {
 pub(crate) struct ReceiveStats {
     pub frames: std::sync::atomic::AtomicU64,
     pub bytes: std::sync::atomic::AtomicU64,
+    /// Venue protocol events (SPEC 9), counted even when their lifecycle events are rate-limited.
+    pub venue_gaps: std::sync::atomic::AtomicU64,
+    pub frames_refused: std::sync::atomic::AtomicU64,
+    pub notices: std::sync::atomic::AtomicU64,
+    pub keepalive_timeouts: std::sync::atomic::AtomicU64,
 }
 
 /// How many frames a publish queue holds now (taken from its budget, not yet published).

@@ -24,6 +24,7 @@ use crate::publish::{
 };
 use crate::store::{ConnectionStore, Membership};
 use crate::sync::lock;
+use crate::venue::{Profiles, VenueOptions};
 
 mod ownership;
 mod slots;
@@ -66,6 +67,8 @@ pub struct ServiceConfig {
     pub max_connections: usize,
     /// `CLEAR_ALL_ON_START`.
     pub clear_all_on_start: bool,
+    /// Venue profiles Connect may name (the shipped ones, plus `--profiles FILE`).
+    pub profiles: Arc<Profiles>,
 }
 
 impl Default for ServiceConfig {
@@ -81,6 +84,7 @@ impl Default for ServiceConfig {
             default_send_timeout: Duration::from_secs(5),
             max_connections: 0,
             clear_all_on_start: false,
+            profiles: Arc::new(Profiles::shipped()),
         }
     }
 }
@@ -96,6 +100,10 @@ pub struct ConnectRequest {
     pub on_connect: Vec<OutboundMessage>,
     /// This connection's keepalive Ping interval; `None` = the server's.
     pub ping_interval: Option<Duration>,
+    /// A venue profile (`wsm profiles`); `None` = none.
+    pub profile: Option<String>,
+    /// Venue options given in the request; each replaces the profile's option of the same name.
+    pub venue: VenueOptions,
 }
 
 struct Live {
@@ -122,6 +130,12 @@ pub struct ServiceSnapshot {
     pub pending_requests: usize,
     pub received_frames: u64,
     pub received_bytes: u64,
+    /// Venue protocol counts (SPEC 9).
+    pub venue_gaps: u64,
+    pub frames_refused: u64,
+    pub venue_notices: u64,
+    pub keepalive_timeouts: u64,
+    pub rotations: u64,
     pub reconnects: u64,
     pub degraded: u64,
     pub errors: u64,
@@ -312,6 +326,15 @@ impl WebSocketService {
             pending_requests,
             received_frames: self.inner.received.frames.load(Ordering::Relaxed),
             received_bytes: self.inner.received.bytes.load(Ordering::Relaxed),
+            venue_gaps: self.inner.received.venue_gaps.load(Ordering::Relaxed),
+            frames_refused: self.inner.received.frames_refused.load(Ordering::Relaxed),
+            venue_notices: self.inner.received.notices.load(Ordering::Relaxed),
+            keepalive_timeouts: self
+                .inner
+                .received
+                .keepalive_timeouts
+                .load(Ordering::Relaxed),
+            rotations: events.rotations.load(Ordering::Relaxed),
             reconnects: events.reconnects.load(Ordering::Relaxed),
             degraded: events.degraded.load(Ordering::Relaxed),
             errors: events.errors.load(Ordering::Relaxed),
@@ -335,6 +358,12 @@ impl WebSocketService {
             )));
         }
         validate_tags(&req.tags)?;
+        let venue = self
+            .inner
+            .config
+            .profiles
+            .resolve(req.profile.as_deref(), &req.venue)
+            .map_err(ServiceError::InvalidArgument)?;
         // Reserved before the dial, so concurrent Connects cannot all pass a check made before
         // any of them is counted; given back on every failure below by being dropped.
         let slot = self.reserve_slot()?;
@@ -358,6 +387,8 @@ impl WebSocketService {
             replay: Vec::new(),
             epoch: 0,
             ping_interval_ms: req.ping_interval.map(|d| d.as_millis() as u64),
+            profile: req.profile.clone().filter(|p| !p.is_empty()),
+            venue: (!req.venue.is_empty()).then(|| req.venue.clone()),
         };
         let spec = ConnectionSpec {
             id: id.clone(),
@@ -369,6 +400,7 @@ impl WebSocketService {
             replay: Vec::new(),
             epoch: 0,
             topic: None,
+            venue: Arc::new(venue),
         };
         let live = self.open(spec, req.ping_interval, slot).await?;
         let record = ConnectionRecord {
@@ -625,6 +657,7 @@ fn send_error(e: SendError) -> ServiceError {
     match e {
         SendError::NotConnected | SendError::Closed => ServiceError::not_connected(),
         SendError::Timeout => ServiceError::DeadlineExceeded,
+        e @ SendError::Paced { .. } => ServiceError::ResourceExhausted(e.to_string()),
         SendError::NotUtf8 | SendError::ReplayFull(_) => {
             ServiceError::InvalidArgument(e.to_string())
         }

@@ -41,6 +41,25 @@ pub(crate) struct OwnershipCounts {
 }
 
 impl WebSocketService {
+    /// The venue options a stored record runs with, resolved against this instance's profiles as
+    /// Connect did on the first. A profile this instance does not know (a different `--profiles`
+    /// file) leaves the request's own options, and says so.
+    fn venue_of(&self, record: &ConnectionRecord) -> crate::venue::VenueOptions {
+        let overrides = record.venue.clone().unwrap_or_default();
+        match self
+            .inner
+            .config
+            .profiles
+            .resolve(record.profile.as_deref(), &overrides)
+        {
+            Ok(options) => options,
+            Err(e) => {
+                tracing::warn!(connection = %record.id, profile = ?record.profile, error = %e, "the connection's venue profile cannot be resolved on this instance; running only the options its request gave");
+                overrides
+            }
+        }
+    }
+
     /// Claims `id` from `from` by compare-and-set and reopens its socket in the background: the
     /// winner of a failover (or the owner itself, after a restart, with `from` = this instance).
     /// The socket publishes to the record's topic with the next epoch, after replaying `on_connect`
@@ -178,6 +197,7 @@ impl WebSocketService {
             // The claim set the epoch of the first connect.
             epoch: record.epoch.saturating_sub(1),
             topic: record.topic.clone(),
+            venue: Arc::new(self.venue_of(record)),
         };
         let reason = if from == self.inner.config.instance_id {
             why.to_owned()

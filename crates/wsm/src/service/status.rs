@@ -17,6 +17,7 @@ pub(crate) struct LifecycleCounts {
     pub reconnects: AtomicU64,
     pub degraded: AtomicU64,
     pub errors: AtomicU64,
+    pub rotations: AtomicU64,
 }
 
 /// Counts lifecycle events and forwards status-changing ones to the status writer (never blocks the
@@ -32,6 +33,7 @@ impl LifecycleSink for StatusObserver {
             LifecycleKind::Reconnecting => Some(&self.counts.reconnects),
             LifecycleKind::Degraded => Some(&self.counts.degraded),
             LifecycleKind::Error => Some(&self.counts.errors),
+            LifecycleKind::Rotating => Some(&self.counts.rotations),
             _ => None,
         };
         if let Some(counter) = counter {

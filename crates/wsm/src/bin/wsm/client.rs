@@ -55,6 +55,14 @@ pub enum ClientCommand {
         /// Keepalive Ping interval for this connection, in ms (0 = the server's).
         #[arg(long, default_value_t = 0)]
         ping_interval_ms: i32,
+        /// Venue profile (`wsm profiles` lists them), e.g. okx.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Venue options as JSON, the shape of the profiles file, e.g.
+        /// '{"keepalive":{"message":"ping","interval_ms":20000,"pong":{"text":"pong"}}}';
+        /// each option replaces the profile's option of the same name.
+        #[arg(long, value_parser = venue_json)]
+        venue: Option<Box<wsm::venue::VenueOptions>>,
     },
     /// List connections (all instances), optionally filtered by tags.
     List {
@@ -200,8 +208,10 @@ impl ClientCommand {
                 subprotocols,
                 on_connect,
                 ping_interval_ms,
+                profile,
+                venue,
             } => {
-                let req = proto::ConnectRequest {
+                let mut req = proto::ConnectRequest {
                     url,
                     auto_reconnect,
                     tags: tags.into_iter().collect(),
@@ -215,7 +225,12 @@ impl ClientCommand {
                         })
                         .collect(),
                     ping_interval_ms,
+                    profile: profile.unwrap_or_default(),
+                    ..Default::default()
                 };
+                if let Some(venue) = &venue {
+                    wsm::api::set_venue(&mut req, venue);
+                }
                 let resp = target.client().await?.connect(req).await?.into_inner();
                 println!("{} {}", resp.id, resp.status);
             }
@@ -451,4 +466,12 @@ fn table(connections: &[proto::WebSocketConnection]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// `--venue`: venue options as JSON, checked here so a typo fails before any call.
+fn venue_json(text: &str) -> Result<Box<wsm::venue::VenueOptions>, String> {
+    let options: wsm::venue::VenueOptions =
+        serde_json::from_str(text).map_err(|e| format!("not venue options JSON: {e}"))?;
+    options.validate()?;
+    Ok(Box::new(options))
 }

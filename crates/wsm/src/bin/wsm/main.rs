@@ -26,6 +26,14 @@ struct Cli {
 enum Command {
     /// Run the server (embedded default: memory state and bus, nothing to install).
     Serve(Box<ServeArgs>),
+    /// The venue profiles Connect may name: all of them, or what one sets.
+    Profiles {
+        /// A profile to show in full (TOML, as a profiles file writes it).
+        name: Option<String>,
+        /// Also read this profiles file, as `wsm serve --profiles` does.
+        #[arg(long, env = "WSM_PROFILES")]
+        profiles: Option<std::path::PathBuf>,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -53,8 +61,47 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Serve(args) => runtime.block_on(serve(*args)),
+        Command::Profiles { name, profiles } => show_profiles(name.as_deref(), profiles.as_deref()),
         Command::Client(command) => runtime.block_on(command.run()),
     }
+}
+
+fn show_profiles(name: Option<&str>, file: Option<&std::path::Path>) -> ExitCode {
+    let profiles = match file {
+        Some(path) => match wsm::venue::Profiles::with_file(path) {
+            Ok(profiles) => profiles,
+            Err(e) => {
+                eprintln!("error: INVALID_ARGUMENT: {e}");
+                return ExitCode::from(1);
+            }
+        },
+        None => wsm::venue::Profiles::shipped(),
+    };
+    let Some(name) = name else {
+        let width = profiles.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        for (name, profile) in profiles.iter() {
+            println!("{name:width$}  {}", profile.about);
+        }
+        return ExitCode::SUCCESS;
+    };
+    let Some(profile) = profiles.get(name) else {
+        let known: Vec<&str> = profiles.iter().map(|(n, _)| n).collect();
+        eprintln!(
+            "error: NOT_FOUND: no profile {name:?}; known: {}",
+            known.join(", ")
+        );
+        return ExitCode::from(1);
+    };
+    println!("# {name}: {}", profile.about);
+    println!("# from {}", profile.source);
+    match toml::to_string(&profile.options) {
+        Ok(text) => print!("{text}"),
+        Err(e) => {
+            eprintln!("error: INTERNAL: cannot print profile {name}: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
