@@ -10,7 +10,6 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 
 const SOURCE: &str = "urn:com.virtufin.worker.websocketmanagercontroller";
-
 pub(crate) const RESPONSE_TYPE: &str = "response.websocketmanagercontroller";
 
 fn plugin() -> &'static Plugin {

@@ -8,11 +8,9 @@ use crate::support::{Canned, Event, Plugin, Reply, ScriptedHost};
 use serde_json::{json, Value};
 
 const SOURCE: &str = "urn:com.virtufin.worker.websocketmanagercontroller";
-
 const RESPONSE_TYPE: &str = "response.websocketmanagercontroller";
 
 pub(crate) const WARN: i32 = 3;
-
 pub(crate) const ERROR: i32 = 4;
 
 pub(crate) fn plugin() -> &'static Plugin {

@@ -11,9 +11,7 @@ use crate::support::process::WsmProcess;
 use crate::support::server::feed_with;
 
 pub(crate) const HEARTBEAT_S: u64 = 1;
-
 pub(crate) const STALE_S: u64 = 3;
-
 pub(crate) const RECONNECT_MS: u64 = 100;
 
 /// Three or four processes per test: one test at a time, so a 2-core machine does not starve
