@@ -484,4 +484,53 @@ mod tests {
             "Failed to parse command JSON: data is not valid UTF-8 (at byte 0)"
         );
     }
+
+    fn create(json: &str, compat: Compat) -> Result<ConnectRequest, ReplyError> {
+        let (object, text) = parse_object(json.as_bytes()).expect("object");
+        let fields = Fields {
+            object: &object,
+            text: &text,
+        };
+        match parse_command(CommandName::Create, &fields, compat)? {
+            Command::Create(req) => Ok(req),
+            _ => unreachable!("create parses to Create"),
+        }
+    }
+
+    #[test]
+    fn create_forwards_the_venue_options_as_given_and_checks_their_shape() {
+        let req = create(
+            r#"{"command":"create","url":"wss://x/ws","profile":"okx",
+                "keepalive":{"message":"ping","interval_ms":5000},"decompress":"gzip"}"#,
+            Compat::Extended,
+        )
+        .expect("parses");
+        assert_eq!(req.profile.as_deref(), Some("okx"));
+        let body = serde_json::to_value(&req).unwrap();
+        assert_eq!(
+            body["keepalive"],
+            json!({"message": "ping", "interval_ms": 5000})
+        );
+        assert_eq!(body["decompress"], "gzip");
+        assert!(body.get("notice").is_none());
+
+        let err = create(
+            r#"{"command":"create","url":"wss://x/ws","decompress":{"kind":"gzip"}}"#,
+            Compat::Extended,
+        )
+        .expect_err("decompress must be a string");
+        assert!(err.message.contains("'decompress'"), "{}", err.message);
+        let err = create(
+            r#"{"command":"create","url":"wss://x/ws","outbound_rate":5}"#,
+            Compat::Extended,
+        )
+        .expect_err("an object");
+        assert!(err.message.contains("'outbound_rate'"), "{}", err.message);
+        let err = create(
+            r#"{"command":"create","url":"wss://x/ws","profile":"okx"}"#,
+            Compat::Base,
+        )
+        .expect_err("needs the extended API");
+        assert!(err.message.contains("wsm_compat=base"), "{}", err.message);
+    }
 }

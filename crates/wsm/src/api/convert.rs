@@ -218,3 +218,49 @@ pub fn connection(record: ConnectionRecord) -> proto::WebSocketConnection {
 pub fn filters(filters: Vec<proto::TagFilter>) -> Vec<(String, String)> {
     filters.into_iter().map(|f| (f.key, f.value)).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn venue_options_survive_the_wire_both_ways() {
+        let profiles = crate::venue::Profiles::shipped();
+        for name in ["okx", "htx", "bitfinex", "binance-spot", "deribit", "bybit"] {
+            let options = profiles.get(name).unwrap().options.clone();
+            let mut req = proto::ConnectRequest {
+                url: "wss://venue.example/ws".into(),
+                profile: name.into(),
+                ..Default::default()
+            };
+            set_venue(&mut req, &options);
+            let back = connect_request(req).unwrap();
+            assert_eq!(back.venue, options, "{name}");
+            assert_eq!(back.profile.as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn a_bad_venue_option_on_the_wire_is_an_invalid_argument_naming_it() {
+        let req = proto::ConnectRequest {
+            url: "wss://venue.example/ws".into(),
+            decompress: "brotli".into(),
+            ..Default::default()
+        };
+        let err = connect_request(req).unwrap_err().to_string();
+        assert!(
+            err.contains("decompress must be gzip, deflate or zlib"),
+            "{err}"
+        );
+        let req = proto::ConnectRequest {
+            url: "wss://venue.example/ws".into(),
+            reply: Some(proto::ReplyRule {
+                r#match: None,
+                with: "pong".into(),
+            }),
+            ..Default::default()
+        };
+        let err = connect_request(req).unwrap_err().to_string();
+        assert!(err.contains("reply.match is required"), "{err}");
+    }
+}
