@@ -184,8 +184,16 @@ async fn kept_with_profile(query: &str, profile: &str, venue: VenueOptions, hold
     let (id, mut frames, mut lifecycle) = e.open(query, Some(profile), venue, vec![]).await;
     tokio::time::sleep(hold).await;
     let kinds = kinds_so_far(&mut lifecycle);
-    assert_eq!(kinds, ["connecting", "connected"], "{profile}: never dropped");
-    assert_eq!(e.feed.accepted_total(), 1, "{profile}: one socket throughout");
+    assert_eq!(
+        kinds,
+        ["connecting", "connected"],
+        "{profile}: never dropped"
+    );
+    assert_eq!(
+        e.feed.accepted_total(),
+        1,
+        "{profile}: one socket throughout"
+    );
     // 50 frames/s for `hold`.
     let expected = (hold.as_millis() / 20) as usize / 2;
     assert_gap_free(&venue_ids(&mut frames), expected);
@@ -275,11 +283,19 @@ async fn binance_closes_a_burst_with_1008_and_the_profile_replays_50_subscriptio
             subscriptions,
         )
         .await;
-    assert!(all_subscribed(&e.feed).await, "{:?}", e.feed.subscriptions());
+    assert!(
+        all_subscribed(&e.feed).await,
+        "{:?}",
+        e.feed.subscriptions()
+    );
     e.feed.drop_all().await;
     next_kind(&mut lifecycle, "reconnecting").await;
     next_kind(&mut lifecycle, "connected").await;
-    assert!(all_subscribed(&e.feed).await, "the replay: {:?}", e.feed.subscriptions());
+    assert!(
+        all_subscribed(&e.feed).await,
+        "the replay: {:?}",
+        e.feed.subscriptions()
+    );
     let stats = e.feed.stats();
     assert_eq!(stats.venue_closes.rate_limit, 0, "never closed with 1008");
     assert!(
@@ -308,7 +324,11 @@ async fn binance_lifetime_without_the_profile_is_a_drop_and_with_it_a_rotation_o
     tokio::time::sleep(Duration::from_millis(300)).await;
     let kinds = kinds_so_far(&mut lifecycle);
     assert!(!kinds.contains(&"reconnecting".to_owned()), "{kinds:?}");
-    assert_eq!(e.feed.stats().venue_closes.lifetime, 0, "the venue never had to close it");
+    assert_eq!(
+        e.feed.stats().venue_closes.lifetime,
+        0,
+        "the venue never had to close it"
+    );
     assert!(!venue_ids(&mut frames).is_empty());
     e.service.disconnect(&id).await.unwrap();
 }
