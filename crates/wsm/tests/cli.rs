@@ -229,3 +229,83 @@ async fn every_client_command_against_a_real_server() {
         stderr(&out)
     );
 }
+
+#[test]
+fn profiles_lists_and_shows_and_a_bad_profiles_file_stops_serve_naming_file_line_and_field() {
+    let out = wsm("http://127.0.0.1:1", &["profiles"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let names: Vec<String> = stdout(&out)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "binance-spot",
+            "binance-usdm",
+            "bitfinex",
+            "bitmex",
+            "bybit",
+            "coinbase",
+            "deribit",
+            "htx",
+            "kraken",
+            "okx"
+        ]
+    );
+    let out = wsm("http://127.0.0.1:1", &["profiles", "htx"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("decompress = \"gzip\""),
+        "{}",
+        stdout(&out)
+    );
+    let out = wsm("http://127.0.0.1:1", &["profiles", "nasdaq"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no profile \"nasdaq\""),
+        "{}",
+        stderr(&out)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[myvenue]\nabout = \"mine\"\ndecompress = \"zlib\"\n",
+    )
+    .unwrap();
+    let out = wsm(
+        "http://127.0.0.1:1",
+        &["profiles", "--profiles", good.to_str().unwrap(), "myvenue"],
+    );
+    assert!(
+        stdout(&out).contains("decompress = \"zlib\""),
+        "{}",
+        stderr(&out)
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[myvenue]\nabout = \"mine\"\n\n[other]\nkeepalive = { message = \"ping\", interval_ms = 0 }\n",
+    )
+    .unwrap();
+    let out = wsm(
+        "http://127.0.0.1:1",
+        &[
+            "serve",
+            "-s",
+            "0",
+            "-g",
+            "0",
+            "--profiles",
+            bad.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 4") && err.contains("keepalive.interval_ms"),
+        "{err}"
+    );
+}
