@@ -568,3 +568,76 @@ async fn the_record_keeps_the_profile_and_the_overrides_apart() {
     );
     e.service.disconnect(&id).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_instance_taking_the_connection_over_runs_the_same_profile_and_overrides() {
+    let up = scripted(Arc::new(|mut ws: Socket, n, _| {
+        Box::pin(async move {
+            for i in 0..50u64 {
+                // `prev` never matches: every frame after a key's first is a venue gap.
+                let frame = format!("{{\"conn\":{n},\"i\":{i},\"prev\":{}}}", i + 100);
+                let frame = gzip(frame.as_bytes());
+                if ws.send(Message::Binary(Bytes::from(frame))).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            hold_open(ws).await;
+        })
+    }))
+    .await;
+    let state = MemoryStateStore::new();
+    let bus = MemoryBus::new();
+    let start = |instance: &str| {
+        let mut config = ServiceConfig {
+            instance_id: instance.into(),
+            ..ServiceConfig::default()
+        };
+        config.connection.network = NetworkPolicy::allow_private();
+        WebSocketService::start(config, Arc::new(state.clone()), Arc::new(bus.clone()))
+    };
+    let (a, b) = (start("wsm-a").await.unwrap(), start("wsm-b").await.unwrap());
+    let mut frames = bus.subscribe(TOPIC);
+    let mut lifecycle = bus.subscribe("websocketmanager.lifecycle");
+    let record = a
+        .connect(ConnectRequest {
+            url: up.url.clone(),
+            auto_reconnect: true,
+            profile: Some("htx".into()),
+            // Overrides the profile's sequence rule; the takeover must keep it too.
+            venue: venue(json!({"sequence": {"value": "/i", "key": "/conn", "prev": "/prev"}})),
+            ..ConnectRequest::default()
+        })
+        .await
+        .unwrap();
+    a.start_publish(&record.id, TOPIC).await.unwrap();
+    let outcome = b
+        .take_over(&record.id, "wsm-a", "test takeover", Some(HANG))
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, wsm::service::TakeOver::Claimed),
+        "{outcome:?}"
+    );
+    // wsm-b's socket is the upstream's second session: its frames come out inflated, as JSON.
+    loop {
+        let event = next(&mut frames).await;
+        let frame: Value = serde_json::from_str(&frame_text(&event)).expect("inflated JSON");
+        if frame["conn"] == 1 {
+            assert_eq!(event["datacontenttype"], "application/json");
+            break;
+        }
+    }
+    // The request's own sequence rule came along: wsm-b sees the gaps of its session's key.
+    loop {
+        let event = next(&mut lifecycle).await;
+        if event["type"] == "com.virtufin.websocketmanager.lifecycle.gap"
+            && event["data"]["instance_id"] == "wsm-b"
+        {
+            let reason = event["data"]["reason"].as_str().unwrap_or_default();
+            assert!(reason.contains("venue gap for 1"), "{reason}");
+            break;
+        }
+    }
+    b.disconnect(&record.id).await.unwrap();
+}
