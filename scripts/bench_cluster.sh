@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster benchmark (crates/wsm/benches/cluster.rs): several `wsm serve` processes on one
+# The cluster benchmark (crates/wsm/benches/cluster/): several `wsm serve` processes on one
 # redis-server. Failover time after SIGKILLing an owner (3 instances, heartbeat 1 s, stale after
 # 3 s, 5 connections at 100 frames/s) and the overhead of a `SendRaw` forwarded to the owner
 # (2 instances). Needs `redis-server` on PATH.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The server benchmark (crates/wsm/benches/server.rs): Send round trips through gRPC, 10,000
+# The server benchmark (crates/wsm/benches/server/): Send round trips through gRPC, 10,000
 # idle connections on one instance, and 1,000 connections over wss:// against the same over ws://. The bench process (feed side) and the spawned `wsm serve` each
 # hold one socket per connection, so both need an open-file limit above BENCH_CONNS (default
 # 10,000). This raises `ulimit -n` as far as it can (65,536 when the hard limit may be raised, as

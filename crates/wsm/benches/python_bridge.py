@@ -4,7 +4,7 @@
 The loop is the obvious one: `async for msg in ws: await r.xadd(stream, {"data": msg})`. Nothing is
 tuned (no pipelining, no batching), because the point is what wsm replaces, not the fastest Python.
 
-The ingest bench (crates/wsm/benches/ingest.rs) runs it against the same feed server and a fresh
+The ingest bench (crates/wsm/benches/ingest/) runs it against the same feed server and a fresh
 redis-server, and checks the stream afterwards. It times the same window as the Rust bridges: from
 sending the SUBSCRIBE that starts the feed's stream until the last XADD is acknowledged. It prints
 one JSON line: {"frames": N, "seconds": S, "last_u": U}, where U is the feed's frame counter of the

@@ -1,7 +1,8 @@
-//! Code the benches share (`#[path = "support/mod.rs"] mod support;` in each): the environment
-//! knobs, the `wsm` binary, a feed server on its own thread, `wsm serve` child processes (the
-//! tests' [`process`] module), latency statistics, and the result rows for `scripts/bench.sh`
-//! ([`rows`]). Each bench uses a different part of it.
+//! Code the benches share (`#[path = "support/mod.rs"] mod support;` in each, or
+//! `#[path = "../support/mod.rs"]` from a bench folder's main.rs): the environment knobs, the
+//! `wsm` binary, a feed server on its own thread, `wsm serve` child processes (the tests'
+//! [`process`] module), latency statistics, and the result rows for `scripts/bench.sh` ([`rows`]).
+//! Each bench uses a different part of it.
 #![allow(dead_code)]
 
 #[path = "../../tests/support/process.rs"]

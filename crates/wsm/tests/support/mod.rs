@@ -1,4 +1,5 @@
-//! Code the API test files share (`mod support;` in each). Every file uses a different part of it.
+//! Code the API test files share (`mod support;` in each, or `#[path = "../support/mod.rs"]
+//! mod support;` in a test folder's main.rs). Every file uses a different part of it.
 #![allow(dead_code)]
 
 pub mod process;
