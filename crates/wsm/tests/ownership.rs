@@ -139,6 +139,8 @@ async fn race(ghost: Arc<dyn StateStore>, racers: [Arc<dyn StateStore>; 3]) {
             replay: Vec::new(),
             epoch: 1,
             ping_interval_ms: None,
+            profile: None,
+            venue: None,
         };
         ghost.put(record.clone()).await.unwrap();
         ids.push(record.id);

@@ -30,6 +30,8 @@ fn record(id: &str, instance: &str) -> ConnectionRecord {
         replay: Vec::new(),
         epoch: 1,
         ping_interval_ms: None,
+        profile: None,
+        venue: None,
     }
 }
 

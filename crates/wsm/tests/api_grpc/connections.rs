@@ -36,6 +36,7 @@ async fn connect_sends_headers_subprotocols_and_on_connect_and_keeps_the_tags() 
                     },
                 ],
                 ping_interval_ms: 5000,
+                ..ConnectRequest::default()
             },
         )
         .await;
