@@ -14,9 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::backends::watched::{WatchedBus, WatchedState, WriteHealth};
 use crate::backends::{BackendError, Publisher, StateStore};
-use crate::connection::{
-    headers, Connection, ConnectionOptions, ConnectionSpec, SendError, Target,
-};
+use crate::connection::{headers, Connection, ConnectionOptions, ConnectionSpec, Target};
 use crate::error::ServiceError;
 use crate::model::{ConnectionRecord, OutboundMessage, Status, StoredMessage};
 use crate::publish::{
@@ -26,26 +24,19 @@ use crate::store::{ConnectionStore, Membership};
 use crate::sync::lock;
 use crate::venue::{Profiles, VenueOptions};
 
+mod checks;
 mod ownership;
 mod slots;
 mod status;
 mod wiring;
 
+use checks::{default_content_type, send_error, validate_tags};
+pub(crate) use checks::{send_timeout, MAX_ON_CONNECT, MAX_SEND_TIMEOUT};
 pub(crate) use ownership::OwnershipCounts;
 pub use ownership::TakeOver;
 use slots::{Slot, Slots};
 pub(crate) use status::LifecycleCounts;
 use status::{write_statuses, StatusObserver};
-
-/// Tag limits (SPEC 4): at most 50 tags, keys ≤ 128 and values ≤ 1024 characters.
-pub(crate) const MAX_TAGS: usize = 50;
-pub(crate) const MAX_TAG_KEY: usize = 128;
-pub(crate) const MAX_TAG_VALUE: usize = 1024;
-/// Longest `Send` timeout a caller may ask for (5 minutes): a pending request holds memory until
-/// it is answered or times out, so a caller must not be able to park one for weeks.
-pub(crate) const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(300);
-/// Most `on_connect` messages per connection (as many as replayed messages).
-pub(crate) const MAX_ON_CONNECT: usize = 1024;
 
 /// The service's settings; validated by the config layer.
 #[derive(Debug, Clone)]
@@ -651,66 +642,4 @@ impl WebSocketService {
 async fn close(live: Live, code: u16, reason: &'static str) {
     live.connection.close(code, reason).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), live.publisher).await;
-}
-
-fn send_error(e: SendError) -> ServiceError {
-    match e {
-        SendError::NotConnected | SendError::Closed => ServiceError::not_connected(),
-        SendError::Timeout => ServiceError::DeadlineExceeded,
-        e @ SendError::Paced { .. } => ServiceError::ResourceExhausted(e.to_string()),
-        SendError::NotUtf8 | SendError::ReplayFull(_) => {
-            ServiceError::InvalidArgument(e.to_string())
-        }
-        SendError::Write(reason) => ServiceError::Unavailable(format!(
-            "{reason}; the connection is reconnecting or closed"
-        )),
-    }
-}
-
-/// A Send's timeout: the default for 0, at most [`MAX_SEND_TIMEOUT`].
-pub(crate) fn send_timeout(timeout_ms: i32, default: Duration) -> Result<Duration, ServiceError> {
-    let max = MAX_SEND_TIMEOUT.as_millis();
-    match u64::try_from(timeout_ms) {
-        Ok(0) => Ok(default),
-        Ok(ms) if u128::from(ms) <= max => Ok(Duration::from_millis(ms)),
-        Ok(_) => Err(ServiceError::InvalidArgument(format!(
-            "timeout_ms is at most {max} (5 minutes), got {timeout_ms}"
-        ))),
-        Err(_) => Err(ServiceError::InvalidArgument(format!(
-            "timeout_ms must not be negative, got {timeout_ms}"
-        ))),
-    }
-}
-
-/// Text (`application/json`) unless the caller says otherwise.
-fn default_content_type(content_type: &str) -> &str {
-    if content_type.trim().is_empty() {
-        "application/json"
-    } else {
-        content_type
-    }
-}
-
-fn validate_tags(tags: &BTreeMap<String, String>) -> Result<(), ServiceError> {
-    if tags.len() > MAX_TAGS {
-        return Err(ServiceError::InvalidArgument(format!(
-            "at most {MAX_TAGS} tags per connection, got {}",
-            tags.len()
-        )));
-    }
-    for (key, value) in tags {
-        if key.is_empty() || key.chars().count() > MAX_TAG_KEY {
-            return Err(ServiceError::InvalidArgument(format!(
-                "tag keys must have 1 to {MAX_TAG_KEY} characters, got {}",
-                key.chars().count()
-            )));
-        }
-        if value.chars().count() > MAX_TAG_VALUE {
-            return Err(ServiceError::InvalidArgument(format!(
-                "tag {key}: values have at most {MAX_TAG_VALUE} characters, got {}",
-                value.chars().count()
-            )));
-        }
-    }
-    Ok(())
 }

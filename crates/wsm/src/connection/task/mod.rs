@@ -17,6 +17,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+mod redial;
+mod venue;
+mod wire;
+
+use venue::{Outgoing, MAX_OUTBOX};
+use wire::{close, every, read_failed, sleep_until, to_frame, BurstClock};
+
 use super::correlation::{self, Correlator};
 use super::dial::{self, Socket};
 use super::{Command, ConnectionOptions, ConnectionSpec, SendError};
@@ -32,12 +39,6 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const YIELD_AFTER: usize = 64;
 /// At most one `degraded` event per connection per this long (likewise `gap` and refused frames).
 const DEGRADED_EVERY: Duration = Duration::from_secs(1);
-/// Venue ping answers waiting for the end of the burst; more are dropped (and logged).
-const MAX_REPLIES: usize = 64;
-/// Paced messages waiting for their turn, besides the greeting: Sends beyond it wait in the
-/// command channel, so the wait is bounded by both.
-const MAX_OUTBOX: usize = 64;
-
 pub(super) struct Channels {
     pub commands: mpsc::Receiver<Command>,
     pub frames: PublishQueue,
@@ -70,19 +71,6 @@ enum End {
     },
     /// Replace the socket at once, on purpose (a venue notice): no backoff.
     Rotate(String),
-}
-
-/// A client message waiting for its turn under `outbound_rate`.
-struct Outgoing {
-    frame: Message,
-    /// The caller of a Send, if any; an abandoned one (closed) is skipped, not sent.
-    done: Option<oneshot::Sender<Result<(), SendError>>>,
-    /// Kept for replay once sent.
-    replay: Option<OutboundMessage>,
-    /// Fails with `Paced` when its turn comes later than this; `None`: waits as long as it takes
-    /// (the greeting).
-    deadline: Option<Instant>,
-    queued_at: Instant,
 }
 
 /// Full runs handled before the socket task looks at its commands again.
@@ -235,95 +223,22 @@ impl SocketTask {
         }
     }
 
-    /// After a lost socket: reconnects with backoff, or ends (without `auto_reconnect`, when closed
-    /// on request, or when the attempts ran out). `None` when it ended.
-    async fn after_drop(&mut self, reason: String) -> Option<(Socket, u32)> {
-        if !self.spec.auto_reconnect {
-            self.finish(&format!("{reason}; auto_reconnect is off"));
-            return None;
-        }
-        tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "connection lost; reconnecting");
-        match self.reconnect(reason).await {
-            Ok(next) => Some(next),
-            Err(None) => {
-                self.finish("closed on request while reconnecting");
-                None
-            }
-            Err(Some(reason)) => {
-                self.finish(&reason);
-                None
-            }
-        }
-    }
-
-    /// A rotation: announces it and dials a new socket at once, without backoff.
-    /// `Ok(None)` when closed on request meanwhile; `Err(reason)` when the dial failed.
-    async fn rotate_now(&mut self, reason: &str) -> Result<Option<Socket>, String> {
-        tracing::info!(connection = %self.id, url = %self.shown_url(), reason, "rotating: opening a new socket at once");
-        self.emit(
-            LifecycleKind::Rotating,
-            &format!("{reason}; reconnecting at once, without backoff"),
-            0,
-        );
-        let spec = self.spec.clone();
-        let options = self.options.clone();
-        let dial = async move { dial::dial(&spec, &options).await };
-        match self.while_down(dial).await {
-            None => Ok(None),
-            Some(Ok(socket)) => Ok(Some(socket)),
-            Some(Err(e)) => Err(format!("rotation failed to open a new socket: {e}")),
-        }
-    }
-
-    /// The immediate dial of a taken-over connection; on failure, reconnects as after a drop (or
-    /// ends, without `auto_reconnect`). `None` when it ended.
-    async fn first_dial(&mut self) -> Option<Socket> {
-        let spec = self.spec.clone();
-        let options = self.options.clone();
-        let dial = async move { dial::dial(&spec, &options).await };
-        let reason = match self.while_down(dial).await {
-            None => {
-                self.finish("closed on request while connecting");
-                return None;
-            }
-            Some(Ok(socket)) => return Some(socket),
-            Some(Err(e)) => e.to_string(),
-        };
-        if !self.spec.auto_reconnect {
-            self.finish(&format!("{reason}; auto_reconnect is off"));
-            return None;
-        }
-        tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "taken-over connection did not open; reconnecting");
-        match self.reconnect(reason).await {
-            Ok((socket, _)) => Some(socket),
-            Err(None) => {
-                self.finish("closed on request while reconnecting");
-                None
-            }
-            Err(Some(reason)) => {
-                self.finish(&reason);
-                None
-            }
-        }
-    }
-
     /// Sends `on_connect`, then every replay message, in order, before the connection counts as up.
     async fn greet(&mut self, socket: &mut Socket) -> Result<(), String> {
         self.new_socket();
         if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
             // Paced: the greeting waits its turns in the outbox, in order, ahead of any Send, while
             // the socket is read (a 50-message replay at 5/s takes 10 s).
-            let now = Instant::now();
-            let messages = self.spec.on_connect.iter().chain(self.replay.iter());
-            for message in messages {
-                let frame = to_frame(message).map_err(|e| e.to_string())?;
-                self.outbox.push_back(Outgoing {
-                    frame,
-                    done: None,
-                    replay: None,
-                    deadline: None,
-                    queued_at: now,
-                });
+            let frames = self
+                .spec
+                .on_connect
+                .iter()
+                .chain(self.replay.iter())
+                .map(to_frame)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())?;
+            for frame in frames {
+                self.enqueue(frame, None, None, None);
             }
             return Ok(());
         }
@@ -336,23 +251,6 @@ impl SocketTask {
                 .map_err(|e| format!("sending on_connect/replay messages failed: {e}"))?;
         }
         Ok(())
-    }
-
-    /// Venue state starts over with each socket: a fresh pacing window, keepalive clock and no
-    /// pending pong; paced messages of the old socket are gone with it (their callers get
-    /// `Closed`).
-    fn new_socket(&mut self) {
-        self.outbox.clear();
-        self.replies.clear();
-        self.rotate = None;
-        self.pong_due = None;
-        self.keepalive_at = None;
-        if let Some(venue) = self.venue.as_deref_mut() {
-            venue.reset();
-            if let Some(k) = venue.keepalive() {
-                self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
-            }
-        }
     }
 
     async fn serve(&mut self, socket: &mut Socket) -> End {
@@ -413,125 +311,6 @@ impl SocketTask {
                         timeout.unwrap_or_default().as_millis()
                     ));
                 }
-            }
-        }
-    }
-
-    /// After inbound frames: an idle-only keepalive waits a whole interval from now.
-    fn inbound_seen(&mut self) {
-        let Some(venue) = self.venue.as_deref() else {
-            return;
-        };
-        if let Some(k) = venue.keepalive().filter(|k| k.idle_only) {
-            self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
-        }
-    }
-
-    /// Sends the keepalive message (paced, when the leg is) and starts waiting for its pong.
-    async fn keepalive(&mut self, socket: &mut Socket) -> Option<End> {
-        let venue = self.venue.as_deref()?;
-        let keepalive = venue.keepalive()?;
-        let now = Instant::now();
-        self.keepalive_at = Some(now + Duration::from_millis(keepalive.interval_ms));
-        if venue.expects_pong() && self.pong_due.is_none() {
-            self.pong_due = Some(now + keepalive.timeout());
-        }
-        let (payload, text) = keepalive.payload();
-        let frame = if text {
-            match Utf8Bytes::try_from(payload) {
-                Ok(text) => Message::Text(text),
-                Err(_) => return None,
-            }
-        } else {
-            Message::Binary(payload)
-        };
-        self.send_frame(socket, frame).await
-    }
-
-    /// Sends a frame wsm itself originates (a keepalive, a venue ping's answer): at once, or
-    /// through the outbox when paced.
-    async fn send_frame(&mut self, socket: &mut Socket, frame: Message) -> Option<End> {
-        if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
-            self.enqueue(frame, None, None, None);
-            return None;
-        }
-        match socket.send(frame).await {
-            Ok(()) => None,
-            Err(e) => Some(End::Dropped(format!("write failed: {e}"))),
-        }
-    }
-
-    fn enqueue(
-        &mut self,
-        frame: Message,
-        done: Option<oneshot::Sender<Result<(), SendError>>>,
-        replay: Option<OutboundMessage>,
-        deadline: Option<Instant>,
-    ) {
-        self.outbox.push_back(Outgoing {
-            frame,
-            done,
-            replay,
-            deadline,
-            queued_at: Instant::now(),
-        });
-    }
-
-    /// When the head of the outbox may go out; `None` with nothing waiting.
-    fn paced_at(&mut self) -> Option<Instant> {
-        if self.outbox.is_empty() {
-            return None;
-        }
-        let pacer = self.venue.as_deref_mut()?.pacer()?;
-        Some(pacer.next_at(Instant::now()))
-    }
-
-    /// Sends the head of the outbox if its turn has come; fails those whose deadline passed.
-    async fn send_paced(&mut self, socket: &mut Socket) -> Option<End> {
-        let now = Instant::now();
-        let queued = self.outbox.len();
-        let (rate, ready) = {
-            let pacer = self.venue.as_deref_mut()?.pacer()?;
-            (pacer.describe().to_owned(), pacer.next_at(now) <= now)
-        };
-        if !ready {
-            return None;
-        }
-        let next = self.outbox.pop_front()?;
-        if next.done.as_ref().is_some_and(|d| d.is_closed()) {
-            // Its caller gave up (a Send that timed out, a cancelled call): not sent.
-            return None;
-        }
-        if next.deadline.is_some_and(|d| now > d) {
-            if let Some(done) = next.done {
-                let _ = done.send(Err(SendError::Paced {
-                    rate,
-                    waited_ms: now.duration_since(next.queued_at).as_millis() as u64,
-                    queued: queued.saturating_sub(1),
-                }));
-            }
-            return None;
-        }
-        let result = socket.send(next.frame).await;
-        if let Some(pacer) = self.venue.as_deref_mut().and_then(Venue::pacer) {
-            pacer.record(Instant::now());
-        }
-        match result {
-            Ok(()) => {
-                if let Some(message) = next.replay {
-                    self.replay.push(message);
-                }
-                if let Some(done) = next.done {
-                    let _ = done.send(Ok(()));
-                }
-                None
-            }
-            Err(e) => {
-                let reason = format!("write failed: {e}");
-                if let Some(done) = next.done {
-                    let _ = done.send(Err(SendError::Write(reason.clone())));
-                }
-                Some(End::Dropped(reason))
             }
         }
     }
@@ -653,38 +432,7 @@ impl SocketTask {
         };
         let (payload, text) = match self.venue.as_deref_mut() {
             None => (payload, text),
-            Some(venue) => match venue.inbound(payload, text, &self.id) {
-                Inbound::Publish {
-                    payload,
-                    text,
-                    notice,
-                    gap,
-                } => {
-                    if let Some(notice) = notice {
-                        self.notice(notice);
-                    }
-                    if let Some(gap) = gap {
-                        self.gap(gap);
-                    }
-                    (payload, text)
-                }
-                Inbound::Pong => {
-                    self.pong_due = None;
-                    return None;
-                }
-                Inbound::Reply(reply) => {
-                    if self.replies.len() < MAX_REPLIES {
-                        self.replies.push(reply);
-                    } else {
-                        tracing::warn!(connection = %self.id, "too many venue pings in one burst; this one is not answered");
-                    }
-                    return None;
-                }
-                Inbound::Refused(reason) => {
-                    self.refused(&reason);
-                    return None;
-                }
-            },
+            Some(_) => self.venue_step(payload, text)?,
         };
         self.received_frames += 1;
         self.received_bytes += payload.len() as u64;
@@ -773,17 +521,6 @@ impl SocketTask {
         }
     }
 
-    /// What the venue rules asked for during a run: answers to venue pings, then a rotation.
-    async fn after_venue_frames(&mut self, socket: &mut Socket) -> Option<End> {
-        for reply in std::mem::take(&mut self.replies) {
-            let frame = Message::Text(reply.into());
-            if let Some(end) = self.send_frame(socket, frame).await {
-                return Some(end);
-            }
-        }
-        self.rotate.take().map(End::Rotate)
-    }
-
     fn queue_closed(&mut self) -> Option<End> {
         tracing::error!(connection = %self.id, "publish queue closed; frames are no longer published");
         self.topic = None;
@@ -869,64 +606,6 @@ impl SocketTask {
         }
     }
 
-    /// Retries with backoff. `Ok((socket, attempt))` on success; `Err(None)` when closed on request;
-    /// `Err(Some(reason))` when the attempts ran out.
-    async fn reconnect(&mut self, mut reason: String) -> Result<(Socket, u32), Option<String>> {
-        self.set_status(Status::Reconnecting);
-        let mut attempts = 0;
-        for (attempt, delay) in self.options.backoff.delays() {
-            attempts = attempt;
-            self.emit(LifecycleKind::Reconnecting, &reason, attempt);
-            let wait = tokio::time::sleep(delay);
-            if self.while_down(wait).await.is_none() {
-                return Err(None);
-            }
-            let spec = self.spec.clone();
-            let options = self.options.clone();
-            let dial = async move { dial::dial(&spec, &options).await };
-            match self.while_down(dial).await {
-                None => return Err(None),
-                Some(Ok(socket)) => return Ok((socket, attempt)),
-                Some(Err(e @ dial::DialError::Refused(_))) => {
-                    // The name may now resolve elsewhere (rebinding, a moved host): the policy is
-                    // checked on every attempt, and a refusal fails the attempt like any other.
-                    tracing::warn!(connection = %self.id, attempt, reason = %e, "reconnect refused by the network policy");
-                    reason = e.to_string();
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(connection = %self.id, attempt, error = %e, "reconnect attempt failed");
-                    reason = e.to_string();
-                }
-            }
-        }
-        Err(Some(format!(
-            "gave up reconnecting after {attempts} attempts: {reason}"
-        )))
-    }
-
-    /// Runs `fut` while serving commands without a socket; `None` if closed on request meanwhile.
-    async fn while_down<T>(&mut self, fut: impl std::future::Future<Output = T>) -> Option<T> {
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            tokio::select! {
-                out = &mut fut => return Some(out),
-                command = self.ch.commands.recv() => {
-                    if self.command(command, None).await.is_some() {
-                        return None;
-                    }
-                }
-            }
-        }
-    }
-
-    fn finish(&mut self, reason: &str) {
-        // Waiters of correlated requests learn at once that no response will come.
-        self.correlator.clear();
-        self.set_status(Status::Disconnected);
-        self.emit(LifecycleKind::Disconnected, reason, 0);
-        tracing::info!(connection = %self.id, url = %self.shown_url(), reason, "connection ended");
-    }
-
     /// The URL as logs show it: redacted and cut short.
     fn shown_url(&self) -> String {
         crate::text::excerpt(&self.url, crate::text::SHORT)
@@ -949,54 +628,6 @@ impl SocketTask {
         self.emit(LifecycleKind::Degraded, reason, 0);
     }
 
-    /// A venue notice: counted, and the socket is rotated once the current run is handed on.
-    fn notice(&mut self, shown: String) {
-        self.ch
-            .frames
-            .stats()
-            .notices
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(connection = %self.id, notice = %shown, "venue announced a planned disconnect");
-        self.rotate = Some(format!(
-            "the venue announced a planned disconnect ({shown})"
-        ));
-    }
-
-    fn gap(&mut self, gap: crate::venue::Gap) {
-        self.ch
-            .frames
-            .stats()
-            .venue_gaps
-            .fetch_add(1, Ordering::Relaxed);
-        if !every(&mut self.last_gap_event) {
-            return;
-        }
-        let key = if gap.key.is_empty() {
-            String::new()
-        } else {
-            format!(" for {}", gap.key)
-        };
-        let reason = format!(
-            "venue gap{key}: the frame with value {} says the previous was {}, but the last seen was {}; published anyway",
-            gap.value, gap.prev, gap.last
-        );
-        tracing::warn!(connection = %self.id, %reason, "venue sequence gap");
-        self.emit(LifecycleKind::Gap, &reason, 0);
-    }
-
-    fn refused(&mut self, reason: &str) {
-        self.ch
-            .frames
-            .stats()
-            .frames_refused
-            .fetch_add(1, Ordering::Relaxed);
-        if !every(&mut self.last_refused_event) {
-            return;
-        }
-        tracing::warn!(connection = %self.id, reason, "frame refused");
-        self.emit(LifecycleKind::Error, reason, 0);
-    }
-
     fn emit(&self, kind: LifecycleKind, reason: &str, attempt: u32) {
         self.ch.lifecycle.emit(LifecycleEvent {
             kind,
@@ -1006,98 +637,5 @@ impl SocketTask {
             attempt,
             epoch: self.epoch,
         });
-    }
-}
-
-/// Receive times within a burst: reading the clock costs about as much as handling a small frame
-/// (the vDSO clock is slow on virtual machines), so frames read back to back share a reading,
-/// taken again every [`BurstClock::EVERY`] frames. A frame's time is when it was read, within
-/// microseconds.
-#[derive(Debug, Default)]
-struct BurstClock {
-    at: Option<SystemTime>,
-    uses: u32,
-}
-
-impl BurstClock {
-    const EVERY: u32 = 16;
-
-    fn now(&mut self) -> SystemTime {
-        match self.at {
-            Some(at) if self.uses < Self::EVERY => {
-                self.uses += 1;
-                at
-            }
-            _ => {
-                let at = SystemTime::now();
-                self.at = Some(at);
-                self.uses = 1;
-                at
-            }
-        }
-    }
-}
-
-/// How a failed read ends the connection. The two cases an upstream causes by what it sends name
-/// the limit or the rule it broke: "read failed: Space limit exceeded" alone would leave the
-/// operator guessing which limit, and where to raise it.
-fn read_failed(e: WsError) -> End {
-    match e {
-        // Refused as soon as a frame header announces more than the limit, before any of its
-        // payload is buffered (fragments: once their sum exceeds it).
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => End::Violation {
-            reason: format!(
-                "the upstream sent a message of at least {size} bytes, over the limit of \
-                 {max_size} bytes (max_message_size; wsm serve: --max-message-bytes); closed \
-                 with 1009"
-            ),
-            code: 1009,
-            close_reason: "message too big",
-        },
-        WsError::Utf8(detail) => End::Violation {
-            reason: format!(
-                "the upstream sent a text message that is not valid UTF-8 ({detail}); closed \
-                 with 1007"
-            ),
-            code: 1007,
-            close_reason: "invalid UTF-8 in a text message",
-        },
-        other => End::Dropped(format!("read failed: {other}")),
-    }
-}
-
-fn to_frame(message: &OutboundMessage) -> Result<Message, SendError> {
-    if correlation::is_text(&message.content_type) {
-        Utf8Bytes::try_from(message.payload.clone())
-            .map(Message::Text)
-            .map_err(|_| SendError::NotUtf8)
-    } else {
-        Ok(Message::Binary(message.payload.clone()))
-    }
-}
-
-async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
-        code: CloseCode::from(code),
-        reason: reason.into(),
-    };
-    // A stalled upstream must not hold up a disconnect: give the handshake a bounded time.
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, socket.close(Some(frame))).await;
-}
-
-/// Whether a rate-limited event may go out now (at most one per [`DEGRADED_EVERY`]).
-fn every(last: &mut Option<Instant>) -> bool {
-    let now = Instant::now();
-    if last.is_some_and(|at| now.duration_since(at) < DEGRADED_EVERY) {
-        return false;
-    }
-    *last = Some(now);
-    true
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
