@@ -341,7 +341,8 @@ fn main() {
             let (plain_rate, gzip_rate) = (median(rates[0].clone()), median(rates[1].clone()));
             let ratio = gzip_rate / plain_rate;
             println!("decompressed ingest: {gzip_rate:.0}/s vs {plain_rate:.0}/s uncompressed = {ratio:.2}");
-            let inflate_us = inflate_alone(&gzip(&plain), &plain, if smoke { 1_000 } else { 200_000 });
+            let inflate_us =
+                inflate_alone(&gzip(&plain), &plain, if smoke { 1_000 } else { 200_000 });
             let pipeline_us = 1e6 / plain_rate;
             println!(
                 "inflate alone: {inflate_us:.2} µs per frame; the whole uncompressed pipeline: {pipeline_us:.2} µs per frame"
