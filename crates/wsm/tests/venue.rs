@@ -22,7 +22,9 @@ use wsm::security::NetworkPolicy;
 use wsm::venue::VenueOptions;
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 
-const HANG: Duration = Duration::from_secs(20);
+mod support;
+use support::events::{next, next_kind, open_publishing, HANG};
+
 const TOPIC: &str = "venue.frames";
 
 type Socket = WebSocketStream<TcpStream>;
@@ -112,46 +114,14 @@ impl Env {
         profile: Option<&str>,
         options: VenueOptions,
     ) -> (String, Subscription, Subscription) {
-        let frames = self.bus.subscribe(TOPIC);
-        let lifecycle = self.bus.subscribe("websocketmanager.lifecycle");
-        let record = self
-            .service
-            .connect(ConnectRequest {
-                url: url.to_owned(),
-                auto_reconnect: true,
-                profile: profile.map(str::to_owned),
-                venue: options,
-                ..ConnectRequest::default()
-            })
-            .await
-            .expect("connects");
-        self.service
-            .start_publish(&record.id, TOPIC)
-            .await
-            .expect("publishes");
-        (record.id, frames, lifecycle)
-    }
-}
-
-async fn next(rx: &mut Subscription) -> Value {
-    let bytes = tokio::time::timeout(HANG, rx.recv())
-        .await
-        .expect("an event within the hang bound")
-        .expect("no lag");
-    serde_json::from_slice(&bytes).expect("events are JSON")
-}
-
-/// The next lifecycle event of `kind` (skipping others), with its reason.
-async fn next_kind(rx: &mut Subscription, kind: &str) -> String {
-    loop {
-        let event = next(rx).await;
-        let t = event["type"].as_str().unwrap_or_default();
-        if t == format!("com.virtufin.websocketmanager.lifecycle.{kind}") {
-            return event["data"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        }
+        let req = ConnectRequest {
+            url: url.to_owned(),
+            auto_reconnect: true,
+            profile: profile.map(str::to_owned),
+            venue: options,
+            ..ConnectRequest::default()
+        };
+        open_publishing(&self.service, &self.bus, req, TOPIC).await
     }
 }
 

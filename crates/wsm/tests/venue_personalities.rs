@@ -17,7 +17,9 @@ use wsm::security::NetworkPolicy;
 use wsm::venue::{Profiles, VenueOptions};
 use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 
-const HANG: Duration = Duration::from_secs(30);
+mod support;
+use support::events::{kinds_so_far, next_kind, open_publishing};
+
 const TOPIC: &str = "venue.frames";
 
 struct Env {
@@ -74,63 +76,16 @@ impl Env {
         venue: VenueOptions,
         on_connect: Vec<wsm::model::OutboundMessage>,
     ) -> (String, Subscription, Subscription) {
-        let frames = self.bus.subscribe(TOPIC);
-        let lifecycle = self.bus.subscribe("websocketmanager.lifecycle");
-        let record = self
-            .service
-            .connect(ConnectRequest {
-                url: self.feed.url(&format!("/ws?{query}")),
-                auto_reconnect: true,
-                profile: profile.map(str::to_owned),
-                venue,
-                on_connect,
-                ..ConnectRequest::default()
-            })
-            .await
-            .expect("connects");
-        self.service
-            .start_publish(&record.id, TOPIC)
-            .await
-            .expect("publishes");
-        (record.id, frames, lifecycle)
+        let req = ConnectRequest {
+            url: self.feed.url(&format!("/ws?{query}")),
+            auto_reconnect: true,
+            profile: profile.map(str::to_owned),
+            venue,
+            on_connect,
+            ..ConnectRequest::default()
+        };
+        open_publishing(&self.service, &self.bus, req, TOPIC).await
     }
-}
-
-async fn next(rx: &mut Subscription) -> Value {
-    let bytes = tokio::time::timeout(HANG, rx.recv())
-        .await
-        .expect("an event within the hang bound")
-        .expect("no lag");
-    serde_json::from_slice(&bytes).expect("events are JSON")
-}
-
-/// The reason of the next lifecycle event of `kind`.
-async fn next_kind(rx: &mut Subscription, kind: &str) -> String {
-    loop {
-        let event = next(rx).await;
-        if event["type"] == format!("com.virtufin.websocketmanager.lifecycle.{kind}") {
-            return event["data"]["reason"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    }
-}
-
-/// Every lifecycle event kind seen so far (without waiting).
-fn kinds_so_far(rx: &mut Subscription) -> Vec<String> {
-    let mut kinds = Vec::new();
-    while let Ok(bytes) = rx.try_recv() {
-        let event: Value = serde_json::from_slice(&bytes).unwrap();
-        kinds.push(
-            event["type"]
-                .as_str()
-                .unwrap_or_default()
-                .trim_start_matches("com.virtufin.websocketmanager.lifecycle.")
-                .to_owned(),
-        );
-    }
-    kinds
 }
 
 /// The venue ids (`u`) of the depth updates published so far; each frame must be readable JSON.

@@ -6,6 +6,10 @@
 //! says (validated once, at Connect); [`Venue`] is the per-leg state the socket task consults. With
 //! no option set the socket task holds no `Venue` at all, so a plain feed pays one branch per frame.
 
+/// Largest keepalive message, reply template, matched text or JSON pointer (bytes): rules are
+/// small, and a rule is matched against every frame.
+pub const MAX_TEXT: usize = 4096;
+
 mod decompress;
 pub mod options;
 mod pacing;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::pointer::Pointer;
+use super::MAX_TEXT;
 
 /// Longest keepalive interval or timeout (an hour); longer is almost certainly a unit mistake.
 pub const MAX_KEEPALIVE_MS: u64 = 3_600_000;
@@ -14,8 +15,6 @@ pub const MAX_RATE_MESSAGES: u32 = 10_000;
 pub const MAX_RATE_MS: u64 = 3_600_000;
 /// Longest a paced message may wait for its turn (5 minutes, as a Send's timeout).
 pub const MAX_WAIT_MS: u64 = 300_000;
-/// Largest keepalive message, reply template, matched text or pointer (bytes).
-pub const MAX_TEXT: usize = 4096;
 
 /// Everything a venue may need; each `None` is off.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

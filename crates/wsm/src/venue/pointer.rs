@@ -4,7 +4,7 @@
 
 use memchr::memmem;
 
-use super::options::MAX_TEXT;
+use super::MAX_TEXT;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Pointer {
