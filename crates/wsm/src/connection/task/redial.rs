@@ -58,22 +58,10 @@ impl SocketTask {
             Some(Ok(socket)) => return Some(socket),
             Some(Err(e)) => e.to_string(),
         };
-        if !self.spec.auto_reconnect {
-            self.finish(&format!("{reason}; auto_reconnect is off"));
-            return None;
-        }
-        tracing::warn!(connection = %self.id, url = %self.shown_url(), %reason, "taken-over connection did not open; reconnecting");
-        match self.reconnect(reason).await {
-            Ok((socket, _)) => Some(socket),
-            Err(None) => {
-                self.finish("closed on request while reconnecting");
-                None
-            }
-            Err(Some(reason)) => {
-                self.finish(&reason);
-                None
-            }
-        }
+        // From here on, the same as after a drop.
+        self.after_drop(format!("the taken-over connection did not open: {reason}"))
+            .await
+            .map(|(socket, _)| socket)
     }
 
     /// Retries with backoff. `Ok((socket, attempt))` on success; `Err(None)` when closed on request;
