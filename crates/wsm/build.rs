@@ -12,7 +12,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", proto.display());
     let fds = protox::compile([&proto], [&schemas])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("websocketmanager.bin"), fds.encode_to_vec())?;
+    // The descriptor set served by reflection and used by /v1/invoke carries the imported
+    // well-known files too (google/protobuf/struct.proto): a reflecting client such as the
+    // WorkManager gateway must be able to resolve every type the service's messages name.
+    let mut with_imports = protox::Compiler::new([&schemas])?;
+    with_imports.include_imports(true).open_file(&proto)?;
+    std::fs::write(
+        out.join("websocketmanager.bin"),
+        with_imports.file_descriptor_set().encode_to_vec(),
+    )?;
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)

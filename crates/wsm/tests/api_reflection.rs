@@ -126,22 +126,41 @@ impl Reflection {
         }
     }
 
-    /// The file defining `symbol` and the files it depends on, in a pool.
+    /// The file defining `symbol` and the files it depends on, in a pool. As reflecting clients
+    /// do (grpcurl, the gateways), a dependency the answer left out is asked for by file name.
     async fn pool_for(&mut self, symbol: &str) -> DescriptorPool {
-        let files = match self
-            .ask(MessageRequest::FileContainingSymbol(symbol.to_owned()))
-            .await
-        {
-            MessageResponse::FileDescriptorResponse(files) => files.file_descriptor_proto,
-            other => panic!("file_containing_symbol answered {other:?}"),
-        };
-        let files = files.iter().map(|bytes| {
-            FileDescriptorProto::decode(bytes.as_slice()).expect("a FileDescriptorProto")
-        });
+        let mut files = self
+            .files(MessageRequest::FileContainingSymbol(symbol.to_owned()))
+            .await;
+        let mut i = 0;
+        while i < files.len() {
+            for dependency in files[i].dependency.clone() {
+                if !files.iter().any(|f| f.name() == dependency) {
+                    let more = self.files(MessageRequest::FileByFilename(dependency)).await;
+                    files.extend(more);
+                }
+            }
+            i += 1;
+        }
+        // Dependencies first, as a pool adds them.
+        files.reverse();
         let mut pool = DescriptorPool::new();
         pool.add_file_descriptor_protos(files)
             .expect("the reflected files form a pool");
         pool
+    }
+
+    async fn files(&mut self, request: MessageRequest) -> Vec<FileDescriptorProto> {
+        match self.ask(request).await {
+            MessageResponse::FileDescriptorResponse(files) => files
+                .file_descriptor_proto
+                .iter()
+                .map(|bytes| {
+                    FileDescriptorProto::decode(bytes.as_slice()).expect("a FileDescriptorProto")
+                })
+                .collect(),
+            other => panic!("the file request answered {other:?}"),
+        }
     }
 }
 
