@@ -35,18 +35,12 @@ impl Membership {
 
     /// Lists `instance` among the peers.
     pub(crate) async fn join(&self, instance: &str) -> Result<(), BackendError> {
-        sets::update(self.state.as_ref(), PEERS_KEY, None, |peers| {
-            peers.insert(instance.to_owned())
-        })
-        .await
+        sets::insert(self.state.as_ref(), PEERS_KEY, None, [instance].into_iter()).await
     }
 
     /// Removes a departed instance: from the peer list, and its heartbeat.
     pub(crate) async fn remove(&self, instance: &str) -> Result<(), BackendError> {
-        sets::update(self.state.as_ref(), PEERS_KEY, None, |peers| {
-            peers.remove(instance)
-        })
-        .await?;
+        sets::remove(self.state.as_ref(), PEERS_KEY, [instance].into_iter()).await?;
         self.state
             .delete(&heartbeat_key(instance), Concurrency::LastWrite)
             .await
@@ -106,19 +100,8 @@ impl Membership {
 
     /// Removes `ids` from an instance's index (they were claimed from it, or are gone).
     pub(crate) async fn unlist(&self, instance: &str, ids: &[&str]) -> Result<(), BackendError> {
-        sets::update(
-            self.state.as_ref(),
-            &instance_index_key(instance),
-            None,
-            |index| {
-                let before = index.len();
-                for id in ids {
-                    index.remove(*id);
-                }
-                index.len() != before
-            },
-        )
-        .await
+        let key = instance_index_key(instance);
+        sets::remove(self.state.as_ref(), &key, ids.iter().copied()).await
     }
 
     /// Adds `ids` to the revocation notice of `owner`: the instance reads it with its look at the
@@ -129,17 +112,8 @@ impl Membership {
         ids: &[&str],
         ttl: Duration,
     ) -> Result<(), BackendError> {
-        sets::update(
-            self.state.as_ref(),
-            &revoked_key(owner),
-            Some(ttl),
-            |notice| {
-                let before = notice.len();
-                notice.extend(ids.iter().map(|id| (*id).to_owned()));
-                notice.len() != before
-            },
-        )
-        .await
+        let key = revoked_key(owner);
+        sets::insert(self.state.as_ref(), &key, Some(ttl), ids.iter().copied()).await
     }
 
     /// Removes `ids` from this instance's revocation notice once they are handled.
@@ -148,13 +122,7 @@ impl Membership {
         owner: &str,
         ids: &[String],
     ) -> Result<(), BackendError> {
-        sets::update(self.state.as_ref(), &revoked_key(owner), None, |notice| {
-            let before = notice.len();
-            for id in ids {
-                notice.remove(id);
-            }
-            notice.len() != before
-        })
-        .await
+        let key = revoked_key(owner);
+        sets::remove(self.state.as_ref(), &key, ids.iter().map(String::as_str)).await
     }
 }

@@ -176,12 +176,7 @@ impl Repository {
         key: &str,
         ids: impl Iterator<Item = &'a str> + Clone,
     ) -> Result<(), BackendError> {
-        self.index_update(key, |index| {
-            let before = index.len();
-            index.extend(ids.clone().map(str::to_owned));
-            index.len() != before
-        })
-        .await
+        sets::insert(self.state.as_ref(), key, None, ids).await
     }
 
     async fn write_with(
@@ -345,22 +340,6 @@ impl Repository {
     }
 
     async fn index_remove(&self, key: &str, remove: &[&str]) -> Result<(), BackendError> {
-        self.index_update(key, |ids| {
-            let before = ids.len();
-            for id in remove {
-                ids.remove(*id);
-            }
-            ids.len() != before
-        })
-        .await
-    }
-
-    /// Read-modify-write of an index with compare-and-set; `change` says whether it changed anything.
-    async fn index_update(
-        &self,
-        key: &str,
-        change: impl FnMut(&mut BTreeSet<String>) -> bool,
-    ) -> Result<(), BackendError> {
-        sets::update(self.state.as_ref(), key, None, change).await
+        sets::remove(self.state.as_ref(), key, remove.iter().copied()).await
     }
 }

@@ -57,3 +57,34 @@ pub(super) async fn update(
         key: key.to_owned(),
     })
 }
+
+/// Adds `ids` to the set under `key` (written with `ttl`); no write when all are there already.
+pub(super) async fn insert<'a>(
+    state: &dyn StateStore,
+    key: &str,
+    ttl: Option<Duration>,
+    ids: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), BackendError> {
+    update(state, key, ttl, |set| {
+        let before = set.len();
+        set.extend(ids.clone().map(str::to_owned));
+        set.len() != before
+    })
+    .await
+}
+
+/// Removes `ids` from the set under `key`; no write when none is there.
+pub(super) async fn remove<'a>(
+    state: &dyn StateStore,
+    key: &str,
+    ids: impl Iterator<Item = &'a str> + Clone,
+) -> Result<(), BackendError> {
+    update(state, key, None, |set| {
+        let before = set.len();
+        for id in ids.clone() {
+            set.remove(id);
+        }
+        set.len() != before
+    })
+    .await
+}
