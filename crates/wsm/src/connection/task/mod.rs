@@ -188,7 +188,6 @@ impl SocketTask {
                 }
                 End::Rotate(reason) => {
                     close(&mut socket, 1000, "rotating").await;
-                    drop(socket);
                     match self.rotate_now(&reason).await {
                         Ok(Some(next)) => {
                             socket = next;
@@ -200,16 +199,8 @@ impl SocketTask {
                             self.finish("closed on request while rotating");
                             return;
                         }
-                        Err(failed) => {
-                            // The new socket did not open: from here on, a drop like any other.
-                            let Some(next) = self.after_drop(failed).await else {
-                                return;
-                            };
-                            socket = next.0;
-                            attempt = next.1;
-                            self.epoch += 1;
-                            continue;
-                        }
+                        // The new socket did not open: from here on, a drop like any other.
+                        Err(failed) => failed,
                     }
                 }
             };
@@ -616,14 +607,9 @@ impl SocketTask {
     }
 
     fn degraded(&mut self, reason: &str) {
-        let now = Instant::now();
-        if self
-            .last_degraded
-            .is_some_and(|at| now.duration_since(at) < DEGRADED_EVERY)
-        {
+        if !every(&mut self.last_degraded) {
             return;
         }
-        self.last_degraded = Some(now);
         tracing::warn!(connection = %self.id, reason, "connection degraded");
         self.emit(LifecycleKind::Degraded, reason, 0);
     }
