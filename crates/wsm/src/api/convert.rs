@@ -100,7 +100,7 @@ fn venue_options(req: &proto::ConnectRequest) -> Result<VenueOptions, ServiceErr
             prev: (!s.prev.is_empty()).then(|| s.prev.clone()),
         }),
     };
-    options.validate().map_err(invalid)?;
+    // The rules themselves are checked once, where every Connect goes: `Profiles::resolve`.
     Ok(options)
 }
 

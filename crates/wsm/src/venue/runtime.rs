@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use serde_json::Value;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 
 use super::decompress::{Inflater, Refused};
 use super::options::{Decompress, Keepalive, Matcher, VenueOptions};
@@ -89,6 +90,8 @@ impl Parsed {
 
 pub(crate) struct Venue {
     keepalive: Option<Keepalive>,
+    /// The keepalive message as the frame it is sent as, built once.
+    keepalive_frame: Option<Message>,
     pong: Option<Rule>,
     reply: Option<(Rule, String)>,
     notice: Option<(Rule, String)>,
@@ -105,6 +108,10 @@ impl Venue {
             return None;
         }
         let keepalive = options.keepalive.clone();
+        let keepalive_frame = keepalive.as_ref().and_then(|k| match k.payload() {
+            (payload, true) => Utf8Bytes::try_from(payload).ok().map(Message::Text),
+            (payload, false) => Some(Message::Binary(payload)),
+        });
         let pong = keepalive
             .as_ref()
             .and_then(|k| k.pong.as_ref())
@@ -124,6 +131,7 @@ impl Venue {
         });
         Some(Box::new(Venue {
             keepalive,
+            keepalive_frame,
             pong,
             reply,
             notice,
@@ -136,6 +144,11 @@ impl Venue {
 
     pub(crate) fn keepalive(&self) -> Option<&Keepalive> {
         self.keepalive.as_ref()
+    }
+
+    /// The keepalive message, ready to send (a cheap clone: the payload is shared).
+    pub(crate) fn keepalive_frame(&self) -> Option<Message> {
+        self.keepalive_frame.clone()
     }
 
     pub(crate) fn expects_pong(&self) -> bool {

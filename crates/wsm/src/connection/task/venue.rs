@@ -92,20 +92,12 @@ impl SocketTask {
     pub(super) async fn keepalive(&mut self, socket: &mut Socket) -> Option<End> {
         let venue = self.venue.as_deref()?;
         let keepalive = venue.keepalive()?;
+        let frame = venue.keepalive_frame()?;
         let now = Instant::now();
         self.keepalive_at = Some(now + Duration::from_millis(keepalive.interval_ms));
         if venue.expects_pong() && self.pong_due.is_none() {
             self.pong_due = Some(now + keepalive.timeout());
         }
-        let (payload, text) = keepalive.payload();
-        let frame = if text {
-            match Utf8Bytes::try_from(payload) {
-                Ok(text) => Message::Text(text),
-                Err(_) => return None,
-            }
-        } else {
-            Message::Binary(payload)
-        };
         self.send_frame(socket, frame).await
     }
 
