@@ -99,6 +99,11 @@ fn venue_options(req: &proto::ConnectRequest) -> Result<VenueOptions, ServiceErr
             key: (!s.key.is_empty()).then(|| s.key.clone()),
             prev: (!s.prev.is_empty()).then(|| s.prev.clone()),
         }),
+        redundancy: match req.redundancy {
+            0 => None,
+            n => Some(u8::try_from(n).unwrap_or(u8::MAX)),
+        },
+        max_lifetime_ms: (req.max_lifetime_ms != 0).then_some(req.max_lifetime_ms),
     };
     // The rules themselves are checked once, where every Connect goes: `Profiles::resolve`.
     Ok(options)
@@ -146,6 +151,8 @@ pub fn set_venue(req: &mut proto::ConnectRequest, options: &VenueOptions) {
         key: s.key.clone().unwrap_or_default(),
         prev: s.prev.clone().unwrap_or_default(),
     });
+    req.redundancy = options.redundancy.map(u32::from).unwrap_or(0);
+    req.max_lifetime_ms = options.max_lifetime_ms.unwrap_or(0);
 }
 
 fn proto_value(v: &serde_json::Value) -> prost_types::Value {

@@ -119,6 +119,24 @@ pub enum SendError {
         waited_ms: u64,
         queued: usize,
     },
+    /// A rotation's new leg did not open; the old leg goes on serving.
+    #[error("the rotation's new leg did not open ({0}); the old leg goes on serving")]
+    RotateFailed(String),
+    #[error("a rotation is already under way")]
+    Rotating,
+}
+
+/// How a make-before-break rotation ended (SPEC 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    /// The arbiter saw the two legs deliver the same frames before the old leg closed: nothing
+    /// was lost, and the epoch is unchanged. `false`: the old leg was closed at the bound, a gap
+    /// was announced and the epoch moved on.
+    pub overlap: bool,
+    /// Frames the arbiter dropped as already published during the overlap.
+    pub duplicates: u64,
+    /// From the trigger to the old leg's close.
+    pub took: Duration,
 }
 
 enum Command {
@@ -128,6 +146,11 @@ enum Command {
         done: oneshot::Sender<Result<(), SendError>>,
     },
     SetTopic(Option<Arc<str>>),
+    /// Rotate make-before-break now (an operator's `Rotate`).
+    Rotate {
+        reason: String,
+        done: oneshot::Sender<Result<Rotated, SendError>>,
+    },
     Close {
         code: u16,
         reason: &'static str,
@@ -297,6 +320,24 @@ impl Connection {
             .send(Command::SetTopic(topic.map(Arc::from)))
             .await
             .map_err(|_| SendError::Closed)
+    }
+
+    /// Replaces the connection's socket make-before-break (SPEC 8): a new leg opens and replays,
+    /// and the old one closes once the two overlap (or at the bound). Returns when the old leg
+    /// closed; fails when the new leg did not open (the old one goes on serving).
+    pub async fn rotate(&self, reason: &str) -> Result<Rotated, SendError> {
+        if self.status() != Status::Connected {
+            return Err(SendError::NotConnected);
+        }
+        let (done, result) = oneshot::channel();
+        self.commands
+            .send(Command::Rotate {
+                reason: reason.to_owned(),
+                done,
+            })
+            .await
+            .map_err(|_| SendError::Closed)?;
+        result.await.unwrap_or(Err(SendError::Closed))
     }
 
     /// Closes the socket with `code` (1000 normal, 1001 going away) and ends the task; idempotent.

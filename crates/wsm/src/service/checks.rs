@@ -28,6 +28,8 @@ pub(super) fn send_error(e: SendError) -> ServiceError {
         SendError::Write(reason) => ServiceError::Unavailable(format!(
             "{reason}; the connection is reconnecting or closed"
         )),
+        e @ SendError::RotateFailed(_) => ServiceError::Unavailable(e.to_string()),
+        e @ SendError::Rotating => ServiceError::FailedPrecondition(e.to_string()),
     }
 }
 

@@ -15,6 +15,11 @@ pub const MAX_RATE_MESSAGES: u32 = 10_000;
 pub const MAX_RATE_MS: u64 = 3_600_000;
 /// Longest a paced message may wait for its turn (5 minutes, as a Send's timeout).
 pub const MAX_WAIT_MS: u64 = 300_000;
+/// Shortest `max_lifetime_ms`: a rotation opens a socket and waits for an overlap, so rotating
+/// more often than every few seconds would only churn the venue's connection limits.
+pub const MIN_LIFETIME_MS: u64 = 1_000;
+/// Longest `max_lifetime_ms` (30 days).
+pub const MAX_LIFETIME_MS: u64 = 30 * 86_400_000;
 
 /// Everything a venue may need; each `None` is off.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +38,14 @@ pub struct VenueOptions {
     pub notice: Option<Matcher>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sequence: Option<SequenceRule>,
+    /// Standing legs (SPEC 8): 1 (the default) or 2, two sockets arbitrated live so the drop of
+    /// either loses nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redundancy: Option<u8>,
+    /// Rotate make-before-break this long after a leg opened, ahead of the venue's own limit
+    /// (Binance: 24 h, so the profile says 23 h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime_ms: Option<u64>,
 }
 
 /// An application-level keepalive the client sends (OKX `ping`, Bybit `{"op":"ping"}`).
@@ -180,7 +193,14 @@ impl VenueOptions {
             decompress: self.decompress.or(base.decompress),
             notice: self.notice.clone().or_else(|| base.notice.clone()),
             sequence: self.sequence.clone().or_else(|| base.sequence.clone()),
+            redundancy: self.redundancy.or(base.redundancy),
+            max_lifetime_ms: self.max_lifetime_ms.or(base.max_lifetime_ms),
         }
+    }
+
+    /// Standing legs: 1 unless `redundancy` says 2.
+    pub fn legs(&self) -> usize {
+        usize::from(self.redundancy.unwrap_or(1))
     }
 
     /// Checks every rule; the error names the field (`keepalive.interval_ms`) and what is wrong.
@@ -209,6 +229,16 @@ impl VenueOptions {
             if let Some(prev) = &s.prev {
                 Pointer::parse("sequence.prev", prev)?;
             }
+        }
+        if let Some(n) = self.redundancy {
+            if !(1..=2).contains(&n) {
+                return Err(format!(
+                    "redundancy must be 1 (one leg) or 2 (two legs arbitrated live), got {n}"
+                ));
+            }
+        }
+        if let Some(ms) = self.max_lifetime_ms {
+            check_ms("max_lifetime_ms", ms, MIN_LIFETIME_MS, MAX_LIFETIME_MS)?;
         }
         Ok(())
     }
@@ -405,6 +435,8 @@ mod tests {
             (r#"{"notice":{}}"#, "notice needs text"),
             (r#"{"sequence":{"value":"u"}}"#, "sequence.value"),
             (r#"{"decompress":"brotli"}"#, "unknown variant"),
+            (r#"{"redundancy":3}"#, "redundancy must be 1"),
+            (r#"{"max_lifetime_ms":10}"#, "max_lifetime_ms must be"),
             (r#"{"keepalives":{}}"#, "unknown field"),
         ] {
             let err = parse(json).expect_err(json);

@@ -28,6 +28,8 @@ struct Entry {
     decompress: Option<Decompress>,
     notice: Option<Matcher>,
     sequence: Option<SequenceRule>,
+    redundancy: Option<u8>,
+    max_lifetime_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,6 +111,8 @@ impl Profiles {
                 decompress: entry.decompress,
                 notice: entry.notice,
                 sequence: entry.sequence,
+                redundancy: entry.redundancy,
+                max_lifetime_ms: entry.max_lifetime_ms,
             };
             options
                 .validate()
@@ -212,6 +216,8 @@ mod tests {
                 "decompress",
                 "notice",
                 "sequence",
+                "redundancy",
+                "max_lifetime_ms",
             ]
             .iter()
             .any(|o| line.starts_with(&format!("{o} =")));

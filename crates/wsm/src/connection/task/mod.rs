@@ -543,6 +543,11 @@ impl SocketTask {
                 self.topic = topic;
                 None
             }
+            Some(Command::Rotate { reason, done }) => {
+                // Replaced by make-before-break in the legs rework.
+                let _ = done.send(Err(SendError::RotateFailed(reason)));
+                None
+            }
             Some(Command::Send {
                 message,
                 replay,
