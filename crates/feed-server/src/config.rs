@@ -4,10 +4,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::venue::{check_knob_ms, Knobs, Venue, VenueRules};
+use crate::venue::{check_knob_ms, Knobs, Lifetime, Venue, VenueRules};
 
 /// Largest `size` accepted (config or query): keeps one frame, and so one batch, bounded.
 pub const MAX_FRAME_SIZE: usize = 1 << 20;
+/// Largest [`FeedConfig::broadcast_buffer_bytes`].
+pub const MAX_BROADCAST_BUFFER_BYTES: usize = 1 << 30;
 
 /// Settings of one feed server. Plain data: build it, then pass it to
 /// [`FeedServer::start`](crate::FeedServer::start), which validates it once.
@@ -57,8 +59,19 @@ pub struct FeedConfig {
     pub venue: Option<Venue>,
     /// Lifetime of connections under the `binance` personality (its `serverShutdown` notice and
     /// close); a client overrides it with `?lifetime_ms=N` (`0` = unlimited). At most 7 days.
-    /// Default none: unlimited.
+    /// Default none: unlimited. (A connection without the binance personality gets a lifetime
+    /// from its own `?lifetime_ms` only.)
     pub lifetime: Option<Duration>,
+    /// Broadcast (venue-like) mode for every connection: one generator per stream name, whose
+    /// frames every subscribed socket shares byte for byte, with ids global per stream (see
+    /// [`crate::broadcast`]). A client overrides it with `?broadcast=0|1`. Needs `rate` above 0.
+    /// Default false.
+    pub broadcast: bool,
+    /// Bytes of frames each broadcast channel keeps for its sockets (one channel per stream and
+    /// frame variant: path form, `size`, `ids`): a socket further behind than that many bytes'
+    /// worth of frames (at least 4, at most 65 536 frames, rounded down to a power of two) is
+    /// closed with 1008. At most 1 GiB. Default 8 MiB.
+    pub broadcast_buffer_bytes: usize,
 }
 
 impl Default for FeedConfig {
@@ -79,6 +92,8 @@ impl Default for FeedConfig {
             tls: None,
             venue: None,
             lifetime: None,
+            broadcast: false,
+            broadcast_buffer_bytes: 8 << 20,
         }
     }
 }
@@ -98,6 +113,18 @@ impl FeedConfig {
         if self.delayed_reply_limit == 0 {
             return Err("delayed_reply_limit must be at least 1".to_owned());
         }
+        if self.broadcast && self.rate == 0 {
+            return Err(
+                "broadcast needs a rate above 0 (frames per second of each stream)".to_owned(),
+            );
+        }
+        if self.broadcast_buffer_bytes == 0
+            || self.broadcast_buffer_bytes > MAX_BROADCAST_BUFFER_BYTES
+        {
+            return Err(format!(
+                "broadcast_buffer_bytes must be 1 ..= {MAX_BROADCAST_BUFFER_BYTES}"
+            ));
+        }
         if let Some(lifetime) = self.lifetime {
             if lifetime.is_zero() {
                 return Err("lifetime must be above zero (none = unlimited)".to_owned());
@@ -112,7 +139,7 @@ impl FeedConfig {
 }
 
 /// Shape of the frames on one connection, chosen by the URL path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FrameForm {
     /// `/stream`: `{"stream":"<name>","data":{...}}` (Binance combined streams).
     Combined,
@@ -150,6 +177,19 @@ pub struct ConnectionParams {
     pub echo_delay: Duration,
     /// The venue personality and its knobs; `None` = no venue rules.
     pub venue: Option<VenueRules>,
+    /// The generic lifetime, from `?lifetime_ms` (with `close_code`, `notice_ms`), when the
+    /// connection has no binance personality (whose rules carry their own lifetime): the socket is
+    /// closed with its code that long after the handshake. `None` = unlimited.
+    pub lifetime: Option<Lifetime>,
+    /// Whether the generic lifetime sends the `serverShutdown` notice: only when the query sets
+    /// `notice_ms`.
+    pub lifetime_notice: bool,
+    /// Broadcast mode (`?broadcast=1`, or [`FeedConfig::broadcast`]): frames come from the
+    /// stream's global generator (see [`crate::broadcast`]).
+    pub broadcast: bool,
+    /// With broadcast: frames carry the global id `u` (`true`, `?ids=1`, the default) or are
+    /// id-less trades with a token (`?ids=0`).
+    pub ids: bool,
 }
 
 impl ConnectionParams {
@@ -159,7 +199,9 @@ impl ConnectionParams {
     /// `/`-separated list of stream names as in Binance's `/stream?streams=a/b`), `echo`
     /// (`0`/`1`), `echo_delay_ms`, `venue` (a [`Venue`] name or `none`) and the venue knobs
     /// `deadline_ms`, `ping_every_ms`, `limit`, `lifetime_ms`, `notice_ms`, `close_code` (see
-    /// [`crate::venue`]). Unknown keys are ignored. The error text is sent to the client with the
+    /// [`crate::venue`]; the last three make the generic lifetime without a binance personality),
+    /// `broadcast` (`0`/`1`) and `ids` (`0`/`1`, `0` only with broadcast). Unknown keys are
+    /// ignored. The error text is sent to the client with the
     /// HTTP rejection (404 for a path, 400 for a query value).
     pub fn from_request(
         config: &FeedConfig,
@@ -176,6 +218,10 @@ impl ConnectionParams {
             echo: config.echo,
             echo_delay: config.echo_delay,
             venue: None,
+            lifetime: None,
+            lifetime_notice: false,
+            broadcast: config.broadcast,
+            ids: true,
         };
         let mut venue = config.venue;
         let mut knobs = Knobs::default();
@@ -234,6 +280,14 @@ impl ConnectionParams {
                 "echo_delay_ms" => {
                     params.echo_delay = Duration::from_millis(parse_number(key, &value)?);
                 }
+                "broadcast" => {
+                    params.broadcast = parse_flag(&value)
+                        .ok_or(Rejection::bad_request("broadcast must be 0 or 1"))?;
+                }
+                "ids" => {
+                    params.ids =
+                        parse_flag(&value).ok_or(Rejection::bad_request("ids must be 0 or 1"))?;
+                }
                 "venue" if value == "none" => venue = None,
                 "venue" => {
                     venue =
@@ -247,7 +301,22 @@ impl ConnectionParams {
                 }
             }
         }
+        if !params.ids && !params.broadcast {
+            return Err(Rejection::bad_request(
+                "ids=0 needs broadcast=1 (id-less frames exist only in broadcast mode)",
+            ));
+        }
+        if params.broadcast && params.rate == 0 {
+            return Err(Rejection::bad_request(
+                "broadcast needs a rate above 0: rate=0 (as fast as the socket takes them) has no \
+                 meaning for a generator shared by many sockets",
+            ));
+        }
         params.venue = venue.map(|venue| VenueRules::new(venue, &knobs, config.lifetime));
+        if venue != Some(Venue::Binance) {
+            params.lifetime = knobs.lifetime(None);
+            params.lifetime_notice = knobs.has_notice();
+        }
         Ok(params)
     }
 }
@@ -388,6 +457,63 @@ mod tests {
             400
         );
         assert_eq!(venue(&plain, "venue=okx&deadline_ms=0").unwrap_err().0, 400);
+    }
+
+    #[test]
+    fn broadcast_and_ids_are_flags_with_their_conditions() {
+        let config = FeedConfig::default();
+        let parse = |query| ConnectionParams::from_request(&config, "/stream", Some(query));
+        let p = parse("broadcast=1&ids=0&rate=5").unwrap();
+        assert!(p.broadcast && !p.ids);
+        assert!(parse("broadcast=1").unwrap().ids);
+        for bad in [
+            "ids=0",
+            "broadcast=1&rate=0",
+            "broadcast=2",
+            "broadcast=1&ids=x",
+        ] {
+            assert_eq!(parse(bad).err().map(|r| r.status), Some(400), "{bad}");
+        }
+        let broadcasting = FeedConfig {
+            broadcast: true,
+            ..FeedConfig::default()
+        };
+        assert!(broadcasting.validate().is_ok());
+        let p = ConnectionParams::from_request(&broadcasting, "/ws", None).unwrap();
+        assert!(p.broadcast);
+        let p = ConnectionParams::from_request(&broadcasting, "/ws", Some("broadcast=0&rate=0"));
+        assert!(!p.unwrap().broadcast);
+        let bad = FeedConfig {
+            rate: 0,
+            ..broadcasting
+        };
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_lifetime_without_the_binance_personality_is_generic() {
+        let config = FeedConfig {
+            lifetime: Some(Duration::from_secs(5)),
+            ..FeedConfig::default()
+        };
+        let parse = |query| ConnectionParams::from_request(&config, "/ws", Some(query)).unwrap();
+        let p = parse("lifetime_ms=300&close_code=1012");
+        assert_eq!(
+            p.lifetime,
+            Some(Lifetime {
+                after: Duration::from_millis(300),
+                notice: Duration::from_millis(300),
+                close_code: 1012
+            })
+        );
+        assert!(!p.lifetime_notice);
+        assert!(parse("lifetime_ms=300&notice_ms=100").lifetime_notice);
+        // The server's default lifetime stays a binance one.
+        assert_eq!(parse("rate=1").lifetime, None);
+        let p = parse("venue=binance&lifetime_ms=300");
+        assert_eq!(p.lifetime, None, "binance keeps the lifetime in its rules");
+        let p = parse("venue=okx&lifetime_ms=300");
+        assert!(p.lifetime.is_some());
     }
 
     #[test]

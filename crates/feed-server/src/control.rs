@@ -6,10 +6,16 @@
 //! | `GET /subscriptions` | | `{"<connection id>":["stream", ...]}` |
 //! | `GET /received` | | `[{"connection":1,"unix_ms":N,"keepalive":false,"text":"..."}, {..., "binary_hex":"..."}]` |
 //! | `GET /health` | | `{"status":"ok"}` |
+//! | `GET /connections` | | `{"connections":[1,3]}`: the open connections' ids, in connect order |
 //! | `POST /drop` | drop every client socket, no close frame | `{"dropped":N}` |
 //! | `POST /close?code=N` | close frame (default 1000) | `{"closed":N}` |
 //! | `POST /stall?ms=N` | no reads, writes or pongs for N ms | `{"stalled":N,"ms":N}` |
 //! | `POST /refuse?on=1` / `?on=0` | refuse new connections or stop refusing | `{"refusing":true}` |
+//!
+//! `/drop`, `/close` and `/stall` take an optional `connection=<id>` (the id in `/stats`,
+//! `/received`, `/connections`): the order then goes to that one socket only, and the answer
+//! counts 1, e.g. `{"closed":1,"connection":3}`. An id that is not open gets 404
+//! `{"error":"no open connection 7","connections":[1,3]}`; a value that is not a number, 400.
 //!
 //! One request per connection (`Connection: close`); request bodies are ignored. In `/received`,
 //! `unix_ms` is when the server read the message (ms since the Unix epoch, for pacing
@@ -22,17 +28,19 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 
 use crate::orders::SessionCommand;
-use crate::registry::ReceivedMessage;
+use crate::registry::{ReceivedMessage, Registry};
 use crate::session::Shared;
 use crate::shutdown;
 
 const MAX_HEAD_BYTES: usize = 8 * 1024;
 /// A control request that takes longer than this (slow client, stuck command) is dropped.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest stall `POST /stall` orders (7 days): keeps `Instant` arithmetic far from overflow.
+const MAX_STALL_MS: u64 = crate::venue::MAX_KNOB_MS;
 
 pub(crate) async fn serve(
     listener: TcpListener,
@@ -94,25 +102,26 @@ async fn route(method: &str, path: &str, query: &str, shared: &Shared) -> (u16, 
     let registry = &shared.registry;
     match (method, path) {
         ("GET", "/health") => (200, json!({"status": "ok"})),
-        ("GET", "/stats") => match serde_json::to_value(registry.stats()) {
+        ("GET", "/stats") => match serde_json::to_value(shared.stats()) {
             Ok(stats) => (200, stats),
             Err(error) => (500, json!({"error": error.to_string()})),
         },
         ("GET", "/subscriptions") => (200, json!(registry.subscriptions())),
         ("GET", "/received") => (200, received_json(shared)),
+        ("GET", "/connections") => (200, json!({"connections": registry.live_connections()})),
         ("POST", "/drop") => {
-            let n = registry
-                .command_all(|done| SessionCommand::Drop { done })
-                .await;
-            (200, json!({"dropped": n}))
+            order(registry, query, "dropped", json!({}), |done| {
+                SessionCommand::Drop { done }
+            })
+            .await
         }
         ("POST", "/close") => match number(query, "code").unwrap_or(Ok(1000)) {
             Ok(code) if code <= u64::from(u16::MAX) => {
                 let code = code as u16;
-                let n = registry
-                    .command_all(|done| SessionCommand::Close { code, done })
-                    .await;
-                (200, json!({"closed": n}))
+                order(registry, query, "closed", json!({}), |done| {
+                    SessionCommand::Close { code, done }
+                })
+                .await
             }
             _ => (
                 400,
@@ -120,14 +129,17 @@ async fn route(method: &str, path: &str, query: &str, shared: &Shared) -> (u16, 
             ),
         },
         ("POST", "/stall") => match number(query, "ms") {
-            Some(Ok(ms)) => {
+            Some(Ok(ms)) if ms <= MAX_STALL_MS => {
                 let duration = Duration::from_millis(ms);
-                let n = registry
-                    .command_all(|done| SessionCommand::Stall { duration, done })
-                    .await;
-                (200, json!({"stalled": n, "ms": ms}))
+                order(registry, query, "stalled", json!({"ms": ms}), |done| {
+                    SessionCommand::Stall { duration, done }
+                })
+                .await
             }
-            _ => (400, json!({"error": "ms=<milliseconds> is required"})),
+            _ => (
+                400,
+                json!({"error": format!("ms=<milliseconds, at most {MAX_STALL_MS}> is required")}),
+            ),
         },
         ("POST", "/refuse") => {
             let on = !matches!(value(query, "on"), Some("0" | "false" | "off" | "no"));
@@ -136,11 +148,49 @@ async fn route(method: &str, path: &str, query: &str, shared: &Shared) -> (u16, 
         }
         (
             _,
-            "/health" | "/stats" | "/subscriptions" | "/received" | "/drop" | "/close" | "/stall"
-            | "/refuse",
+            "/health" | "/stats" | "/subscriptions" | "/received" | "/connections" | "/drop"
+            | "/close" | "/stall" | "/refuse",
         ) => (405, json!({"error": "method not allowed"})),
         _ => (404, json!({"error": "not found"})),
     }
+}
+
+/// Gives every open session (or the one of `connection=<id>` in the query) the order `make`
+/// makes; answers `{"<done_key>":N, ...extra}`.
+async fn order(
+    registry: &Registry,
+    query: &str,
+    done_key: &str,
+    mut extra: serde_json::Value,
+    make: impl Fn(oneshot::Sender<()>) -> SessionCommand,
+) -> (u16, serde_json::Value) {
+    let status = match number(query, "connection") {
+        None => {
+            extra[done_key] = json!(registry.command_all(make).await);
+            200
+        }
+        Some(Err(_)) => {
+            return (
+                400,
+                json!({"error": "connection must be a connection id (see GET /connections)"}),
+            )
+        }
+        Some(Ok(id)) => {
+            if !registry.command_one(id, make).await {
+                return (
+                    404,
+                    json!({
+                        "error": format!("no open connection {id}"),
+                        "connections": registry.live_connections(),
+                    }),
+                );
+            }
+            extra[done_key] = json!(1);
+            extra["connection"] = json!(id);
+            200
+        }
+    };
+    (status, extra)
 }
 
 fn received_json(shared: &Shared) -> serde_json::Value {

@@ -63,6 +63,11 @@ impl DepthFrames {
         !self.streams.is_empty()
     }
 
+    /// Makes the next frame's `u` (and `U`) `last + 1` (broadcast: the stream's global counter).
+    pub(crate) fn set_last_seq(&mut self, last: u64) {
+        self.seq = last;
+    }
+
     /// Event time (`"E"`, ms since the Unix epoch) of the frames generated from now on.
     pub(crate) fn set_time_ms(&mut self, time_ms: u64) {
         self.time_ms = time_ms;
@@ -172,6 +177,93 @@ impl StreamHead {
             head,
             symbol,
         }
+    }
+}
+
+/// Id-less trade frames for broadcast mode with `ids=0`:
+/// `{"e":"trade","E":<ms>,"s":"<SYMBOL>","t":"<token>","p":"<px>","q":"<qty>"}` (wrapped as
+/// `{"stream":..,"data":..}` on `/stream`), where the token is
+/// [`token`](crate::broadcast::token) of the stream's counter. Padded with JSON whitespace to
+/// `size` when that is above the natural size.
+pub(crate) struct TradeFrames {
+    form: FrameForm,
+    size: usize,
+    /// Everything up to the value of `"E"`.
+    head: Vec<u8>,
+    /// From after `E` up to the token's opening quote: `,"s":"BTCUSDT","t":"`.
+    symbol: Vec<u8>,
+}
+
+impl TradeFrames {
+    pub(crate) fn new(form: FrameForm, size: usize, name: &str) -> Self {
+        let mut head = Vec::new();
+        if form == FrameForm::Combined {
+            head.extend_from_slice(b"{\"stream\":");
+            head.extend_from_slice(serde_json::Value::from(name).to_string().as_bytes());
+            head.extend_from_slice(b",\"data\":");
+        }
+        head.extend_from_slice(b"{\"e\":\"trade\",\"E\":");
+        let symbol_name = name.split('@').next().unwrap_or(name).to_uppercase();
+        let mut symbol = b",\"s\":".to_vec();
+        symbol.extend_from_slice(serde_json::Value::from(symbol_name).to_string().as_bytes());
+        symbol.extend_from_slice(b",\"t\":\"");
+        Self {
+            form,
+            size,
+            head,
+            symbol,
+        }
+    }
+
+    /// Appends the whole frame (WebSocket header and payload) of the stream's `n`th event.
+    pub(crate) fn encode(&self, out: &mut Vec<u8>, n: u64, time_ms: u64) {
+        let mut time_buf = itoa::Buffer::new();
+        let time = time_buf.format(time_ms).as_bytes();
+        let token = crate::broadcast::token(n);
+        const PRICE_KEY: &[u8] = b"\",\"p\":\"";
+        const QTY_KEY: &[u8] = b"\",\"q\":\"";
+        // `"` ends the quantity, `}` the trade, and one more `}` the combined wrapper.
+        let closing = 2 + usize::from(self.form == FrameForm::Combined);
+        // A level is `["PPPPP.pp","q.qqq"]`: the price is its bytes 2..10, the quantity 13..18.
+        let natural = self.head.len()
+            + time.len()
+            + self.symbol.len()
+            + token.len()
+            + PRICE_KEY.len()
+            + 8
+            + QTY_KEY.len()
+            + 5
+            + closing;
+        let total = natural.max(self.size);
+        out.reserve(total + 10);
+        put_header(out, total);
+        let start = out.len();
+        let mut level = Vec::with_capacity(LEVEL_LEN);
+        put_level(&mut level, mid_price_cents(n), n, 0);
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(time);
+        out.extend_from_slice(&self.symbol);
+        out.extend_from_slice(token.as_bytes());
+        out.extend_from_slice(PRICE_KEY);
+        out.extend_from_slice(&level[2..10]);
+        out.extend_from_slice(QTY_KEY);
+        out.extend_from_slice(&level[13..18]);
+        out.push(b'"');
+        if self.form == FrameForm::Combined {
+            out.push(b'}');
+        }
+        out.resize(out.len() + (total - natural), b' ');
+        out.push(b'}');
+        debug_assert_eq!(out.len() - start, total);
+    }
+}
+
+/// The length of the WebSocket header at the start of a frame made by [`put_header`].
+pub(crate) fn header_len(frame: &[u8]) -> usize {
+    match frame.get(1) {
+        Some(126) => 4,
+        Some(127) => 10,
+        _ => 2,
     }
 }
 
@@ -332,6 +424,47 @@ mod tests {
             assert!(bare.encode_payload_next(&mut payload));
             assert_eq!(String::from_utf8(payload).unwrap(), next_text(&mut framed));
         }
+    }
+
+    #[test]
+    fn trade_frames_carry_the_token_and_fill_the_size() {
+        for (form, size) in [
+            (FrameForm::Bare, 0),
+            (FrameForm::Combined, 0),
+            (FrameForm::Combined, 300),
+            (FrameForm::Bare, 70_000),
+        ] {
+            let frames = TradeFrames::new(form, size, "btcusdt@trade");
+            let mut out = Vec::new();
+            frames.encode(&mut out, 42, 1_700_000_000_000);
+            let payload = std::str::from_utf8(&out[header_len(&out)..]).unwrap();
+            if size > 0 {
+                assert_eq!(payload.len(), size);
+            }
+            let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+            let data = if form == FrameForm::Combined {
+                assert_eq!(v["stream"], "btcusdt@trade");
+                &v["data"]
+            } else {
+                &v
+            };
+            assert_eq!(data["e"], "trade");
+            assert_eq!(data["E"], 1_700_000_000_000u64);
+            assert_eq!(data["s"], "BTCUSDT");
+            assert_eq!(data["t"], crate::broadcast::token(42).as_str());
+            assert!(data.get("u").is_none());
+            assert_eq!(data["p"].as_str().unwrap().len(), 8);
+            assert_eq!(data["q"].as_str().unwrap().len(), 5);
+        }
+    }
+
+    #[test]
+    fn the_sequence_can_be_set_from_outside() {
+        let mut frames = DepthFrames::new(FrameForm::Bare, 0);
+        frames.set_streams(&["btcusdt".to_owned()]);
+        frames.set_last_seq(41);
+        let v: serde_json::Value = serde_json::from_str(&next_text(&mut frames)).unwrap();
+        assert_eq!((v["U"].as_u64(), v["u"].as_u64()), (Some(42), Some(42)));
     }
 
     #[test]

@@ -56,6 +56,7 @@
 //! Every buffer is bounded. Frames are written with backpressure: when a client stops reading,
 //! its session waits (and stops reading that client too) instead of queueing.
 
+pub mod broadcast;
 pub mod config;
 pub mod control;
 pub mod echo;

@@ -66,6 +66,11 @@ struct Args {
     /// a client's ?lifetime_ms overrides it).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     lifetime_ms: u64,
+    /// Broadcast (venue-like) mode for every connection: one generator per stream name at
+    /// --rate, the same frames (byte for byte) for every subscribed socket, ids global per
+    /// stream (a client overrides it with ?broadcast=0|1; ?ids=0 for id-less frames).
+    #[arg(long)]
+    broadcast: bool,
     /// Log filter when RUST_LOG is not set (e.g. info, debug, feed_server=trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -103,6 +108,7 @@ impl Args {
             tls,
             venue: self.venue,
             lifetime: (self.lifetime_ms > 0).then(|| Duration::from_millis(self.lifetime_ms)),
+            broadcast: self.broadcast,
             ..FeedConfig::default()
         })
     }
@@ -123,6 +129,8 @@ Venue personalities (--venue NAME, or ?venue=NAME|none per connection; knobs by 
            too, within a sliding second close with 1008; with lifetime_ms (or --lifetime-ms)
            a serverShutdown event notice_ms (default 1000) before the end, then a close with
            close_code (1000, 1001 or 1012; default 1001)
+Without binance, ?lifetime_ms=N&close_code=C closes a connection N ms after its handshake
+(generic lifetime; the serverShutdown notice only with ?notice_ms=M).
 Counters: GET /stats has venue_closes {no_ping, pings_unanswered, rate_limit, lifetime},
 venue_pings_answered, venue_pings_sent, venue_pongs_received, venue_notices_sent and
 max_client_msgs_per_sec.";
@@ -144,6 +152,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(error) = config.validate() {
+        eprintln!("feed-server: {error}");
+        return ExitCode::FAILURE;
+    }
     let feed = match FeedServer::start(config).await {
         Ok(feed) => feed,
         Err(error) => {

@@ -19,6 +19,8 @@ use crate::shutdown;
 
 /// How long a close (ours or the client's) may take before the socket is simply dropped.
 pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest stall carried out (a year); a longer order stalls this long.
+const MAX_STALL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// An order to one session; `done` fires once it has been carried out.
 pub(crate) enum SessionCommand {
@@ -142,7 +144,8 @@ impl Orders {
                     None
                 }
                 Some(SessionCommand::Stall { duration, done }) => {
-                    let until = Instant::now() + duration;
+                    // Capped so that no duration can overflow the clock.
+                    let until = Instant::now() + duration.min(MAX_STALL);
                     self.stall_until = Some(self.stall_until.map_or(until, |u| u.max(until)));
                     let _ = done.send(());
                     None

@@ -91,6 +91,16 @@ pub struct FeedStats {
     /// The most client messages seen within one sliding second on any `binance` connection
     /// (every kind counts); above the connection's `limit` it was closed.
     pub max_client_msgs_per_sec: u32,
+    /// Connections closed by the generic lifetime (`?lifetime_ms` without the binance
+    /// personality, whose lifetime closes count in `venue_closes.lifetime`).
+    pub lifetime_closes: u64,
+    /// `serverShutdown` notices sent by the generic lifetime (`?notice_ms`).
+    pub lifetime_notices_sent: u64,
+    /// Broadcast mode: frames each stream's generator has made (= its last `u`), by stream name.
+    pub broadcast_frames: BTreeMap<String, u64>,
+    /// Broadcast mode: sockets closed (1008 `too slow for the broadcast`) or dropped because
+    /// they fell too far behind their stream.
+    pub broadcast_lag_closes: u64,
 }
 
 /// Connections closed by a venue rule, one counter per rule.
@@ -142,6 +152,8 @@ struct VenueCounters {
     pongs_received: u64,
     notices_sent: u64,
     max_msgs_per_sec: u32,
+    plain_lifetime_closes: u64,
+    plain_notices_sent: u64,
 }
 
 /// One thing a venue rule did, for [`Registry::count_venue`].
@@ -152,6 +164,8 @@ pub(crate) enum VenueEvent {
     PingSent,
     PongReceived,
     NoticeSent,
+    /// A notice of the generic lifetime.
+    PlainNoticeSent,
 }
 
 #[derive(Default)]
@@ -161,6 +175,7 @@ struct State {
     received_total: u64,
     close_codes: BTreeMap<u16, u64>,
     venue: VenueCounters,
+    broadcast_lag_closes: u64,
 }
 
 pub(crate) struct Registry {
@@ -287,12 +302,14 @@ impl Registry {
                         Rule::PingsUnanswered => &mut closes.pings_unanswered,
                         Rule::RateLimit => &mut closes.rate_limit,
                         Rule::Lifetime => &mut closes.lifetime,
+                        Rule::PlainLifetime => &mut counters.plain_lifetime_closes,
                     } += 1;
                 }
                 VenueEvent::PingAnswered => counters.pings_answered += 1,
                 VenueEvent::PingSent => counters.pings_sent += 1,
                 VenueEvent::PongReceived => counters.pongs_received += 1,
                 VenueEvent::NoticeSent => counters.notices_sent += 1,
+                VenueEvent::PlainNoticeSent => counters.plain_notices_sent += 1,
             }
         }
         self.bump();
@@ -305,6 +322,12 @@ impl Registry {
         if let Some(session) = state.sessions.get_mut(&connection) {
             session.max_msgs_per_sec = session.max_msgs_per_sec.max(n);
         }
+    }
+
+    /// A broadcast socket fell too far behind (counted once, before it is closed).
+    pub(crate) fn count_broadcast_lag(&self) {
+        self.state().broadcast_lag_closes += 1;
+        self.bump();
     }
 
     pub(crate) fn add_frames_sent(&self, n: u64) {
@@ -327,6 +350,11 @@ impl Registry {
 
     pub(crate) fn refusing(&self) -> bool {
         self.refusing.load(Ordering::SeqCst)
+    }
+
+    /// The ids of the open connections, in connect order.
+    pub(crate) fn live_connections(&self) -> Vec<u64> {
+        self.state().sessions.keys().copied().collect()
     }
 
     pub(crate) fn connections(&self) -> usize {
@@ -393,6 +421,11 @@ impl Registry {
             venue_pongs_received: state.venue.pongs_received,
             venue_notices_sent: state.venue.notices_sent,
             max_client_msgs_per_sec: state.venue.max_msgs_per_sec,
+            lifetime_closes: state.venue.plain_lifetime_closes,
+            lifetime_notices_sent: state.venue.plain_notices_sent,
+            // Filled in by `Shared::stats`, which knows the generators.
+            broadcast_frames: BTreeMap::new(),
+            broadcast_lag_closes: state.broadcast_lag_closes,
         }
     }
 
@@ -429,6 +462,33 @@ impl Registry {
             );
         }
         count
+    }
+
+    /// Sends a command to the open session `id` and waits (bounded) until it has carried it out
+    /// or ended; `false` when no such session is open.
+    pub(crate) async fn command_one(
+        &self,
+        id: u64,
+        make: impl FnOnce(oneshot::Sender<()>) -> SessionCommand,
+    ) -> bool {
+        let (done, wait) = oneshot::channel();
+        let sent = {
+            let state = self.state();
+            state
+                .sessions
+                .get(&id)
+                .is_some_and(|session| session.commands.send(make(done)).is_ok())
+        };
+        if !sent {
+            return false;
+        }
+        if tokio::time::timeout(COMMAND_TIMEOUT, wait).await.is_err() {
+            tracing::warn!(
+                connection = id,
+                "the session did not carry out the command within {COMMAND_TIMEOUT:?}"
+            );
+        }
+        true
     }
 
     /// Waits until `ready` holds for the registry, or `within` passes; returns whether it held.

@@ -11,6 +11,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::broadcast::Hub;
 use crate::config::FeedConfig;
 use crate::control;
 use crate::orders::SessionCommand;
@@ -45,6 +46,7 @@ impl FeedServer {
         let (stop_tx, stop) = watch::channel(false);
         let shared = Arc::new(Shared {
             registry: Registry::new(config.record_limit),
+            hub: Hub::new(config.broadcast_buffer_bytes, stop.clone()),
             config,
         });
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), stop.clone()));
@@ -180,6 +182,42 @@ impl FeedHandle {
             .await
     }
 
+    /// Drops the one connection `id` (as shown by [`live_connections`](Self::live_connections),
+    /// [`received`](Self::received) and [`stats`](Self::stats)) without a close frame, like
+    /// [`drop_all`](Self::drop_all); the others are not touched. Returns once its socket is gone;
+    /// `false` when no such connection is open.
+    pub async fn drop_connection(&self, id: u64) -> bool {
+        self.shared
+            .registry
+            .command_one(id, |done| SessionCommand::Drop { done })
+            .await
+    }
+
+    /// Closes the one connection `id` with `code`, like [`close_all`](Self::close_all); `false`
+    /// when no such connection is open.
+    pub async fn close_connection(&self, id: u64, code: u16) -> bool {
+        self.shared
+            .registry
+            .command_one(id, |done| SessionCommand::Close { code, done })
+            .await
+    }
+
+    /// Stalls the one connection `id` for `duration`, like [`stall`](Self::stall); `false` when
+    /// no such connection is open. In broadcast mode the stalled socket's frames wait in its
+    /// channel and come after the stall, in order (unless it fell further behind than the
+    /// channel holds: then it is closed with 1008).
+    pub async fn stall_connection(&self, id: u64, duration: Duration) -> bool {
+        self.shared
+            .registry
+            .command_one(id, |done| SessionCommand::Stall { duration, done })
+            .await
+    }
+
+    /// The ids of the open connections, in connect order (ids grow with each handshake).
+    pub fn live_connections(&self) -> Vec<u64> {
+        self.shared.registry.live_connections()
+    }
+
     /// While `true`, every new TCP connection is closed right after accept (the client's
     /// handshake fails), so reconnect backoff can be observed via
     /// [`refused_total`](Self::refused_total). Open connections are not affected.
@@ -230,7 +268,7 @@ impl FeedHandle {
 
     /// A snapshot of all counters (what `GET /stats` serves).
     pub fn stats(&self) -> FeedStats {
-        self.shared.registry.stats()
+        self.shared.stats()
     }
 
     /// Waits until `n` connections are open; `false` if that did not happen `within`.

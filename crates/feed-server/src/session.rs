@@ -32,15 +32,17 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
+use crate::broadcast::{Feeds, Hub, Incoming, Variant, LAG_REASON};
 use crate::config::{ConnectionParams, FeedConfig, Rejection};
 use crate::echo::{self, Echo};
 use crate::frames::DepthFrames;
 use crate::orders::{self, End, Orders, CLOSE_TIMEOUT};
 use crate::pacer::Pacer;
-use crate::registry::{ReceivedMessage, Registry, VenueEvent};
+use crate::registry::{FeedStats, ReceivedMessage, Registry, VenueEvent};
 use crate::shutdown;
 use crate::subscribe::Subscriptions;
-use crate::venue::{htx, Action, Inbound, Personality, RuleClose};
+use crate::venue::lifetime::Clock;
+use crate::venue::{htx, Action, Inbound, Personality, Rule, RuleClose};
 
 /// Bytes of frames per socket write; between two batches the session looks at requests and
 /// control commands.
@@ -52,6 +54,17 @@ const MAX_MESSAGE_BYTES: usize = 16 << 20;
 pub(crate) struct Shared {
     pub config: FeedConfig,
     pub registry: Registry,
+    /// The broadcast generators, by stream.
+    pub hub: Hub,
+}
+
+impl Shared {
+    /// All counters, the broadcast generators' too.
+    pub(crate) fn stats(&self) -> FeedStats {
+        let mut stats = self.registry.stats();
+        stats.broadcast_frames = self.hub.generated();
+        stats
+    }
 }
 
 /// Runs one accepted TCP connection to its end: TLS first when configured, then the WebSocket.
@@ -184,6 +197,16 @@ struct Session<S> {
     gzip: bool,
     /// A close a venue rule asked for; carried out right after the current step.
     rule_close: Option<RuleClose>,
+    /// The generic lifetime (`?lifetime_ms` without the binance personality).
+    lifetime: Option<Clock>,
+    /// Broadcast mode: the socket's subscriptions to the streams' generators.
+    feeds: Option<Feeds>,
+    /// Broadcast frames taken from the feeds for the current batch.
+    pending: Vec<crate::broadcast::Frame>,
+    /// The socket fell behind its broadcast: close with 1008 right after the current step.
+    lagged: bool,
+    /// ... and its write could not even finish: drop it.
+    lag_dropped: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -212,9 +235,27 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             venue: None,
             gzip: false,
             rule_close: None,
+            lifetime: None,
+            feeds: None,
+            pending: Vec::new(),
+            lagged: false,
+            lag_dropped: false,
         };
+        let now = Instant::now();
+        if let Some(lifetime) = session.params.lifetime {
+            let notify = session.params.lifetime_notice;
+            session.lifetime = Some(Clock::new(lifetime, notify, Rule::PlainLifetime, now));
+        }
+        if session.params.broadcast {
+            let variant = Variant {
+                form: session.params.form,
+                size: session.params.size,
+                ids: session.params.ids,
+            };
+            session.feeds = Some(Feeds::new(variant, session.params.rate));
+        }
         if let Some(rules) = session.params.venue.as_ref() {
-            let venue = Personality::new(rules, Instant::now());
+            let venue = Personality::new(rules, now);
             session.gzip = venue.gzip();
             session.venue = Some(venue);
         }
@@ -249,17 +290,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 if let Some(venue) = self.venue.as_mut() {
                     venue.postpone(stalled.elapsed());
                 }
+                if let Some(lifetime) = self.lifetime.as_mut() {
+                    lifetime.postpone(stalled.elapsed());
+                }
                 continue;
             }
 
             let frame_due = self.pacer.as_ref().map(Pacer::next_at);
             let reply_due = self.delayed.front().map(|(at, _)| *at);
             let can_take_request = self.delayed.len() < self.shared.config.delayed_reply_limit;
-            let venue_due = match &self.venue {
-                Some(venue) if !self.closing => venue.next_due(),
-                _ => None,
+            let venue_due = if self.closing {
+                None
+            } else {
+                let venue = self.venue.as_ref().and_then(Personality::next_due);
+                let lifetime = self.lifetime.as_ref().map(Clock::next_due);
+                venue.into_iter().chain(lifetime).min()
             };
-            let streaming = self.streaming;
+            let broadcasting = self.streaming && self.feeds.is_some();
+            let streaming = self.streaming && self.feeds.is_none();
             let step = tokio::select! {
                 biased;
                 end = orders.next() => match end {
@@ -270,11 +318,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 _ = orders::sleep_until_opt(venue_due), if venue_due.is_some() => Step::Venue,
                 _ = orders::sleep_until_opt(reply_due), if reply_due.is_some() => Step::Replies,
                 _ = orders::sleep_until_opt(frame_due), if streaming => Step::Frames,
+                incoming = recv_feeds(&mut self.feeds), if broadcasting => Step::Broadcast(incoming),
             };
             match orders.during(self.execute(step)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(error)) => return End::Client(error.to_string()),
                 Err(end) => return end,
+            }
+            if self.lag_dropped {
+                tracing::info!(
+                    connection = self.id,
+                    "too slow for the broadcast and not reading: dropped"
+                );
+                return End::Rule(format!("{LAG_REASON} (dropped: not reading)"));
+            }
+            if self.lagged {
+                tracing::info!(connection = self.id, "too slow for the broadcast: closing");
+                self.close(CloseCode::Policy, LAG_REASON).await;
+                return End::Rule(LAG_REASON.to_owned());
             }
             if let Some(rule) = self.rule_close.take() {
                 // Counted before the close frame goes out: a client that reads the stats after
@@ -302,19 +363,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             Step::Venue => self.venue_due().await,
             Step::Replies => self.send_due_replies().await,
             Step::Frames => self.send_frames().await,
+            Step::Broadcast(incoming) => self.send_broadcast(incoming).await,
         }
     }
 
-    /// Does what the venue has due: server pings, a shutdown notice, a close.
+    /// Does what the venue (or the generic lifetime) has due: server pings, a shutdown notice,
+    /// a close.
     async fn venue_due(&mut self) -> Result<(), WsError> {
         let now = Instant::now();
-        while let Some(action) = self
-            .venue
-            .as_mut()
-            .and_then(|venue| venue.due(now, unix_millis()))
-        {
+        loop {
+            let (action, plain) = match self
+                .venue
+                .as_mut()
+                .and_then(|venue| venue.due(now, unix_millis()))
+            {
+                Some(action) => (action, false),
+                None => match self
+                    .lifetime
+                    .as_mut()
+                    .and_then(|lifetime| lifetime.due(now, unix_millis()))
+                {
+                    Some(action) => (action, true),
+                    None => return Ok(()),
+                },
+            };
             let (text, event) = match action {
                 Action::Ping(text) => (text, VenueEvent::PingSent),
+                Action::Notice(text) if plain => (text, VenueEvent::PlainNoticeSent),
                 Action::Notice(text) => (text, VenueEvent::NoticeSent),
                 Action::Close(close) => {
                     self.rule_close = Some(close);
@@ -325,7 +400,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             self.ws.send(message).await?;
             self.shared.registry.count_venue(event);
         }
-        Ok(())
     }
 
     /// A server text message as this connection sends it: text, or gzip binary for htx.
@@ -472,6 +546,92 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         Ok(())
     }
 
+    /// Broadcast: writes `first` and whatever else the feeds already hold, up to a batch (and the
+    /// connection's `count`), as the generators encoded them. A socket that fell behind is marked
+    /// for the 1008 close instead.
+    async fn send_broadcast(&mut self, first: Incoming) -> Result<(), WsError> {
+        let Some(feeds) = self.feeds.as_mut() else {
+            return Ok(());
+        };
+        let limit = match self.params.count {
+            Some(count) => count.saturating_sub(self.sent),
+            None => u64::MAX,
+        };
+        self.pending.clear();
+        let mut bytes = 0;
+        let mut next = Some(first);
+        while let Some(incoming) = next.take() {
+            match incoming {
+                Incoming::Frame(frame) => {
+                    bytes += frame.bytes.len();
+                    self.pending.push(frame);
+                }
+                Incoming::Lagged => {
+                    self.pending.clear();
+                    self.fell_behind();
+                    return Ok(());
+                }
+                Incoming::Closed => {}
+            }
+            if (self.pending.len() as u64) < limit && bytes < BATCH_BYTES {
+                next = feeds.try_recv();
+            }
+        }
+        if self.pending.is_empty() {
+            if feeds.is_empty() {
+                self.update_streams();
+            }
+            return Ok(());
+        }
+        let written = self.pending.len() as u64;
+        let Some(feeds) = self.feeds.as_ref() else {
+            return Ok(());
+        };
+        let gzip = self.gzip;
+        let (ws, pending) = (&mut self.ws, &self.pending);
+        let write = async {
+            if gzip {
+                for frame in pending {
+                    let packed = htx::gzip(frame.payload())?;
+                    ws.feed(Message::Binary(packed.into())).await?;
+                }
+                ws.flush().await
+            } else {
+                // Whatever tungstenite holds (a reply, a pong) goes first, and whole.
+                ws.flush().await?;
+                let stream = ws.get_mut();
+                for frame in pending {
+                    stream.write_all(&frame.bytes).await?;
+                }
+                stream.flush().await?;
+                Ok(())
+            }
+        };
+        // Counted when noticed, before the close frame can go out.
+        let (lagged, registry) = (&mut self.lagged, &self.shared.registry);
+        let on_behind = || fell_behind(lagged, registry);
+        match feeds.watch_lag(write, on_behind).await {
+            Ok(result) => result?,
+            Err(()) => {
+                self.lag_dropped = true;
+                return Ok(());
+            }
+        }
+        self.pending.clear();
+        self.sent += written;
+        self.frames_sent.fetch_add(written, Ordering::Relaxed);
+        self.shared.registry.add_frames_sent(written);
+        if self.params.count.is_some_and(|count| self.sent >= count) {
+            self.update_streams();
+        }
+        Ok(())
+    }
+
+    /// Marks the socket as too slow for its broadcast (counted once).
+    fn fell_behind(&mut self) {
+        fell_behind(&mut self.lagged, &self.shared.registry);
+    }
+
     /// The fast path: up to `n` raw text frames in one batch, written to the stream directly.
     async fn send_text_frames(&mut self, n: u64) -> Result<u64, WsError> {
         self.batch.clear();
@@ -516,8 +676,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         } else {
             Vec::new()
         };
-        self.frames.set_streams(&names);
         let done = self.closing || self.params.count.is_some_and(|count| self.sent >= count);
+        if let Some(feeds) = self.feeds.as_mut() {
+            let names = if done { &[][..] } else { &names[..] };
+            feeds.set_streams(&self.shared.hub, names, self.id);
+            self.streaming = !feeds.is_empty();
+            self.pacer = None;
+            return;
+        }
+        self.frames.set_streams(&names);
         let was_streaming = self.streaming;
         self.streaming = self.frames.has_streams() && !done;
         if self.params.rate == 0 || !self.streaming {
@@ -554,6 +721,23 @@ enum Step {
     Venue,
     Replies,
     Frames,
+    Broadcast(Incoming),
+}
+
+/// Marks a socket as too slow for its broadcast, counting it the first time.
+fn fell_behind(lagged: &mut bool, registry: &Registry) {
+    if !*lagged {
+        *lagged = true;
+        registry.count_broadcast_lag();
+    }
+}
+
+/// The next broadcast frame (never, without feeds); cancel safe.
+async fn recv_feeds(feeds: &mut Option<Feeds>) -> Incoming {
+    match feeds {
+        Some(feeds) => feeds.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 fn unix_millis() -> u64 {

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::lifetime::Clock;
 use super::{Action, Inbound, Lifetime, Rule, RuleClose};
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -26,14 +27,7 @@ pub(crate) struct Limits {
     limit: u32,
     /// Arrival times of the client's messages within the last [`WINDOW`], oldest first.
     window: VecDeque<Instant>,
-    lifetime: Option<Deadline>,
-}
-
-struct Deadline {
-    notice_at: Instant,
-    end_at: Instant,
-    close_code: u16,
-    noticed: bool,
+    lifetime: Option<Clock>,
 }
 
 impl Limits {
@@ -41,12 +35,7 @@ impl Limits {
         Self {
             limit,
             window: VecDeque::with_capacity(limit.saturating_add(1).min(64) as usize),
-            lifetime: lifetime.map(|l| Deadline {
-                notice_at: now + l.after.saturating_sub(l.notice),
-                end_at: now + l.after,
-                close_code: l.close_code,
-                noticed: false,
-            }),
+            lifetime: lifetime.map(|l| Clock::new(l, true, Rule::Lifetime, now)),
         }
     }
 
@@ -78,32 +67,16 @@ impl Limits {
     }
 
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.lifetime
-            .as_ref()
-            .map(|l| if l.noticed { l.end_at } else { l.notice_at })
+        self.lifetime.as_ref().map(Clock::next_due)
     }
 
     pub(crate) fn due(&mut self, now: Instant, clock_ms: u64) -> Option<Action> {
-        let lifetime = self.lifetime.as_mut()?;
-        if !lifetime.noticed && now >= lifetime.notice_at {
-            lifetime.noticed = true;
-            return Some(Action::Notice(format!(
-                "{{\"event\":{{\"e\":\"serverShutdown\",\"E\":{clock_ms}}}}}"
-            )));
-        }
-        (lifetime.noticed && now >= lifetime.end_at).then(|| {
-            Action::Close(RuleClose {
-                rule: Rule::Lifetime,
-                code: lifetime.close_code,
-                reason: "connection lifetime reached".to_owned(),
-            })
-        })
+        self.lifetime.as_mut()?.due(now, clock_ms)
     }
 
     pub(crate) fn postpone(&mut self, by: Duration) {
         if let Some(lifetime) = self.lifetime.as_mut() {
-            lifetime.notice_at += by;
-            lifetime.end_at += by;
+            lifetime.postpone(by);
         }
     }
 }

@@ -26,6 +26,7 @@
 mod binance;
 pub(crate) mod htx;
 mod keepalive;
+pub(crate) mod lifetime;
 
 use std::time::Duration;
 
@@ -128,22 +129,10 @@ impl VenueRules {
             Venue::Htx => VenueRules::Htx {
                 ping_every: ms(knobs.ping_every_ms, 5_000),
             },
-            Venue::Binance => {
-                // `lifetime_ms=0` in the query turns a server default off.
-                let after = match knobs.lifetime_ms {
-                    Some(0) => None,
-                    Some(ms) => Some(Duration::from_millis(ms)),
-                    None => lifetime,
-                };
-                VenueRules::Binance {
-                    limit: knobs.limit.unwrap_or(5),
-                    lifetime: after.map(|after| Lifetime {
-                        after,
-                        notice: ms(knobs.notice_ms, 1_000).min(after),
-                        close_code: knobs.close_code.unwrap_or(1001),
-                    }),
-                }
-            }
+            Venue::Binance => VenueRules::Binance {
+                limit: knobs.limit.unwrap_or(5),
+                lifetime: knobs.lifetime(lifetime),
+            },
         }
     }
 }
@@ -203,6 +192,29 @@ impl Knobs {
     }
 }
 
+impl Knobs {
+    /// The lifetime the knobs `lifetime_ms`, `notice_ms` (default 1000, clamped to the lifetime)
+    /// and `close_code` (default 1001) describe; `default` applies when the query has no
+    /// `lifetime_ms`, and `lifetime_ms=0` turns it off.
+    pub(crate) fn lifetime(&self, default: Option<Duration>) -> Option<Lifetime> {
+        let after = match self.lifetime_ms {
+            Some(0) => None,
+            Some(ms) => Some(Duration::from_millis(ms)),
+            None => default,
+        }?;
+        Some(Lifetime {
+            after,
+            notice: Duration::from_millis(self.notice_ms.unwrap_or(1_000)).min(after),
+            close_code: self.close_code.unwrap_or(1001),
+        })
+    }
+
+    /// Whether the query set `notice_ms` (the generic lifetime sends a notice only then).
+    pub(crate) fn has_notice(&self) -> bool {
+        self.notice_ms.is_some()
+    }
+}
+
 /// Refuses a millisecond value above [`MAX_KNOB_MS`].
 pub(crate) fn check_knob_ms(key: &str, ms: u64) -> Result<(), String> {
     if ms > MAX_KNOB_MS {
@@ -222,6 +234,8 @@ pub(crate) enum Rule {
     RateLimit,
     /// binance: the connection's lifetime ended.
     Lifetime,
+    /// The generic lifetime (`?lifetime_ms` without the binance personality) ended.
+    PlainLifetime,
 }
 
 /// A close the venue owes the client.
