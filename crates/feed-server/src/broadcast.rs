@@ -366,6 +366,10 @@ async fn generate(inner: Arc<Inner>, name: String, rate: u32, last: Arc<AtomicU6
     let mut encoders: HashMap<Variant, Encoder> = HashMap::new();
     let mut senders = Vec::new();
     loop {
+        // The handle gone counts as a stop too.
+        if *stop.borrow() || stop.has_changed().is_err() {
+            break;
+        }
         let Some(capacity) = inner.refresh(&name, &mut senders) else {
             return;
         };

@@ -36,11 +36,19 @@
 //!   htx|binance`, a connection follows that exchange's connection rules (text keepalives with a
 //!   deadline, gzip frames and server pings, a message rate limit, a bounded lifetime), closing
 //!   a client that breaks one with the venue's close code. Without one: none of this.
+//! - **Broadcast** (see [`broadcast`]): with `?broadcast=1` or [`FeedConfig::broadcast`], one
+//!   generator per stream name sends every subscribed socket the same bytes, with ids global
+//!   per stream (`?ids=0`: id-less frames with a [`broadcast::token`]); a socket that falls
+//!   behind is closed with 1008.
+//! - **Lifetime**: `?lifetime_ms=N&close_code=C` (optionally `notice_ms`) closes a connection
+//!   N ms after its handshake, with or without a venue.
 //!
 //! # Faults and counters
 //!
 //! [`FeedHandle`] drops connections without a close frame, closes them with a code, stalls them
-//! (no reads, writes or pongs), refuses new ones, and reports connections, handshakes, refused
+//! (no reads, writes or pongs), all of them or one by id
+//! ([`FeedHandle::drop_connection`], [`FeedHandle::live_connections`], ...), refuses new ones,
+//! and reports connections, handshakes, refused
 //! connections, subscriptions, every received message in order (with its receive time), and
 //! what the venue rules did. The binary serves the same over HTTP (see [`control`]).
 //!

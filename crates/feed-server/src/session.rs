@@ -578,9 +578,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
         }
         if self.pending.is_empty() {
-            if feeds.is_empty() {
-                self.update_streams();
-            }
+            // Only the server's stop ends a generator under its sockets: nothing more to send.
+            self.streaming = !feeds.is_empty();
             return Ok(());
         }
         let written = self.pending.len() as u64;

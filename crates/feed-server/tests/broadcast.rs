@@ -479,3 +479,29 @@ async fn a_stall_longer_than_the_buffer_ends_in_1008_after_the_stall() {
     assert_eq!(close, Some((1008, LAG_REASON.to_owned())), "{error:?}");
     assert_eq!(feed.stats().broadcast_lag_closes, 1);
 }
+
+#[tokio::test]
+async fn htx_sockets_get_the_shared_frames_gzip_compressed() {
+    use std::io::Read;
+    let feed = start(FeedConfig::default()).await;
+    let mut plain = connect(&feed.url("/ws?broadcast=1&rate=100")).await;
+    let mut htx =
+        connect(&feed.url("/ws?broadcast=1&rate=100&venue=htx&ping_every_ms=60000")).await;
+    let first = match next(&mut htx).await {
+        Message::Binary(data) => {
+            let mut text = String::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_string(&mut text)
+                .expect("gzip text");
+            text
+        }
+        other => panic!("expected gzip binary, got {other:?}"),
+    };
+    let u = frame_u(&first).unwrap();
+    let same = frames_until(&mut plain, u).await;
+    assert_eq!(
+        same.last(),
+        Some(&first),
+        "the htx payload is the shared frame"
+    );
+}

@@ -12,9 +12,11 @@
 //! The venue is chosen per server ([`FeedConfig::venue`](crate::FeedConfig::venue), `--venue`)
 //! and per connection (`?venue=NAME`, or `none`, overriding the server's); the knobs come from
 //! the query, so tests can scale the deadlines down. An unknown name or a bad knob value is
-//! refused with HTTP 400 at the handshake. `?lifetime_ms` and `close_code` apply to `binance`
-//! only; the server's default lifetime is [`FeedConfig::lifetime`](crate::FeedConfig::lifetime)
-//! (`--lifetime-ms`).
+//! refused with HTTP 400 at the handshake. Under `binance`, `?lifetime_ms`, `notice_ms` and
+//! `close_code` are part of its rules, with the server's default lifetime
+//! [`FeedConfig::lifetime`](crate::FeedConfig::lifetime) (`--lifetime-ms`); any other connection
+//! gets the same lifetime clock (`lifetime`) from its own `?lifetime_ms`, with the notice only
+//! when `notice_ms` is given.
 //!
 //! The session shows every client message to the connection's `Personality` before it does
 //! anything else with it (`inbound`), and wakes it at `next_due` for what the venue does on its
