@@ -17,8 +17,10 @@ pub enum LifecycleKind {
     Disconnected,
     Degraded,
     Error,
-    /// The connection is replaced by a new socket on purpose (a venue notice); SPEC 8.
+    /// A new leg opens to replace the socket on purpose (a lifetime, a notice, an operator); SPEC 8.
     Rotating,
+    /// The rotation ended: the reason says whether an overlap of the legs was proven.
+    Rotated,
     /// Frames may be missing: the venue's own sequence skipped (SPEC 9), or continuity was lost.
     Gap,
 }
@@ -33,6 +35,7 @@ impl LifecycleKind {
             LifecycleKind::Degraded => "degraded",
             LifecycleKind::Error => "error",
             LifecycleKind::Rotating => "rotating",
+            LifecycleKind::Rotated => "rotated",
             LifecycleKind::Gap => "gap",
         }
     }

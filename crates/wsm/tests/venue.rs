@@ -356,19 +356,29 @@ async fn venue_pings_are_answered_from_the_template_and_not_published() {
 }
 
 #[tokio::test]
-async fn a_notice_mid_stream_rotates_at_once_and_publishing_goes_on() {
+async fn a_notice_mid_stream_rotates_make_before_break_and_publishing_goes_on() {
     let e = env().await;
+    // Like a venue: both sockets see the same stream from the new one's start on. The old
+    // socket sends 0, 1 and the notice, then (once the new one is surely there) 2, 3, 4; the new
+    // one sends 2 to 5.
     let up = scripted(Arc::new(|mut ws: Socket, n, _| {
         Box::pin(async move {
-            for i in 0..3 {
-                ws.send(Message::text(format!("{{\"conn\":{n},\"i\":{i}}}")))
-                    .await
-                    .unwrap();
-            }
+            let send = |i: u32| Message::text(format!("{{\"i\":{i}}}"));
             if n == 0 {
+                for i in 0..2 {
+                    ws.send(send(i)).await.unwrap();
+                }
                 ws.send(Message::text(r#"{"event":{"e":"serverShutdown","E":1}}"#))
                     .await
                     .unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                for i in 2..5 {
+                    let _ = ws.send(send(i)).await;
+                }
+            } else {
+                for i in 2..6 {
+                    ws.send(send(i)).await.unwrap();
+                }
             }
             hold_open(ws).await;
         })
@@ -379,23 +389,41 @@ async fn a_notice_mid_stream_rotates_at_once_and_publishing_goes_on() {
         .await;
     let reason = next_kind(&mut lifecycle, "rotating").await;
     assert!(reason.contains("/event/e = \"serverShutdown\""), "{reason}");
-    assert!(reason.contains("without backoff"), "{reason}");
-    next_kind(&mut lifecycle, "connected").await;
+    assert!(reason.contains("make-before-break"), "{reason}");
+    let rotated = next_kind(&mut lifecycle, "rotated").await;
+    assert!(rotated.contains("overlap proven"), "{rotated}");
     let mut seen = Vec::new();
     while seen.len() < 7 {
         seen.push(frame_text(&next(&mut frames).await));
     }
-    // The three frames of each socket, and the notice itself (it is venue data), in order.
-    assert_eq!(seen[3], r#"{"event":{"e":"serverShutdown","E":1}}"#);
-    assert_eq!(seen[4], r#"{"conn":1,"i":0}"#);
+    // Each frame once, in order, and the notice itself (it is venue data).
+    assert_eq!(
+        seen,
+        [
+            r#"{"i":0}"#,
+            r#"{"i":1}"#,
+            r#"{"event":{"e":"serverShutdown","E":1}}"#,
+            r#"{"i":2}"#,
+            r#"{"i":3}"#,
+            r#"{"i":4}"#,
+            r#"{"i":5}"#,
+        ]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next(&mut frames))
+            .await
+            .is_err(),
+        "a frame was published twice"
+    );
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     let m = metrics(&e);
     assert_eq!(
         (
             metric(&m, "wsm_venue_notices_total"),
-            metric(&m, "wsm_rotations_total")
+            metric(&m, "wsm_rotations_total"),
+            metric(&m, "wsm_continuity_gaps_total"),
         ),
-        (1, 1),
+        (1, 1, 0),
         "{m}"
     );
     e.service.disconnect(&id).await.unwrap();

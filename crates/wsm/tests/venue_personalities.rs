@@ -268,14 +268,22 @@ async fn binance_lifetime_without_the_profile_is_a_drop_and_with_it_a_rotation_o
     let query = "venue=binance&lifetime_ms=1200&notice_ms=600&close_code=1001";
     closed_without_profile(query, "1001").await;
 
+    // Like Binance, every socket gets the same globally numbered stream.
+    let query = format!("{query}&broadcast=1&rate=200");
     let e = env().await;
     let (id, mut frames, mut lifecycle) = e
-        .open(query, Some("binance-spot"), VenueOptions::default(), vec![])
+        .open(
+            &query,
+            Some("binance-spot"),
+            VenueOptions::default(),
+            vec![],
+        )
         .await;
     let reason = next_kind(&mut lifecycle, "rotating").await;
     assert!(reason.contains("serverShutdown"), "{reason}");
-    next_kind(&mut lifecycle, "connected").await;
-    // Rotated on the notice, before the venue's close: no reconnect, no backoff.
+    let rotated = next_kind(&mut lifecycle, "rotated").await;
+    assert!(rotated.contains("overlap proven"), "{rotated}");
+    // Rotated make-before-break on the notice, before the venue's close: no reconnect.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let kinds = kinds_so_far(&mut lifecycle);
     assert!(!kinds.contains(&"reconnecting".to_owned()), "{kinds:?}");
@@ -284,6 +292,11 @@ async fn binance_lifetime_without_the_profile_is_a_drop_and_with_it_a_rotation_o
         0,
         "the venue never had to close it"
     );
-    assert!(!venue_ids(&mut frames).is_empty());
+    let ids = venue_ids(&mut frames);
+    assert!(!ids.is_empty());
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "every venue id once, in order, across the rotation: {ids:?}"
+    );
     e.service.disconnect(&id).await.unwrap();
 }

@@ -54,7 +54,7 @@ pub fn render(
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     // (name, type, help, value) of every unlabelled metric, in exposition order.
     #[rustfmt::skip]
-    let singles: [(&str, &str, &str, u64); 26] = [
+    let singles: [(&str, &str, &str, u64); 29] = [
         ("wsm_frames_received_total", "counter", "Data frames received from upstreams.", service.received_frames),
         ("wsm_bytes_received_total", "counter", "Payload bytes of the frames received from upstreams.", service.received_bytes),
         ("wsm_frames_published_total", "counter", "Frames published to pub/sub.", load(&publish.published)),
@@ -79,7 +79,10 @@ pub fn render(
         ("wsm_venue_gaps_total", "counter", "Frames whose venue sequence (sequence.prev) skipped: the venue lost something before wsm.", service.venue_gaps),
         ("wsm_frames_refused_total", "counter", "Binary frames dropped because they did not decompress (corrupt, or over max_message_size).", service.frames_refused),
         ("wsm_venue_notices_total", "counter", "Planned-disconnect notices matched (each rotates its connection).", service.venue_notices),
-        ("wsm_rotations_total", "counter", "Connections replaced by a new socket on purpose (a venue notice).", service.rotations),
+        ("wsm_rotations_total", "counter", "Rotations started: a leg replaced on purpose (max_lifetime_ms, a venue notice, Rotate).", service.rotations),
+        ("wsm_continuity_gaps_total", "counter", "Gaps announced: the only leg was lost, or a rotation closed its old leg without a proven overlap.", service.continuity_gaps),
+        ("wsm_frames_duplicate_total", "counter", "Frames dropped by an arbiter as already published from the other leg.", service.frames_duplicate),
+        ("wsm_arbiter_bytes", "gauge", "Memory held by the connections' arbiters (sequence keys and fingerprints), in bytes.", service.arbiter_bytes),
         ("wsm_keepalive_timeouts_total", "counter", "Connections dropped because a keepalive message got no pong in time.", service.keepalive_timeouts),
     ];
     let mut out = String::with_capacity(4096);

@@ -1,9 +1,15 @@
-//! Reconnect delays: `base × 2^(n-1)`, capped, plus jitter so that many connections dropped by one
+//! Reconnect delays: the first attempt after a drop goes out at once (SPEC 8: most drops are a
+//! blip, and every millisecond of waiting is lost feed), with at most [`FIRST_JITTER`]; from the
+//! second on, `base × 2^(n-2)`, capped, plus jitter so that many connections dropped by one
 //! upstream restart do not reconnect in lockstep.
 
 use std::time::Duration;
 
 use rand::Rng;
+
+/// The most the first attempt after a drop waits: enough to spread a mass drop over a few
+/// milliseconds, not enough to lose a meaningful stretch of feed.
+pub const FIRST_JITTER: Duration = Duration::from_millis(50);
 
 /// The reconnect policy of a connection.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -38,7 +44,7 @@ impl BackoffPolicy {
         }
     }
 
-    /// The delay before `attempt` (1-based), without jitter.
+    /// `base × 2^(n-1)`, capped, without jitter: the wait before attempt `n + 1` of an outage.
     pub(crate) fn nominal(&self, attempt: u32) -> Duration {
         let exponent = attempt.saturating_sub(1).min(31);
         self.base
@@ -63,8 +69,16 @@ impl Iterator for Backoff {
             return None;
         }
         self.attempt = self.attempt.saturating_add(1);
-        let nominal = self.policy.nominal(self.attempt);
         let jitter = self.policy.jitter.clamp(0.0, 1.0);
+        if self.attempt == 1 {
+            let first = if jitter > 0.0 {
+                FIRST_JITTER.mul_f64(rand::rng().random_range(0.0..=1.0))
+            } else {
+                Duration::ZERO
+            };
+            return Some((1, first));
+        }
+        let nominal = self.policy.nominal(self.attempt - 1);
         let extra = if jitter > 0.0 {
             nominal.mul_f64(rand::rng().random_range(0.0..jitter))
         } else {
@@ -87,7 +101,7 @@ mod tests {
             jitter: 0.0,
         };
         let delays: Vec<u64> = policy.delays().map(|(_, d)| d.as_millis() as u64).collect();
-        assert_eq!(delays, [1000, 2000, 4000, 8000, 16000, 30000, 30000]);
+        assert_eq!(delays, [0, 1000, 2000, 4000, 8000, 16000, 30000]);
     }
 
     #[test]
@@ -97,7 +111,11 @@ mod tests {
             ..BackoffPolicy::default()
         };
         for (attempt, delay) in policy.delays().take(100) {
-            let nominal = policy.nominal(attempt);
+            if attempt == 1 {
+                assert!(delay <= FIRST_JITTER, "the first attempt waits {delay:?}");
+                continue;
+            }
+            let nominal = policy.nominal(attempt - 1);
             assert!(
                 delay >= nominal && delay <= nominal.mul_f64(1.2),
                 "{attempt}: {delay:?}"

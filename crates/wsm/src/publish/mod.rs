@@ -1,10 +1,12 @@
 //! Publishing: every received frame from its socket to the bus, in order. The path of a frame:
-//! the socket task ([`crate::connection`]) numbers it ([`Frame`]) and hands it over in runs through
+//! the socket task ([`crate::connection`]) passes it through its connection's [`arbiter`] when two
+//! legs deliver the same feed, numbers it ([`Frame`]) and hands it over in runs through
 //! the bounded [`queue`]; the connection's [`publisher`] task takes runs into batches, asks the
 //! [`fence`] whether this instance may still publish, and hands each batch to the [`bus`], retrying
 //! until it is taken; each bus [`encode`]s frames into its own wire format. [`lifecycle`] publishes
 //! the connections' lifecycle events.
 
+pub mod arbiter;
 pub mod bus;
 pub mod encode;
 pub(crate) mod fence;

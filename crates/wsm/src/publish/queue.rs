@@ -55,6 +55,11 @@ pub(crate) struct ReceiveStats {
     pub frames_refused: std::sync::atomic::AtomicU64,
     pub notices: std::sync::atomic::AtomicU64,
     pub keepalive_timeouts: std::sync::atomic::AtomicU64,
+    /// Continuity (SPEC 8): gaps announced, and the arbiters' memory (a gauge, in bytes).
+    pub continuity_gaps: std::sync::atomic::AtomicU64,
+    pub arbiter_bytes: std::sync::atomic::AtomicU64,
+    /// Frames the arbiters dropped as already published from another leg.
+    pub duplicates: std::sync::atomic::AtomicU64,
 }
 
 /// How many frames a publish queue holds now (taken from its budget, not yet published).

@@ -126,6 +126,10 @@ pub struct ServiceSnapshot {
     pub frames_refused: u64,
     pub venue_notices: u64,
     pub keepalive_timeouts: u64,
+    /// Continuity (SPEC 8).
+    pub continuity_gaps: u64,
+    pub frames_duplicate: u64,
+    pub arbiter_bytes: u64,
     pub rotations: u64,
     pub reconnects: u64,
     pub degraded: u64,
@@ -325,6 +329,9 @@ impl WebSocketService {
                 .received
                 .keepalive_timeouts
                 .load(Ordering::Relaxed),
+            continuity_gaps: self.inner.received.continuity_gaps.load(Ordering::Relaxed),
+            frames_duplicate: self.inner.received.duplicates.load(Ordering::Relaxed),
+            arbiter_bytes: self.inner.received.arbiter_bytes.load(Ordering::Relaxed),
             rotations: events.rotations.load(Ordering::Relaxed),
             reconnects: events.reconnects.load(Ordering::Relaxed),
             degraded: events.degraded.load(Ordering::Relaxed),

@@ -13,7 +13,7 @@ pub const MAX_TEXT: usize = 4096;
 mod decompress;
 pub mod options;
 mod pacing;
-mod pointer;
+pub(crate) mod pointer;
 pub mod profiles;
 mod runtime;
 mod sequence;

@@ -17,10 +17,14 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
+mod continuity;
+mod legs;
 mod redial;
 mod venue;
 mod wire;
 
+use continuity::Continuity;
+use legs::LegState;
 use venue::{Outgoing, MAX_OUTBOX};
 use wire::{close, every, read_failed, sleep_until, to_frame, BurstClock};
 
@@ -29,6 +33,7 @@ use super::dial::{self, Socket};
 use super::{Command, ConnectionOptions, ConnectionSpec, SendError};
 use crate::lifecycle::{LifecycleEvent, LifecycleKind, LifecycleSink};
 use crate::model::{OutboundMessage, Status};
+use crate::publish::arbiter::Arbiter;
 use crate::publish::queue::{PublishQueue, Pushed};
 use crate::publish::Frame;
 use crate::venue::{Inbound, Venue};
@@ -69,8 +74,11 @@ enum End {
         code: u16,
         close_reason: &'static str,
     },
-    /// Replace the socket at once, on purpose (a venue notice): no backoff.
+    /// Replace the socket on purpose (a venue notice): make-before-break.
     Rotate(String),
+    /// The spare takes over as the primary, and the old primary closes (a rotation that ended,
+    /// a primary replaced by its standby).
+    Promote,
 }
 
 /// Full runs handled before the socket task looks at its commands again.
@@ -97,17 +105,13 @@ pub(super) struct SocketTask {
     /// Data messages and bytes received in the current burst, added to the shared stats at its end.
     received_frames: u64,
     received_bytes: u64,
-    /// Venue protocol state; `None` when the connection runs none (the common case, one branch).
-    venue: Option<Box<Venue>>,
-    /// Paced client messages, oldest first (only with `outbound_rate`).
-    outbox: VecDeque<Outgoing>,
-    /// Answers to venue pings found in the current burst, sent after it.
-    replies: Vec<String>,
-    /// A venue notice matched in the current burst: rotate after it.
-    rotate: Option<String>,
-    /// When the next keepalive message goes out, and by when its pong must arrive.
-    keepalive_at: Option<Instant>,
-    pong_due: Option<Instant>,
+    /// The leg being handled now: the primary, or the spare swapped in (see `legs`).
+    leg: LegState,
+    /// Legs, the arbiter and rotations (SPEC 8).
+    cont: Continuity,
+    arbiter: Arbiter,
+    /// The arbiter's clock for the current run.
+    arb_now: Instant,
     last_gap_event: Option<Instant>,
     last_refused_event: Option<Instant>,
 }
@@ -121,7 +125,14 @@ impl SocketTask {
     ) -> Self {
         let replay = std::mem::take(&mut spec.replay);
         let topic = spec.topic.as_deref().map(Arc::from);
-        let venue = Venue::new(&spec.venue, options.max_message_size);
+        let leg = LegState::new(0, &spec, &options);
+        let cont = Continuity {
+            legs_wanted: spec.venue.legs(),
+            tracking: spec.venue.legs() > 1,
+            lifetime: spec.venue.max_lifetime_ms.map(Duration::from_millis),
+            ..Continuity::default()
+        };
+        let arbiter = Arbiter::new(spec.venue.sequence.as_ref());
         SocketTask {
             id: spec.id.as_str().into(),
             // Events and logs show the URL redacted; only the dial sees the real one.
@@ -141,12 +152,10 @@ impl SocketTask {
             last_degraded: None,
             received_frames: 0,
             received_bytes: 0,
-            venue,
-            outbox: VecDeque::new(),
-            replies: Vec::new(),
-            rotate: None,
-            keepalive_at: None,
-            pong_due: None,
+            leg,
+            cont,
+            arbiter,
+            arb_now: Instant::now(),
             last_gap_event: None,
             last_refused_event: None,
         }
@@ -163,19 +172,44 @@ impl SocketTask {
             },
         };
         let mut attempt = 0;
+        let mut greeted = false;
         loop {
-            let end = match self.greet(&mut socket).await {
-                Ok(()) => {
-                    self.set_status(Status::Connected);
-                    self.emit(LifecycleKind::Connected, "connected", attempt);
-                    self.serve(&mut socket).await
+            let end = if greeted {
+                self.serve(&mut socket).await
+            } else {
+                match self.greet(&mut socket).await {
+                    Ok(()) => {
+                        greeted = true;
+                        self.leg_up();
+                        self.set_status(Status::Connected);
+                        self.emit(LifecycleKind::Connected, "connected", attempt);
+                        self.serve(&mut socket).await
+                    }
+                    Err(reason) => End::Dropped(reason),
                 }
-                Err(reason) => End::Dropped(reason),
             };
             let reason = match end {
                 End::Closed => {
+                    self.continuity_ended();
                     self.finish("closed on request");
                     return;
+                }
+                End::Promote => match self.promote(Some(socket)) {
+                    Some(next) => {
+                        socket = next;
+                        continue;
+                    }
+                    None => {
+                        // Unreachable (a promotion needs a spare); end cleanly rather than panic.
+                        self.continuity_ended();
+                        self.finish("the rotation lost both legs");
+                        return;
+                    }
+                },
+                End::Rotate(reason) => {
+                    // Handled in `serve`; a notice never ends serving.
+                    tracing::debug!(connection = %self.id, %reason, "rotation requested");
+                    continue;
                 }
                 End::Dropped(reason) => reason,
                 End::Violation {
@@ -186,38 +220,37 @@ impl SocketTask {
                     close(&mut socket, code, close_reason).await;
                     reason
                 }
-                End::Rotate(reason) => {
-                    close(&mut socket, 1000, "rotating").await;
-                    match self.rotate_now(&reason).await {
-                        Ok(Some(next)) => {
-                            socket = next;
-                            attempt = 0;
-                            self.epoch += 1;
-                            continue;
-                        }
-                        Ok(None) => {
-                            self.finish("closed on request while rotating");
-                            return;
-                        }
-                        // The new socket did not open: from here on, a drop like any other.
-                        Err(failed) => failed,
-                    }
-                }
             };
             drop(socket);
+            if let Some(next) = self.primary_lost(&reason) {
+                socket = next;
+                continue;
+            }
+            self.only_leg_lost(&reason);
             let Some((next, attempts)) = self.after_drop(reason).await else {
+                self.continuity_ended();
                 return;
             };
             socket = next;
             attempt = attempts;
+            greeted = false;
             self.epoch += 1;
+        }
+    }
+
+    /// The primary leg is up (first, or again after a drop of the only leg).
+    fn leg_up(&mut self) {
+        self.leg.opened_at = Instant::now();
+        if self.cont.legs_wanted > 1 {
+            self.arbiter.leg_up(self.leg.slot);
+            self.cont.standby_at = Some(Instant::now() + continuity::STAGGER);
         }
     }
 
     /// Sends `on_connect`, then every replay message, in order, before the connection counts as up.
     async fn greet(&mut self, socket: &mut Socket) -> Result<(), String> {
         self.new_socket();
-        if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
+        if self.leg.venue.as_ref().is_some_and(|v| v.is_paced()) {
             // Paced: the greeting waits its turns in the outbox, in order, ahead of any Send, while
             // the socket is read (a 50-message replay at 5/s takes 10 s).
             let frames = self
@@ -244,66 +277,58 @@ impl SocketTask {
         Ok(())
     }
 
+    /// Serves the primary `socket`, the spare if there is one, a background dial and the
+    /// continuity clocks, until the primary's serving ends.
     async fn serve(&mut self, socket: &mut Socket) -> End {
-        let mut ping = tokio::time::interval_at(
-            Instant::now() + self.options.ping_interval,
-            self.options.ping_interval,
-        );
-        ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut pong_deadline: Option<Instant> = None;
         loop {
-            let paced_at = self.paced_at();
+            let continuity_at = self.cont_at();
             tokio::select! {
                 biased;
-                command = self.ch.commands.recv(), if self.outbox.len() < MAX_OUTBOX => {
-                    if let Some(end) = self.command(command, Some(socket)).await {
+                command = self.ch.commands.recv(), if self.leg.outbox.len() < MAX_OUTBOX => {
+                    if let Some(end) = self.command(command, Some(&mut *socket)).await {
                         return end;
                     }
                 }
-                message = socket.next() => {
-                    pong_deadline = None;
-                    if let Some(end) = self.burst(socket, message).await {
-                        return end;
-                    }
-                    self.inbound_seen();
-                }
-                _ = sleep_until(paced_at), if paced_at.is_some() => {
-                    if let Some(end) = self.send_paced(socket).await {
-                        return end;
-                    }
-                }
-                _ = ping.tick() => {
-                    if pong_deadline.is_none() {
-                        if self.venue.as_ref().is_some_and(|v| v.counts_control()) {
-                            // The venue counts Pings: this one waits its turn.
-                            self.enqueue(Message::Ping(Bytes::new()), None, None, None);
-                        } else if let Err(e) = socket.send(Message::Ping(Bytes::new())).await {
-                            return End::Dropped(format!("ping failed: {e}"));
+                event = legs::next_event(&mut *socket, &mut self.leg) => {
+                    match self.on_event(&mut *socket, event).await {
+                        Some(End::Rotate(reason)) => {
+                            if let Some(end) = self.begin_rotation(reason, None) {
+                                return end;
+                            }
                         }
-                        pong_deadline = Some(Instant::now() + self.options.ping_timeout);
+                        Some(end) => return end,
+                        None => {}
                     }
                 }
-                _ = sleep_until(pong_deadline), if pong_deadline.is_some() => {
-                    return End::Dropped(format!(
-                        "no pong or frame within {} ms of a ping",
-                        self.options.ping_timeout.as_millis()
-                    ));
-                }
-                _ = sleep_until(self.keepalive_at), if self.keepalive_at.is_some() => {
-                    if let Some(end) = self.keepalive(socket).await {
+                event = legs::spare_event(&mut self.cont.spare) => {
+                    if let Some(end) = self.on_spare_event(event).await {
                         return end;
                     }
                 }
-                _ = sleep_until(self.pong_due), if self.pong_due.is_some() => {
-                    self.ch.frames.stats().keepalive_timeouts.fetch_add(1, Ordering::Relaxed);
-                    let timeout = self.venue.as_ref().and_then(|v| v.keepalive()).map(|k| k.timeout());
-                    return End::Dropped(format!(
-                        "no pong to the keepalive message within {} ms; the leg is dead",
-                        timeout.unwrap_or_default().as_millis()
-                    ));
+                (purpose, result) = legs::dialed(&mut self.cont.dialing) => {
+                    self.dialed(purpose, result).await;
+                }
+                _ = sleep_until(continuity_at), if continuity_at.is_some() => {
+                    if let Some(end) = self.continuity_due() {
+                        return end;
+                    }
                 }
             }
+            if let Some(end) = self.rotation_settled() {
+                return end;
+            }
         }
+    }
+
+    fn cont_at(&self) -> Option<Instant> {
+        if self.cont.lifetime.is_none()
+            && self.cont.rotation.is_none()
+            && self.cont.standby_at.is_none()
+            && self.cont.retry_at.is_none()
+        {
+            return None;
+        }
+        self.continuity_at()
     }
 
     /// Handles `first` and then every message that is already readable, handing the frames to the
@@ -326,6 +351,10 @@ impl SocketTask {
             self.received_frames = 0;
             self.received_bytes = 0;
         }
+        if self.cont.tracking {
+            let memory = self.arbiter.memory();
+            self.report_arbiter_memory(memory);
+        }
         end
     }
 
@@ -342,7 +371,7 @@ impl SocketTask {
             if let Some(end) = self.flush(socket).await {
                 return Some(end);
             }
-            if self.venue.is_some() {
+            if self.leg.venue.is_some() {
                 if let Some(end) = self.after_venue_frames(socket).await {
                     return Some(end);
                 }
@@ -369,6 +398,9 @@ impl SocketTask {
         mut first: Option<Option<Result<Message, WsError>>>,
     ) -> Taken {
         let (max_frames, max_bytes) = self.ch.frames.run_limits();
+        if self.cont.tracking {
+            self.arb_now = Instant::now();
+        }
         loop {
             let next = match first.take() {
                 Some(next) => next,
@@ -414,14 +446,14 @@ impl SocketTask {
             // Pongs are queued by tungstenite and flushed with the next read or write; where the
             // venue counts them, each takes a turn of the pacing.
             Message::Ping(_) => {
-                if let Some(venue) = self.venue.as_deref_mut() {
+                if let Some(venue) = self.leg.venue.as_deref_mut() {
                     venue.pong_sent();
                 }
                 return None;
             }
             Message::Pong(_) | Message::Frame(_) => return None,
         };
-        let (payload, text) = match self.venue.as_deref_mut() {
+        let (payload, text) = match self.leg.venue.as_deref_mut() {
             None => (payload, text),
             Some(_) => self.venue_step(payload, text)?,
         };
@@ -439,6 +471,13 @@ impl SocketTask {
         };
         if matched {
             return None;
+        }
+        // Two legs, or a change of leg under way: each frame is published once (SPEC 8).
+        if self.cont.tracking && !self.arbitrate(&payload, text) {
+            return None;
+        }
+        if self.cont.gap.is_some() {
+            self.report_gap(&payload, text);
         }
         let topic = self.topic.as_ref()?;
         if !self
@@ -473,6 +512,8 @@ impl SocketTask {
         let (max_frames, _) = self.ch.frames.run_limits();
         let frames = std::mem::replace(&mut self.pending, Vec::with_capacity(max_frames));
         let cost = std::mem::take(&mut self.pending_cost);
+        // What a gap report starts from: one clone per run, not per frame.
+        self.cont.last_published = frames.last().map(|f| (f.payload.clone(), f.received_at));
         let topic = self.pending_topic.clone()?;
         let count = frames.len();
         let queue = self.ch.frames.clone();
@@ -544,9 +585,11 @@ impl SocketTask {
                 None
             }
             Some(Command::Rotate { reason, done }) => {
-                // Replaced by make-before-break in the legs rework.
-                let _ = done.send(Err(SendError::RotateFailed(reason)));
-                None
+                if socket.is_none() {
+                    let _ = done.send(Err(SendError::NotConnected));
+                    return None;
+                }
+                self.begin_rotation(reason, Some(done))
             }
             Some(Command::Send {
                 message,
@@ -568,10 +611,10 @@ impl SocketTask {
                         return None;
                     }
                 };
-                if let Some(pacer) = self.venue.as_deref_mut().and_then(Venue::pacer) {
+                if let Some(pacer) = self.leg.venue.as_deref_mut().and_then(Venue::pacer) {
                     let now = Instant::now();
                     let deadline = now + pacer.max_wait();
-                    let queued = self.outbox.len();
+                    let queued = self.leg.outbox.len();
                     if pacer.estimate(now, queued) > deadline {
                         let _ = done.send(Err(SendError::Paced {
                             rate: pacer.describe().to_owned(),
@@ -584,10 +627,14 @@ impl SocketTask {
                     self.enqueue(frame, Some(done), replay, Some(deadline));
                     return None;
                 }
+                let copy = (replay && self.cont.spare.is_some()).then(|| frame.clone());
                 match socket.send(frame).await {
                     Ok(()) => {
                         if replay {
                             self.replay.push(message);
+                        }
+                        if let Some(copy) = copy {
+                            self.copy_to_spare(copy).await;
                         }
                         let _ = done.send(Ok(()));
                         None

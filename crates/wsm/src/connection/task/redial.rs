@@ -25,25 +25,6 @@ impl SocketTask {
         }
     }
 
-    /// A rotation: announces it and dials a new socket at once, without backoff.
-    /// `Ok(None)` when closed on request meanwhile; `Err(reason)` when the dial failed.
-    pub(super) async fn rotate_now(&mut self, reason: &str) -> Result<Option<Socket>, String> {
-        tracing::info!(connection = %self.id, url = %self.shown_url(), reason, "rotating: opening a new socket at once");
-        self.emit(
-            LifecycleKind::Rotating,
-            &format!("{reason}; reconnecting at once, without backoff"),
-            0,
-        );
-        let spec = self.spec.clone();
-        let options = self.options.clone();
-        let dial = async move { dial::dial(&spec, &options).await };
-        match self.while_down(dial).await {
-            None => Ok(None),
-            Some(Ok(socket)) => Ok(Some(socket)),
-            Some(Err(e)) => Err(format!("rotation failed to open a new socket: {e}")),
-        }
-    }
-
     /// The immediate dial of a taken-over connection; on failure, reconnects as after a drop (or
     /// ends, without `auto_reconnect`). `None` when it ended.
     pub(super) async fn first_dial(&mut self) -> Option<Socket> {

@@ -26,7 +26,7 @@ impl SocketTask {
     /// The venue rules on one data frame: what is left to publish, or `None` when the rules took it
     /// (a pong, a venue ping, a refused frame).
     pub(super) fn venue_step(&mut self, payload: Bytes, text: bool) -> Option<(Bytes, bool)> {
-        let venue = self.venue.as_deref_mut()?;
+        let venue = self.leg.venue.as_deref_mut()?;
         match venue.inbound(payload, text, &self.id) {
             Inbound::Publish {
                 payload,
@@ -43,12 +43,12 @@ impl SocketTask {
                 Some((payload, text))
             }
             Inbound::Pong => {
-                self.pong_due = None;
+                self.leg.pong_due = None;
                 None
             }
             Inbound::Reply(reply) => {
-                if self.replies.len() < MAX_REPLIES {
-                    self.replies.push(reply);
+                if self.leg.replies.len() < MAX_REPLIES {
+                    self.leg.replies.push(reply);
                 } else {
                     tracing::warn!(connection = %self.id, "too many venue pings in one burst; this one is not answered");
                 }
@@ -65,38 +65,38 @@ impl SocketTask {
     /// pending pong; paced messages of the old socket are gone with it (their callers get
     /// `Closed`).
     pub(super) fn new_socket(&mut self) {
-        self.outbox.clear();
-        self.replies.clear();
-        self.rotate = None;
-        self.pong_due = None;
-        self.keepalive_at = None;
-        if let Some(venue) = self.venue.as_deref_mut() {
+        self.leg.outbox.clear();
+        self.leg.replies.clear();
+        self.leg.rotate = None;
+        self.leg.pong_due = None;
+        self.leg.keepalive_at = None;
+        if let Some(venue) = self.leg.venue.as_deref_mut() {
             venue.reset();
             if let Some(k) = venue.keepalive() {
-                self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
+                self.leg.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
             }
         }
     }
 
     /// After inbound frames: an idle-only keepalive waits a whole interval from now.
     pub(super) fn inbound_seen(&mut self) {
-        let Some(venue) = self.venue.as_deref() else {
+        let Some(venue) = self.leg.venue.as_deref() else {
             return;
         };
         if let Some(k) = venue.keepalive().filter(|k| k.idle_only) {
-            self.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
+            self.leg.keepalive_at = Some(Instant::now() + Duration::from_millis(k.interval_ms));
         }
     }
 
     /// Sends the keepalive message (paced, when the leg is) and starts waiting for its pong.
     pub(super) async fn keepalive(&mut self, socket: &mut Socket) -> Option<End> {
-        let venue = self.venue.as_deref()?;
+        let venue = self.leg.venue.as_deref()?;
         let keepalive = venue.keepalive()?;
         let frame = venue.keepalive_frame()?;
         let now = Instant::now();
-        self.keepalive_at = Some(now + Duration::from_millis(keepalive.interval_ms));
-        if venue.expects_pong() && self.pong_due.is_none() {
-            self.pong_due = Some(now + keepalive.timeout());
+        self.leg.keepalive_at = Some(now + Duration::from_millis(keepalive.interval_ms));
+        if venue.expects_pong() && self.leg.pong_due.is_none() {
+            self.leg.pong_due = Some(now + keepalive.timeout());
         }
         self.send_frame(socket, frame).await
     }
@@ -104,7 +104,7 @@ impl SocketTask {
     /// Sends a frame wsm itself originates (a keepalive, a venue ping's answer): at once, or
     /// through the outbox when paced.
     pub(super) async fn send_frame(&mut self, socket: &mut Socket, frame: Message) -> Option<End> {
-        if self.venue.as_ref().is_some_and(|v| v.is_paced()) {
+        if self.leg.venue.as_ref().is_some_and(|v| v.is_paced()) {
             self.enqueue(frame, None, None, None);
             return None;
         }
@@ -121,7 +121,7 @@ impl SocketTask {
         replay: Option<OutboundMessage>,
         deadline: Option<Instant>,
     ) {
-        self.outbox.push_back(Outgoing {
+        self.leg.outbox.push_back(Outgoing {
             frame,
             done,
             replay,
@@ -130,27 +130,18 @@ impl SocketTask {
         });
     }
 
-    /// When the head of the outbox may go out; `None` with nothing waiting.
-    pub(super) fn paced_at(&mut self) -> Option<Instant> {
-        if self.outbox.is_empty() {
-            return None;
-        }
-        let pacer = self.venue.as_deref_mut()?.pacer()?;
-        Some(pacer.next_at(Instant::now()))
-    }
-
     /// Sends the head of the outbox if its turn has come; fails those whose deadline passed.
     pub(super) async fn send_paced(&mut self, socket: &mut Socket) -> Option<End> {
         let now = Instant::now();
-        let queued = self.outbox.len();
+        let queued = self.leg.outbox.len();
         let (rate, ready) = {
-            let pacer = self.venue.as_deref_mut()?.pacer()?;
+            let pacer = self.leg.venue.as_deref_mut()?.pacer()?;
             (pacer.describe().to_owned(), pacer.next_at(now) <= now)
         };
         if !ready {
             return None;
         }
-        let next = self.outbox.pop_front()?;
+        let next = self.leg.outbox.pop_front()?;
         if next.done.as_ref().is_some_and(|d| d.is_closed()) {
             // Its caller gave up (a Send that timed out, a cancelled call): not sent.
             return None;
@@ -166,12 +157,18 @@ impl SocketTask {
             return None;
         }
         let result = socket.send(next.frame).await;
-        if let Some(pacer) = self.venue.as_deref_mut().and_then(Venue::pacer) {
+        if let Some(pacer) = self.leg.venue.as_deref_mut().and_then(Venue::pacer) {
             pacer.record(Instant::now());
         }
         match result {
             Ok(()) => {
                 if let Some(message) = next.replay {
+                    if let Some(frame) = to_frame(&message)
+                        .ok()
+                        .filter(|_| self.cont.spare.is_some())
+                    {
+                        self.copy_to_spare(frame).await;
+                    }
                     self.replay.push(message);
                 }
                 if let Some(done) = next.done {
@@ -191,13 +188,13 @@ impl SocketTask {
 
     /// What the venue rules asked for during a run: answers to venue pings, then a rotation.
     pub(super) async fn after_venue_frames(&mut self, socket: &mut Socket) -> Option<End> {
-        for reply in std::mem::take(&mut self.replies) {
+        for reply in std::mem::take(&mut self.leg.replies) {
             let frame = Message::Text(reply.into());
             if let Some(end) = self.send_frame(socket, frame).await {
                 return Some(end);
             }
         }
-        self.rotate.take().map(End::Rotate)
+        self.leg.rotate.take().map(End::Rotate)
     }
 
     /// A venue notice: counted, and the socket is rotated once the current run is handed on.
@@ -208,7 +205,7 @@ impl SocketTask {
             .notices
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(connection = %self.id, notice = %shown, "venue announced a planned disconnect");
-        self.rotate = Some(format!(
+        self.leg.rotate = Some(format!(
             "the venue announced a planned disconnect ({shown})"
         ));
     }

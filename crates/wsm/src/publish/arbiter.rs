@@ -1,0 +1,589 @@
+//! The arbiter (SPEC 8): one per connection, between its legs and its publish queue. Two legs
+//! deliver the same venue frames; the arbiter lets each through once, from whichever leg was first,
+//! and tells the socket task when a new leg has been seen to overlap an old one (so the old may
+//! close without losing anything).
+//!
+//! Identity: with a `sequence` rule, a frame is its (key, value); it is published only if the
+//! value is above the last published for its key. Anything else (acks, heartbeats, venues without
+//! ids, values that are not numbers) is its fingerprint, a 64-bit hash of its bytes, matched
+//! against what the other leg published within a bounded window.
+//!
+//! With one leg and no change under way the socket task does not call the arbiter at all: frames
+//! pass unchanged and cost nothing. Memory is bounded: [`MAX_PRINTS`] fingerprints, [`MAX_KEYS`]
+//! keys of at most [`MAX_KEY_LEN`] bytes.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use crate::venue::pointer::Pointer;
+use crate::venue::SequenceRule;
+
+/// Fingerprints remembered (the overlap window in frames).
+pub const MAX_PRINTS: usize = 4096;
+/// How long a fingerprint is remembered (the overlap window in time).
+pub const PRINT_WINDOW: Duration = Duration::from_secs(5);
+/// Sequence keys remembered; frames of further keys are identified by fingerprint.
+pub const MAX_KEYS: usize = 16_384;
+/// Longest sequence key kept; longer keys are identified by fingerprint.
+pub const MAX_KEY_LEN: usize = 256;
+/// The pseudo-key under which fingerprinted frames count towards an overlap.
+const PRINTS_KEY: &str = "";
+
+/// A leg's slot: 0 or 1.
+pub type Slot = u8;
+
+/// What to do with one frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Publish,
+    /// Already published from the other leg (or older than what was).
+    Duplicate,
+}
+
+/// A frame's venue identity, for `gap` events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VenueId {
+    pub key: String,
+    pub value: u64,
+}
+
+#[derive(Debug, Default)]
+struct Key {
+    published: u64,
+    /// The last value each leg delivered: a leg that goes below its own last value restarted
+    /// its sequence (a venue reset), which is not a duplicate.
+    legs: [Option<u64>; 2],
+    /// A reset seen on this leg and not yet on the other: the other's frames for this key are of
+    /// the old numbering and are dropped until it resets too.
+    reset_by: Option<Slot>,
+}
+
+/// A new leg watched for its overlap with an old one.
+#[derive(Debug)]
+struct Overlap {
+    old: Slot,
+    /// Keys the old leg published since the new leg came up, with no duplicate seen yet.
+    pending: HashSet<String>,
+    proven: HashSet<String>,
+    duplicates: u64,
+}
+
+/// Passes hashes through: fingerprints are already uniform 64-bit hashes.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+#[derive(Default)]
+struct Prints {
+    /// Per fingerprint: published by leg 0 (+1 each) minus by leg 1 (−1 each), not yet matched by
+    /// the other leg. A frame from leg 0 whose balance is negative was published from leg 1.
+    balance: HashMap<u64, i32, BuildHasherDefault<IdHasher>>,
+    /// Published fingerprints, oldest first, for the window.
+    ring: VecDeque<(u64, Instant, Slot)>,
+}
+
+impl Prints {
+    fn admit(&mut self, print: u64, slot: Slot, now: Instant) -> Verdict {
+        self.expire(now);
+        let sign = sign(slot);
+        let balance = self.balance.entry(print).or_insert(0);
+        let owed = *balance * sign < 0;
+        *balance += sign;
+        if *balance == 0 {
+            self.balance.remove(&print);
+        }
+        if owed {
+            return Verdict::Duplicate;
+        }
+        self.ring.push_back((print, now, slot));
+        Verdict::Publish
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(print, at, slot)) = self.ring.front() {
+            if self.ring.len() < MAX_PRINTS && now.saturating_duration_since(at) <= PRINT_WINDOW {
+                break;
+            }
+            self.ring.pop_front();
+            let sign = sign(slot);
+            if let Some(balance) = self.balance.get_mut(&print) {
+                if *balance * sign > 0 {
+                    *balance -= sign;
+                }
+                if *balance == 0 {
+                    self.balance.remove(&print);
+                }
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.balance.clear();
+        self.ring.clear();
+    }
+}
+
+fn sign(slot: Slot) -> i32 {
+    if slot == 0 {
+        1
+    } else {
+        -1
+    }
+}
+
+struct Ids {
+    value: Pointer,
+    key: Option<Pointer>,
+}
+
+pub struct Arbiter {
+    ids: Option<Ids>,
+    keys: HashMap<String, Key>,
+    key_bytes: usize,
+    prints: Prints,
+    live: [bool; 2],
+    overlap: Option<Overlap>,
+    /// Frames dropped as duplicates, and sequence resets followed, since the start.
+    pub duplicates: u64,
+    pub resets: u64,
+}
+
+impl std::fmt::Debug for Arbiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Arbiter")
+            .field("keys", &self.keys.len())
+            .field("prints", &self.prints.ring.len())
+            .field("live", &self.live)
+            .finish()
+    }
+}
+
+impl Arbiter {
+    pub fn new(sequence: Option<&SequenceRule>) -> Arbiter {
+        let ids = sequence.and_then(|rule| {
+            Some(Ids {
+                value: Pointer::parse("sequence.value", &rule.value).ok()?,
+                key: match &rule.key {
+                    Some(k) => Some(Pointer::parse("sequence.key", k).ok()?),
+                    None => None,
+                },
+            })
+        });
+        Arbiter {
+            ids,
+            keys: HashMap::new(),
+            key_bytes: 0,
+            prints: Prints::default(),
+            live: [false; 2],
+            overlap: None,
+            duplicates: 0,
+            resets: 0,
+        }
+    }
+
+    /// A leg started delivering. When another leg is live, the new one is watched until the two
+    /// are seen to overlap ([`Arbiter::overlap_proven`]).
+    pub fn leg_up(&mut self, slot: Slot) {
+        let slot = slot.min(1);
+        self.live[usize::from(slot)] = true;
+        let other = 1 - slot;
+        if self.live[usize::from(other)] {
+            self.overlap = Some(Overlap {
+                old: other,
+                pending: HashSet::new(),
+                proven: HashSet::new(),
+                duplicates: 0,
+            });
+        }
+    }
+
+    /// A leg is gone: what it delivered no longer says anything about what it will deliver.
+    pub fn leg_down(&mut self, slot: Slot) {
+        let slot = slot.min(1);
+        self.live[usize::from(slot)] = false;
+        for key in self.keys.values_mut() {
+            key.legs[usize::from(slot)] = None;
+            key.reset_by = None;
+        }
+        self.overlap = None;
+        if !self.live.iter().any(|l| *l) {
+            self.prints.clear();
+        }
+    }
+
+    /// Whether a watched new leg has been seen to deliver what the old one did, on every key the
+    /// old one published meanwhile. `None` with nothing watched.
+    pub fn overlap_proven(&self) -> Option<bool> {
+        let o = self.overlap.as_ref()?;
+        Some(o.duplicates > 0 && o.pending.is_empty())
+    }
+
+    /// Ends the watch; the duplicates suppressed during it.
+    pub fn end_overlap(&mut self) -> u64 {
+        self.overlap.take().map(|o| o.duplicates).unwrap_or(0)
+    }
+
+    /// Decides one frame from leg `slot`.
+    pub fn admit(&mut self, slot: Slot, payload: &[u8], text: bool, now: Instant) -> Verdict {
+        let slot = slot.min(1);
+        let id = if text { self.id_of(payload) } else { None };
+        let (verdict, key) = match id {
+            Some(id) if self.keys.contains_key(&id.key) || self.keys.len() < MAX_KEYS => {
+                (self.admit_id(slot, &id), Some(id.key))
+            }
+            _ => {
+                let print = fingerprint(payload, text);
+                (self.prints.admit(print, slot, now), None)
+            }
+        };
+        if verdict == Verdict::Duplicate {
+            self.duplicates += 1;
+        }
+        if let Some(o) = &mut self.overlap {
+            let key = key.as_deref().unwrap_or(PRINTS_KEY);
+            match verdict {
+                Verdict::Duplicate => {
+                    o.duplicates += 1;
+                    if !o.proven.contains(key) {
+                        o.proven.insert(key.to_owned());
+                    }
+                    o.pending.remove(key);
+                }
+                Verdict::Publish if slot == o.old && !o.proven.contains(key) => {
+                    if !o.pending.contains(key) && o.pending.len() < MAX_KEYS {
+                        o.pending.insert(key.to_owned());
+                    }
+                }
+                Verdict::Publish => {}
+            }
+        }
+        verdict
+    }
+
+    fn admit_id(&mut self, slot: Slot, id: &VenueId) -> Verdict {
+        let other_live = self.live[usize::from(1 - slot)];
+        let key = match self.keys.get_mut(&id.key) {
+            Some(key) => key,
+            None => {
+                self.key_bytes += id.key.len();
+                self.keys.insert(
+                    id.key.clone(),
+                    Key {
+                        published: id.value,
+                        legs: leg_values(slot, id.value),
+                        reset_by: None,
+                    },
+                );
+                return Verdict::Publish;
+            }
+        };
+        let mine = &mut key.legs[usize::from(slot)];
+        let went_back = mine.is_some_and(|last| id.value < last);
+        *mine = Some(id.value);
+        if went_back {
+            if key.reset_by.is_some_and(|by| by != slot) {
+                // The other leg reset first; this one now follows the new numbering.
+                key.reset_by = None;
+            } else {
+                // A venue reset, first seen here: follow it.
+                key.reset_by = other_live.then_some(slot);
+                key.published = id.value;
+                self.resets += 1;
+                return Verdict::Publish;
+            }
+        } else if key.reset_by.is_some_and(|by| by != slot) {
+            // Still the old numbering on this leg.
+            return Verdict::Duplicate;
+        }
+        if id.value > key.published {
+            key.published = id.value;
+            Verdict::Publish
+        } else {
+            Verdict::Duplicate
+        }
+    }
+
+    /// The frame's (key, value) under the `sequence` rule, if it has a numeric one.
+    pub fn id_of(&self, payload: &[u8]) -> Option<VenueId> {
+        let ids = self.ids.as_ref()?;
+        if !ids.value.may_match(payload) {
+            return None;
+        }
+        let frame: Value = serde_json::from_slice(payload).ok()?;
+        let value = match ids.value.get(&frame)? {
+            Value::Number(n) => n.as_u64()?,
+            Value::String(s) => s.parse::<u64>().ok()?,
+            _ => return None,
+        };
+        let key = match &ids.key {
+            None => String::new(),
+            Some(k) => match k.get(&frame) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            },
+        };
+        (key.len() <= MAX_KEY_LEN).then_some(VenueId { key, value })
+    }
+
+    /// The last published value of `key`, if known.
+    pub fn published(&self, key: &str) -> Option<u64> {
+        self.keys.get(key).map(|k| k.published)
+    }
+
+    /// Remembers `id` as published without a decision (frames passed while only one leg ran).
+    pub fn note_published(&mut self, id: &VenueId) {
+        let room = self.keys.len() < MAX_KEYS;
+        match self.keys.get_mut(&id.key) {
+            Some(key) => key.published = id.value,
+            None if room => {
+                self.key_bytes += id.key.len();
+                self.keys.insert(
+                    id.key.clone(),
+                    Key {
+                        published: id.value,
+                        ..Key::default()
+                    },
+                );
+            }
+            None => {}
+        }
+    }
+
+    /// Bytes held, approximately (what `/metrics` shows as `wsm_arbiter_bytes`).
+    pub fn memory(&self) -> usize {
+        const PRINT: usize = 24 + 16;
+        const KEY: usize = 64;
+        self.prints.ring.len() * PRINT + self.keys.len() * KEY + self.key_bytes
+    }
+}
+
+fn leg_values(slot: Slot, value: u64) -> [Option<u64>; 2] {
+    let mut legs = [None; 2];
+    legs[usize::from(slot)] = Some(value);
+    legs
+}
+
+/// The fingerprint of a frame: its bytes and whether it was text.
+pub fn fingerprint(payload: &[u8], text: bool) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(payload, u64::from(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sequenced() -> Arbiter {
+        Arbiter::new(Some(&SequenceRule {
+            value: "/u".into(),
+            key: Some("/s".into()),
+            prev: None,
+        }))
+    }
+
+    fn frame(s: &str, u: impl std::fmt::Display) -> String {
+        format!(r#"{{"s":"{s}","u":{u}}}"#)
+    }
+
+    fn both(a: &mut Arbiter) {
+        a.leg_up(0);
+        a.leg_up(1);
+    }
+
+    #[test]
+    fn a_frame_on_both_legs_is_published_once_from_the_first() {
+        let mut a = sequenced();
+        both(&mut a);
+        let now = Instant::now();
+        let mut published = Vec::new();
+        // Leg 1 lags leg 0 by two frames.
+        for u in 1..=10u64 {
+            for (slot, v) in [(0, u), (1, u.saturating_sub(2))] {
+                if v == 0 {
+                    continue;
+                }
+                if a.admit(slot, frame("A", v).as_bytes(), true, now) == Verdict::Publish {
+                    published.push(v);
+                }
+            }
+        }
+        assert_eq!(published, (1..=10).collect::<Vec<_>>());
+        assert_eq!(a.duplicates, 8);
+    }
+
+    #[test]
+    fn keys_are_independent() {
+        let mut a = sequenced();
+        both(&mut a);
+        let now = Instant::now();
+        assert_eq!(
+            a.admit(0, frame("A", 5).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        assert_eq!(
+            a.admit(1, frame("B", 3).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        assert_eq!(
+            a.admit(1, frame("A", 5).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            a.admit(0, frame("B", 3).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+    }
+
+    #[test]
+    fn a_venue_reset_is_followed_and_not_published_twice() {
+        let mut a = sequenced();
+        both(&mut a);
+        let now = Instant::now();
+        for u in [100, 101] {
+            a.admit(0, frame("A", u).as_bytes(), true, now);
+            a.admit(1, frame("A", u).as_bytes(), true, now);
+        }
+        // The venue restarts at 1: leg 0 sees it first.
+        assert_eq!(
+            a.admit(0, frame("A", 1).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        // Leg 1 still delivers the old numbering once more: dropped.
+        assert_eq!(
+            a.admit(1, frame("A", 102).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            a.admit(1, frame("A", 1).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            a.admit(0, frame("A", 2).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        assert_eq!(
+            a.admit(1, frame("A", 2).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            a.admit(1, frame("A", 3).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        assert_eq!(a.resets, 1);
+    }
+
+    #[test]
+    fn values_that_are_not_numbers_fall_back_to_fingerprints() {
+        let mut a = sequenced();
+        both(&mut a);
+        let now = Instant::now();
+        let f = r#"{"s":"A","u":"abc"}"#;
+        assert_eq!(a.id_of(f.as_bytes()), None);
+        assert_eq!(a.admit(0, f.as_bytes(), true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, f.as_bytes(), true, now), Verdict::Duplicate);
+        // Numeric strings are values.
+        assert_eq!(
+            a.id_of(br#"{"s":"A","u":"42"}"#),
+            Some(VenueId {
+                key: "A".into(),
+                value: 42
+            })
+        );
+    }
+
+    #[test]
+    fn fingerprints_match_identical_frames_as_a_multiset() {
+        let mut a = Arbiter::new(None);
+        both(&mut a);
+        let now = Instant::now();
+        let mut out = 0;
+        // Two legitimately identical heartbeats per leg, interleaved differently.
+        for (slot, f) in [
+            (0, "hb"),
+            (0, "hb"),
+            (1, "hb"),
+            (1, "x"),
+            (1, "hb"),
+            (0, "x"),
+        ] {
+            if a.admit(slot, f.as_bytes(), true, now) == Verdict::Publish {
+                out += 1;
+            }
+        }
+        assert_eq!(out, 3, "hb twice and x once");
+    }
+
+    #[test]
+    fn fingerprints_expire_after_the_window() {
+        let mut a = Arbiter::new(None);
+        both(&mut a);
+        let t0 = Instant::now();
+        assert_eq!(a.admit(0, b"f", true, t0), Verdict::Publish);
+        let late = t0 + PRINT_WINDOW + Duration::from_millis(1);
+        assert_eq!(a.admit(1, b"f", true, late), Verdict::Publish);
+        for i in 0..(MAX_PRINTS as u32 * 2) {
+            a.admit(0, &i.to_le_bytes(), false, late);
+        }
+        assert!(a.prints.ring.len() <= MAX_PRINTS);
+        assert!(a.memory() < 1 << 20, "{}", a.memory());
+    }
+
+    #[test]
+    fn an_overlap_is_proven_per_key_the_old_leg_published() {
+        let mut a = sequenced();
+        a.leg_up(0);
+        let now = Instant::now();
+        a.admit(0, frame("A", 1).as_bytes(), true, now);
+        a.leg_up(1);
+        assert_eq!(a.overlap_proven(), Some(false));
+        a.admit(0, frame("A", 2).as_bytes(), true, now);
+        a.admit(0, frame("B", 1).as_bytes(), true, now);
+        assert_eq!(
+            a.admit(1, frame("A", 2).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(
+            a.overlap_proven(),
+            Some(false),
+            "B not yet seen on the new leg"
+        );
+        assert_eq!(
+            a.admit(1, frame("B", 2).as_bytes(), true, now),
+            Verdict::Publish
+        );
+        assert_eq!(
+            a.admit(0, frame("B", 2).as_bytes(), true, now),
+            Verdict::Duplicate
+        );
+        assert_eq!(a.overlap_proven(), Some(true));
+        assert_eq!(a.end_overlap(), 2);
+        assert_eq!(a.overlap_proven(), None);
+    }
+
+    #[test]
+    fn a_sixteen_mib_frame_is_fingerprinted() {
+        let mut a = sequenced();
+        both(&mut a);
+        let big = vec![b'x'; 16 << 20];
+        let now = Instant::now();
+        assert_eq!(a.admit(0, &big, true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, &big, true, now), Verdict::Duplicate);
+    }
+}
