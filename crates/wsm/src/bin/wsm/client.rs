@@ -539,3 +539,31 @@ fn rotated(id: &str, resp: &proto::RotateResponse) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_reads_as_proven_or_as_an_announced_gap() {
+        let proven = proto::RotateResponse {
+            overlap: true,
+            duplicates: 12,
+            took_ms: 143,
+        };
+        assert_eq!(
+            rotated("c-1", &proven),
+            "rotated c-1: overlap proven, 12 duplicates suppressed, 143 ms"
+        );
+        let gap = proto::RotateResponse {
+            overlap: false,
+            duplicates: 1,
+            took_ms: 10_012,
+        };
+        assert_eq!(
+            rotated("c-1", &gap),
+            "rotated c-1: NO overlap proven within the bound; a gap was announced (the old socket \
+             was closed after 10012 ms, 1 duplicate suppressed; the epoch moved on)"
+        );
+    }
+}
