@@ -51,6 +51,7 @@ SetTag 0 {}
 GetTag 0 {"value":"v"}
 SetTags 0 {}
 GetTags 0 {"tags":{"a":"1"}}
+Rotate 0 {"overlap":true,"duplicates":"12","tookMs":"143"}
 "#;
 
 const EVENTS: &str = r#"# every controller command, in the order a caller would use them
@@ -66,6 +67,7 @@ const EVENTS: &str = r#"# every controller command, in the order a caller would 
 {"command":"get_tag","id":"c1","key":"k"}
 {"command":"set_tags","id":"c1","tags":{"a":"1"}}
 {"command":"get_tags","id":"c1"}
+{"command":"rotate","id":"c1"}
 {"command":"disconnect","id":"c1"}
 {"command":"create","url":"ws://b"}
 {"command":"stop"}
@@ -85,6 +87,7 @@ fn expected_replies() -> Vec<Value> {
         json!({"command":"get_tag","success":true,"id":"c1","key":"k","value":"v"}),
         json!({"command":"set_tags","success":true,"id":"c1"}),
         json!({"command":"get_tags","success":true,"id":"c1","tags":{"a":"1"}}),
+        json!({"command":"rotate","success":true,"id":"c1","overlap":true,"duplicates":12,"took_ms":143}),
         json!({"command":"disconnect","success":true,"id":"c1"}),
         json!({"command":"create","success":true,"id":"c2","status":"connected","message":"connected"}),
         // c1 was disconnected explicitly; stop disconnects c2, which the script answers NOT_FOUND
@@ -124,6 +127,7 @@ fn expected_calls() -> Vec<(&'static str, Value)> {
         ("GetTag", json!({"id":"c1","key":"k"})),
         ("SetTags", json!({"id":"c1","tags":{"a":"1"}})),
         ("GetTags", json!({"id":"c1"})),
+        ("Rotate", json!({"id":"c1"})),
         ("Disconnect", json!({"id":"c1"})),
         ("Connect", json!({"url":"ws://b","auto_reconnect":false})),
         ("Disconnect", json!({"id":"c2"})),
@@ -152,7 +156,7 @@ fn every_command(prefix: &[&str], tag: &str) {
     assert!(out.status.success(), "host_sim failed:\n{err}");
     assert_eq!(stdout_lines(&out), expected_replies(), "stderr:\n{err}");
     assert!(
-        err.contains("15 calls, 15 replies ok, 0 bad; 15 results freed; 15 gateway calls, 15 buffers allocated, 15 freed"),
+        err.contains("16 calls, 16 replies ok, 0 bad; 16 results freed; 16 gateway calls, 16 buffers allocated, 16 freed"),
         "{err}"
     );
     // The reply envelope (printed by --verbose): correlation id and subject echoed, response_type honoured.
@@ -611,6 +615,7 @@ fn http_mode_against_the_real_wsm_server() {
         r#"{"command":"list","filters":{"desk":"demo"}}"#.to_owned(),
         format!(r#"{{"command":"get_tags","id":"{id}"}}"#),
         r#"{"command":"disconnect","id":"no-such-id"}"#.to_owned(),
+        r#"{"command":"rotate","id":"no-such-id"}"#.to_owned(),
     ];
     let args: Vec<&str> = ["--gateway", live.http.as_str()]
         .into_iter()
@@ -637,6 +642,10 @@ fn http_mode_against_the_real_wsm_server() {
         replies[4],
         json!({"command":"disconnect","success":false,"code":"NOT_FOUND","message":"Connection not found"})
     );
+    assert_eq!(
+        replies[5],
+        json!({"command":"rotate","success":false,"code":"NOT_FOUND","message":"Connection not found"})
+    );
 
     // The SUBSCRIBE reached the upstream, and its frames are published in order.
     let subscribed = live.feed.subscriptions();
@@ -662,6 +671,27 @@ fn http_mode_against_the_real_wsm_server() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive seqs: {seqs:?}"
     );
+
+    let rotate = format!(r#"{{"command":"rotate","id":"{id}"}}"#);
+    let out = run(&[], &["--gateway", &live.http, &rotate]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // WSM's proto3 JSON (`tookMs`, uint64 as strings) reads back as the reply's numbers.
+    let rotated = &stdout_lines(&out)[0];
+    if rotated["success"] == true {
+        assert_eq!(rotated["id"], id.as_str(), "{rotated}");
+        assert!(rotated["overlap"].is_boolean(), "{rotated}");
+        assert!(rotated["duplicates"].is_u64(), "{rotated}");
+        assert!(rotated["took_ms"].is_u64(), "{rotated}");
+    } else {
+        // Until make-before-break is in the socket task, the new leg never opens.
+        assert_eq!(rotated["code"], "UNAVAILABLE", "{rotated}");
+        assert!(
+            rotated["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("rotation")),
+            "{rotated}"
+        );
+    }
 
     // `stop` disconnects what this worker created (a worker lives for one host process).
     let create_and_stop = [create.as_str(), r#"{"command":"stop"}"#];
