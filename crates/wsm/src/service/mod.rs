@@ -1,7 +1,7 @@
 //! The rules of the WebSocket Manager API (the original `IWebSocketService`): validation, ownership
 //! and the connection records. The wiring of each socket to its publisher is in `wiring.rs`, the
-//! status writer in `status.rs`, the operator's rotation in `rotation.rs`. Transport-agnostic: the gRPC and HTTP layers translate to and
-//! from these calls.
+//! status writer in `status.rs`, the operator's rotation in `rotation.rs`. Transport-agnostic: the
+//! gRPC and HTTP layers translate to and from these calls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
