@@ -88,8 +88,9 @@ pub struct ConnectRequest {
     /// A venue profile of the WSM (`wsm profiles`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
-    /// Venue options (keepalive, reply, outbound_rate, decompress, notice, sequence), forwarded
-    /// as the caller wrote them: the WSM validates them and names the field that is wrong.
+    /// Venue options (keepalive, reply, outbound_rate, decompress, notice, sequence) and
+    /// continuity options (redundancy, max_lifetime_ms), forwarded as the caller wrote them: the
+    /// WSM validates them and names the field that is wrong.
     #[serde(flatten)]
     pub venue: BTreeMap<String, serde_json::Value>,
 }
@@ -198,6 +199,36 @@ pub struct GetTagsResponse {
     pub tags: StringMap,
 }
 
+/// How a `Rotate` went. proto3-JSON printers write `uint64` as a string and may use
+/// lowerCamelCase (`tookMs`), so both spellings and both forms parse.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RotateResponse {
+    /// The two sockets were seen to overlap before the old one closed: nothing was lost.
+    pub overlap: bool,
+    /// Frames both sockets delivered, published once.
+    #[serde(deserialize_with = "uint64")]
+    pub duplicates: u64,
+    #[serde(alias = "tookMs", deserialize_with = "uint64")]
+    pub took_ms: u64,
+}
+
+/// A proto3-JSON `uint64`: a number, or a string holding one.
+fn uint64<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Uint64 {
+        Number(u64),
+        Text(String),
+    }
+    match Uint64::deserialize(deserializer)? {
+        Uint64::Number(n) => Ok(n),
+        Uint64::Text(text) => text
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("expected a uint64, got {text:?}"))),
+    }
+}
+
 /// A response we do not read (the `*Response {}` messages); any JSON value is accepted.
 #[derive(Debug, Deserialize)]
 pub struct Empty {}
@@ -287,6 +318,11 @@ impl<'t, T: Transport + ?Sized> Wsm<'t, T> {
     pub fn get_tags(&self, id: &str) -> Result<StringMap, ReplyError> {
         self.invoke::<_, GetTagsResponse>("GetTags", &IdRequest { id })
             .map(|r| r.tags)
+    }
+
+    /// Replaces the connection's socket make-before-break; answers once the old one closed.
+    pub fn rotate(&self, id: &str) -> Result<RotateResponse, ReplyError> {
+        self.invoke("Rotate", &IdRequest { id })
     }
 
     fn invoke<Req: Serialize, Resp: DeserializeOwned>(

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -14,23 +13,8 @@ use serde_json::{json, Value};
 
 mod support;
 
-use support::host_sim::{run, stderr, stdout_lines, work_dir, write_file};
+use support::host_sim::{recorded, run, stderr, stdout_lines, work_dir, write_file};
 use support::live_wsm::LiveWsm;
-
-fn recorded(path: &Path) -> Vec<(String, String, Value)> {
-    std::fs::read_to_string(path)
-        .expect("record file")
-        .lines()
-        .map(|l| {
-            let mut parts = l.splitn(3, ' ');
-            let service = parts.next().unwrap().to_owned();
-            let method = parts.next().expect("method").to_owned();
-            let body = serde_json::from_str(parts.next().expect("body"))
-                .unwrap_or_else(|e| panic!("recorded body {l:?}: {e}"));
-            (service, method, body)
-        })
-        .collect()
-}
 
 fn b64(text: &str) -> String {
     use base64::Engine;
@@ -51,6 +35,7 @@ SetTag 0 {}
 GetTag 0 {"value":"v"}
 SetTags 0 {}
 GetTags 0 {"tags":{"a":"1"}}
+Rotate 0 {"overlap":true,"duplicates":"12","tookMs":"143"}
 "#;
 
 const EVENTS: &str = r#"# every controller command, in the order a caller would use them
@@ -66,6 +51,7 @@ const EVENTS: &str = r#"# every controller command, in the order a caller would 
 {"command":"get_tag","id":"c1","key":"k"}
 {"command":"set_tags","id":"c1","tags":{"a":"1"}}
 {"command":"get_tags","id":"c1"}
+{"command":"rotate","id":"c1"}
 {"command":"disconnect","id":"c1"}
 {"command":"create","url":"ws://b"}
 {"command":"stop"}
@@ -85,6 +71,7 @@ fn expected_replies() -> Vec<Value> {
         json!({"command":"get_tag","success":true,"id":"c1","key":"k","value":"v"}),
         json!({"command":"set_tags","success":true,"id":"c1"}),
         json!({"command":"get_tags","success":true,"id":"c1","tags":{"a":"1"}}),
+        json!({"command":"rotate","success":true,"id":"c1","overlap":true,"duplicates":12,"took_ms":143}),
         json!({"command":"disconnect","success":true,"id":"c1"}),
         json!({"command":"create","success":true,"id":"c2","status":"connected","message":"connected"}),
         // c1 was disconnected explicitly; stop disconnects c2, which the script answers NOT_FOUND
@@ -124,6 +111,7 @@ fn expected_calls() -> Vec<(&'static str, Value)> {
         ("GetTag", json!({"id":"c1","key":"k"})),
         ("SetTags", json!({"id":"c1","tags":{"a":"1"}})),
         ("GetTags", json!({"id":"c1"})),
+        ("Rotate", json!({"id":"c1"})),
         ("Disconnect", json!({"id":"c1"})),
         ("Connect", json!({"url":"ws://b","auto_reconnect":false})),
         ("Disconnect", json!({"id":"c2"})),
@@ -152,7 +140,7 @@ fn every_command(prefix: &[&str], tag: &str) {
     assert!(out.status.success(), "host_sim failed:\n{err}");
     assert_eq!(stdout_lines(&out), expected_replies(), "stderr:\n{err}");
     assert!(
-        err.contains("15 calls, 15 replies ok, 0 bad; 15 results freed; 15 gateway calls, 15 buffers allocated, 15 freed"),
+        err.contains("16 calls, 16 replies ok, 0 bad; 16 results freed; 16 gateway calls, 16 buffers allocated, 16 freed"),
         "{err}"
     );
     // The reply envelope (printed by --verbose): correlation id and subject echoed, response_type honoured.
@@ -662,6 +650,19 @@ fn http_mode_against_the_real_wsm_server() {
         seqs.windows(2).all(|w| w[1] == w[0] + 1),
         "consecutive seqs: {seqs:?}"
     );
+
+    // WSM's proto3 JSON (uint64 strings) as numbers, or UNAVAILABLE before make-before-break.
+    let rotate = format!(r#"{{"command":"rotate","id":"{id}"}}"#);
+    let unknown = r#"{"command":"rotate","id":"no-such-id"}"#;
+    let rotated = stdout_lines(&run(&[], &["--gateway", &live.http, unknown, &rotate]));
+    assert_eq!(
+        rotated[0],
+        json!({"command":"rotate","success":false,"code":"NOT_FOUND","message":"Connection not found"})
+    );
+    let r = &rotated[1];
+    let numbers = r["overlap"].is_boolean() && r["duplicates"].is_u64() && r["took_ms"].is_u64();
+    let ok = r["success"] == true && r["id"] == id.as_str() && numbers;
+    assert!(ok || r["code"] == "UNAVAILABLE", "{r}");
 
     // `stop` disconnects what this worker created (a worker lives for one host process).
     let create_and_stop = [create.as_str(), r#"{"command":"stop"}"#];

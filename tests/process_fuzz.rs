@@ -87,6 +87,8 @@ fn corpus() -> Vec<Vec<u8>> {
         json!({"command":"get_tag","id":"c-1","key":"k"}),
         json!({"command":"set_tags","id":"c-1","tags":{"a":"1","b":"2"}}),
         json!({"command":"get_tags","id":"c-1"}),
+        json!({"command":"rotate","id":"c-1"}),
+        json!({"command":"create","url":"wss://x/ws","redundancy":2,"max_lifetime_ms":60000}),
         json!({"command":"stop"}),
         json!({"command":"frobnicate"}),
         json!(json!({"command":"get_tags","id":"c-2"}).to_string()),
@@ -258,6 +260,7 @@ fn host_for(round: usize) -> ScriptedHost {
                     }
                     "GetTag" => r#"{"value":"v"}"#,
                     "GetTags" => r#"{"tags":{"a":"b"}}"#,
+                    "Rotate" => r#"{"overlap":true,"duplicates":"3","tookMs":"120"}"#,
                     _ => "{}",
                 }
                 .to_owned(),

@@ -44,7 +44,7 @@ use crate::host::{Canned, Plugin, Request, ScriptedHost};
 pub const SOURCE: &str = "urn:com.virtufin.worker.websocketmanagercontroller";
 pub const RESPONSE_TYPE: &str = "response.websocketmanagercontroller";
 pub const SERVICE: &str = "websocketmanager";
-pub const METHODS: [&str; 13] = [
+pub const METHODS: [&str; 14] = [
     "Connect",
     "SendRaw",
     "StartPublish",
@@ -56,11 +56,12 @@ pub const METHODS: [&str; 13] = [
     "GetTag",
     "SetTags",
     "GetTags",
+    "Rotate",
     "Subscribe",
     "Unsubscribe",
 ];
 /// `data.command` of a reply: the canonical command names of SPEC §3, or `error`.
-const COMMANDS: [&str; 15] = [
+const COMMANDS: [&str; 16] = [
     "create",
     "subscribe",
     "unsubscribe",
@@ -74,6 +75,7 @@ const COMMANDS: [&str; 15] = [
     "get_tag",
     "set_tags",
     "get_tags",
+    "rotate",
     "stop",
     "error",
 ];
@@ -285,6 +287,7 @@ fn default_answer(method: &str) -> &'static str {
         }
         "GetTag" => r#"{"value":"v"}"#,
         "GetTags" => r#"{"tags":{"a":"b"}}"#,
+        "Rotate" => r#"{"overlap":true,"duplicates":"3","tookMs":"120"}"#,
         _ => "{}",
     }
 }

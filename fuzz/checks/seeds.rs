@@ -46,7 +46,7 @@ fn fail(status: i32, body: &str) -> Answer {
 /// Every command of SPEC §3 as WorkManager sends it, answered by WSM's success, its NOT_FOUND,
 /// a plain-text gateway failure and a body that is not JSON; then odd hosts and broken events.
 fn process_seeds() -> Vec<(String, Vec<u8>)> {
-    let commands: [(&str, Value); 19] = [
+    let commands: [(&str, Value); 21] = [
         (
             "create",
             json!({"command":"create","url":"wss://stream.example.com:9443/stream",
@@ -101,6 +101,11 @@ fn process_seeds() -> Vec<(String, Vec<u8>)> {
             json!({"command":"set_tags","id":"c-1","tags":{"a":"1","b":"2"}}),
         ),
         ("get-tags", json!({"command":"get_tags","id":"c-1"})),
+        ("rotate", json!({"command":"rotate","id":"c-1"})),
+        (
+            "create-continuity",
+            json!({"command":"create","url":"wss://x/ws","redundancy":2,"max_lifetime_ms":60000}),
+        ),
         ("stop", json!({"command":"stop"})),
         ("unknown", json!({"command":"frobnicate"})),
         (

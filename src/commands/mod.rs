@@ -40,11 +40,12 @@ pub enum CommandName {
     GetTag,
     SetTags,
     GetTags,
+    Rotate,
     Stop,
 }
 
 impl CommandName {
-    const ALL: [CommandName; 14] = [
+    const ALL: [CommandName; 15] = [
         CommandName::Create,
         CommandName::Subscribe,
         CommandName::Unsubscribe,
@@ -58,6 +59,7 @@ impl CommandName {
         CommandName::GetTag,
         CommandName::SetTags,
         CommandName::GetTags,
+        CommandName::Rotate,
         CommandName::Stop,
     ];
 
@@ -76,6 +78,7 @@ impl CommandName {
             CommandName::GetTag => "get_tag",
             CommandName::SetTags => "set_tags",
             CommandName::GetTags => "get_tags",
+            CommandName::Rotate => "rotate",
             CommandName::Stop => "stop",
         }
     }

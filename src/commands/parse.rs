@@ -62,6 +62,9 @@ pub(super) enum Command {
     GetTags {
         id: String,
     },
+    Rotate {
+        id: String,
+    },
     Stop,
 }
 
@@ -133,22 +136,22 @@ pub(super) fn parse_command(
                 venue: f.venue_options()?,
             };
             if compat == Compat::Base {
-                for (field, used) in [
+                let used = [
                     ("headers", !req.headers.is_empty()),
                     ("subprotocols", !req.subprotocols.is_empty()),
                     ("on_connect", !req.on_connect.is_empty()),
                     ("profile", req.profile.is_some()),
-                    (
-                        "keepalive, reply, outbound_rate, decompress, notice or sequence",
-                        !req.venue.is_empty(),
-                    ),
-                ] {
-                    if used {
-                        return Err(ReplyError::bad_request(format!(
-                            "Field '{field}' needs the extended WSM API, but this worker is \
-                             configured with wsm_compat=base"
-                        )));
-                    }
+                ]
+                .into_iter()
+                .filter(|(_, used)| *used)
+                .map(|(field, _)| field)
+                .chain(req.venue.keys().map(String::as_str))
+                .next();
+                if let Some(field) = used {
+                    return Err(ReplyError::bad_request(format!(
+                        "Field '{field}' needs the extended WSM API, but this worker is \
+                         configured with wsm_compat=base"
+                    )));
                 }
             }
             Command::Create(req)
@@ -236,6 +239,16 @@ pub(super) fn parse_command(
         CommandName::GetTags => Command::GetTags {
             id: f.string("id")?.to_owned(),
         },
+        CommandName::Rotate => {
+            let id = f.string("id")?.to_owned();
+            if compat == Compat::Base {
+                return Err(ReplyError::bad_request(
+                    "Command 'rotate' needs the extended WSM API (RPC Rotate), but this worker is \
+                     configured with wsm_compat=base",
+                ));
+            }
+            Command::Rotate { id }
+        }
         CommandName::Stop => Command::Stop,
     })
 }
@@ -262,17 +275,20 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Typed access to a command's fields; `null` counts as absent.
-/// `create` fields forwarded to Connect's venue options (docs/venues.md).
-const VENUE_OPTIONS: [&str; 6] = [
+/// `create` fields forwarded to Connect's venue options (docs/venues.md) and continuity options
+/// (docs/wsm.md, "Continuity").
+const VENUE_OPTIONS: [&str; 8] = [
     "keepalive",
     "reply",
     "outbound_rate",
     "decompress",
     "notice",
     "sequence",
+    "redundancy",
+    "max_lifetime_ms",
 ];
 
+/// Typed access to a command's fields; `null` counts as absent.
 pub(super) struct Fields<'a> {
     pub(super) object: &'a Map<String, Value>,
     /// The JSON text `object` was parsed from, for fields forwarded exactly as the caller wrote them.
@@ -337,32 +353,35 @@ impl<'a> Fields<'a> {
         }
     }
 
-    /// An optional object whose values are all strings (tags, headers, filters).
     /// The venue options of `create`, checked for shape only (an object each; `decompress` a
-    /// string): the WSM checks every rule and names the field that breaks one.
+    /// string; `redundancy` 1 or 2, `max_lifetime_ms` a whole number): the WSM checks every rule
+    /// and names the field that breaks one.
     fn venue_options(&self) -> Result<BTreeMap<String, Value>, ReplyError> {
         let mut options = BTreeMap::new();
         for name in VENUE_OPTIONS {
             let Some(value) = self.get(name) else {
                 continue;
             };
-            let fits = match name {
-                "decompress" => value.is_string(),
-                _ => value.is_object(),
-            };
-            if !fits {
-                let wanted = if name == "decompress" {
-                    "a string (gzip, deflate or zlib)"
-                } else {
-                    "an object"
-                };
-                return Err(wrong_type(name, wanted, value));
+            match name {
+                "redundancy" => {
+                    self.opt_int(name, 1, 2)?;
+                }
+                "max_lifetime_ms" => {
+                    self.opt_int(name, 0, i64::MAX)?;
+                }
+                "decompress" if !value.is_string() => {
+                    return Err(wrong_type(name, "a string (gzip, deflate or zlib)", value));
+                }
+                "decompress" => {}
+                _ if !value.is_object() => return Err(wrong_type(name, "an object", value)),
+                _ => {}
             }
             options.insert(name.to_owned(), value.clone());
         }
         Ok(options)
     }
 
+    /// An optional object whose values are all strings (tags, headers, filters).
     fn string_map(&self, name: &str) -> Result<StringMap, ReplyError> {
         let Some(value) = self.get(name) else {
             return Ok(StringMap::new());

@@ -139,6 +139,13 @@ pub(super) fn run<T: Transport + ?Sized>(
             extras.push(("id", id.into()));
             extras.push(("tags", json!(tags).into()));
         }
+        Command::Rotate { id } => {
+            let rotated = wsm.rotate(&id)?;
+            extras.push(("id", id.into()));
+            extras.push(("overlap", rotated.overlap.into()));
+            extras.push(("duplicates", rotated.duplicates.into()));
+            extras.push(("took_ms", rotated.took_ms.into()));
+        }
         Command::Stop => {
             let closed = stop(ctx)?;
             extras.push((

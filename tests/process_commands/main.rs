@@ -9,5 +9,6 @@ mod common;
 mod connections;
 mod create;
 mod envelope;
+mod rotate;
 mod send;
 mod subscriptions;

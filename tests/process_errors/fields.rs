@@ -133,6 +133,17 @@ fn missing_required_fields_get_a_bad_request_reply_naming_the_field() {
             "get_tags",
             "Missing 'id' field",
         ),
+        (json!({"command":"rotate"}), "rotate", "Missing 'id' field"),
+        (
+            json!({"command":"rotate","id":null}),
+            "rotate",
+            "Missing 'id' field",
+        ),
+        (
+            json!({"command":"rotate","id":" "}),
+            "rotate",
+            "Field 'id' must not be empty",
+        ),
     ];
     for (data, command, message) in cases {
         assert_refused(data, command, "BAD_REQUEST", message);
@@ -281,6 +292,36 @@ fn wrong_field_types_get_a_bad_request_reply_naming_the_field() {
             json!({"command":"set_tags","id":"c","tags":{"a":null}}),
             "set_tags",
             "Field 'tags.a' must be a string, got null",
+        ),
+        (
+            json!({"command":"rotate","id":["c"]}),
+            "rotate",
+            "Field 'id' must be a string, got an array",
+        ),
+        (
+            json!({"command":"create","url":"wss://x","redundancy":"two"}),
+            "create",
+            "Field 'redundancy' must be an integer from 1 to 2, got \"two\"",
+        ),
+        (
+            json!({"command":"create","url":"wss://x","redundancy":3}),
+            "create",
+            "Field 'redundancy' must be an integer from 1 to 2, got 3",
+        ),
+        (
+            json!({"command":"create","url":"wss://x","redundancy":1.5}),
+            "create",
+            "Field 'redundancy' must be an integer from 1 to 2, got 1.5",
+        ),
+        (
+            json!({"command":"create","url":"wss://x","max_lifetime_ms":"1h"}),
+            "create",
+            "Field 'max_lifetime_ms' must be an integer from 0 to 9223372036854775807, got \"1h\"",
+        ),
+        (
+            json!({"command":"create","url":"wss://x","max_lifetime_ms":-1}),
+            "create",
+            "Field 'max_lifetime_ms' must be an integer from 0 to 9223372036854775807, got -1",
         ),
     ];
     for (data, command, message) in cases {

@@ -23,6 +23,22 @@ pub fn work_dir() -> &'static Path {
     })
 }
 
+/// The gateway calls `host_sim --record FILE` wrote, as (service, method, JSON body).
+pub fn recorded(path: &Path) -> Vec<(String, String, Value)> {
+    std::fs::read_to_string(path)
+        .expect("record file")
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let service = parts.next().unwrap().to_owned();
+            let method = parts.next().expect("method").to_owned();
+            let body = serde_json::from_str(parts.next().expect("body"))
+                .unwrap_or_else(|e| panic!("recorded body {l:?}: {e}"));
+            (service, method, body)
+        })
+        .collect()
+}
+
 /// Compiles `host_sim` once per test process.
 pub fn host_sim() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();

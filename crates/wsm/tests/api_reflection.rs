@@ -254,6 +254,14 @@ async fn reflection_lists_the_service_and_describes_connect_list_and_get_tags() 
             "virtufin.GetTagsResponse"
         );
         assert!(method("Subscribe").is_server_streaming());
+        let rotate = method("Rotate");
+        assert_eq!(rotate.input().full_name(), "virtufin.RotateRequest");
+        let answers: Vec<String> = rotate
+            .output()
+            .fields()
+            .map(|f| f.name().to_owned())
+            .collect();
+        assert_eq!(answers, ["overlap", "duplicates", "took_ms"]);
         // The same file, asked for by a message it defines.
         let by_message = reflection.pool_for("virtufin.ConnectRequest").await;
         assert!(by_message.get_service_by_name(SERVICE).is_some());
@@ -321,6 +329,14 @@ async fn dynamic_calls_get_the_services_status_codes() {
         let gateway = Gateway::discover(wsm.channel().await, SERVICE).await;
         let status = gateway
             .call("GetTags", &json!({"id": "no-such-connection"}))
+            .await
+            .expect_err("unknown id");
+        assert_eq!(
+            (status.code(), status.message()),
+            (Code::NotFound, "Connection not found")
+        );
+        let status = gateway
+            .call("Rotate", &json!({"id": "no-such-connection"}))
             .await
             .expect_err("unknown id");
         assert_eq!(

@@ -309,3 +309,119 @@ fn profiles_lists_and_shows_and_a_bad_profiles_file_stops_serve_naming_file_line
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotate_and_the_continuity_flags_of_connect() {
+    let feed = FeedServer::start(FeedConfig::default())
+        .await
+        .expect("the feed server starts");
+    let wsm_server = Wsm::start(&[]).await;
+    let server = format!("http://{}", wsm_server.grpc);
+    let url = feed.url("/ws");
+    let run = |args: Vec<String>| {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            wsm(&server, &args)
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    let connected = |out: &Output| -> String {
+        assert!(out.status.success(), "{}", stderr(out));
+        let line = stdout(out);
+        let (id, status) = line.trim().split_once(' ').expect("`<id> <status>`");
+        assert_eq!(status, "connected");
+        id.to_owned()
+    };
+    let stored = |id: &str| {
+        let service = wsm_server.running.service.clone();
+        let id = id.to_owned();
+        async move {
+            let record = service.store().get(&id).await.unwrap().expect("a record");
+            let venue = record.venue.unwrap_or_default();
+            (venue.redundancy, venue.max_lifetime_ms)
+        }
+    };
+
+    // The flags, the --venue JSON, and both: the flags replace the JSON's values.
+    for (args, expected) in [
+        (
+            s(&["--redundancy", "2", "--max-lifetime-ms", "60000"]),
+            (Some(2), Some(60_000)),
+        ),
+        (
+            s(&["--venue", r#"{"redundancy":2,"max_lifetime_ms":60000}"#]),
+            (Some(2), Some(60_000)),
+        ),
+        (
+            s(&[
+                "--venue",
+                r#"{"redundancy":2,"max_lifetime_ms":60000}"#,
+                "--redundancy",
+                "1",
+            ]),
+            (Some(1), Some(60_000)),
+        ),
+    ] {
+        let out = run([s(&["connect", &url]), args.clone()].concat())
+            .await
+            .unwrap();
+        let id = connected(&out);
+        assert_eq!(stored(&id).await, expected, "{args:?}");
+    }
+    for (args, expected) in [
+        (
+            s(&["--redundancy", "3"]),
+            "error: INVALID_ARGUMENT: redundancy must be 1 (one leg) or 2",
+        ),
+        (
+            s(&["--max-lifetime-ms", "10"]),
+            "error: INVALID_ARGUMENT: max_lifetime_ms must be",
+        ),
+    ] {
+        let out = run([s(&["connect", &url]), args.clone()].concat())
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(expected),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let out = run(s(&["connect", &url, "--redundancy", "two"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--redundancy"), "{}", stderr(&out));
+
+    let out = run(s(&["rotate", "00000000-0000-4000-8000-000000000000"]))
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).starts_with("error: NOT_FOUND: Connection not found"),
+        "{}",
+        stderr(&out)
+    );
+
+    let id = connected(&run(s(&["connect", &url])).await.unwrap());
+    let out = run(s(&["rotate", &id])).await.unwrap();
+    if out.status.success() {
+        let line = stdout(&out);
+        let line = line.trim_end();
+        assert!(
+            line.starts_with(&format!("rotated {id}: "))
+                && (line.ends_with(" ms") || line.ends_with("the epoch moved on)")),
+            "{line}"
+        );
+    } else {
+        // Until make-before-break is in the socket task, the new leg never opens.
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr(&out).starts_with("error: UNAVAILABLE: the rotation's new leg did not open"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}

@@ -380,6 +380,33 @@ impl WebSocketManager for GrpcApi {
         .await
     }
 
+    async fn rotate(
+        &self,
+        request: Request<proto::RotateRequest>,
+    ) -> RpcResult<proto::RotateResponse> {
+        // The owner answers once the old leg closed: at most the overlap bound after the new
+        // leg's handshake; the forward waits that long plus its own margin.
+        let timeout = crate::service::ROTATION_BOUND
+            + self.service.connect_timeout()
+            + self.forward_timeout();
+        self.on_owner(
+            "Rotate",
+            request,
+            |r| &r.id,
+            timeout,
+            |r| async move {
+                let rotated = self.service.rotate(&r.id).await?;
+                Ok(proto::RotateResponse {
+                    overlap: rotated.overlap,
+                    duplicates: rotated.duplicates,
+                    took_ms: u64::try_from(rotated.took.as_millis()).unwrap_or(u64::MAX),
+                })
+            },
+            |mut c, r| async move { c.rotate(r).await },
+        )
+        .await
+    }
+
     type SubscribeStream =
         Pin<Box<dyn Stream<Item = Result<proto::PublishedEvent, Status>> + Send>>;
 

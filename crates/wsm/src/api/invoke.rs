@@ -83,6 +83,7 @@ impl Invoker {
             "GetTag" => call!(get_tag, proto::GetTagRequest),
             "SetTags" => call!(set_tags, proto::SetTagsRequest),
             "GetTags" => call!(get_tags, proto::GetTagsRequest),
+            "Rotate" => call!(rotate, proto::RotateRequest),
             other => Err(Status::unimplemented(format!(
                 "{SERVICE_NAME}.{other} is not served over /v1/invoke"
             ))),

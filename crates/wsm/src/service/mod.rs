@@ -1,7 +1,7 @@
 //! The rules of the WebSocket Manager API (the original `IWebSocketService`): validation, ownership
 //! and the connection records. The wiring of each socket to its publisher is in `wiring.rs`, the
-//! status writer in `status.rs`. Transport-agnostic: the gRPC and HTTP layers translate to and
-//! from these calls.
+//! status writer in `status.rs`, the operator's rotation in `rotation.rs`. Transport-agnostic: the
+//! gRPC and HTTP layers translate to and from these calls.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,6 +26,7 @@ use crate::venue::{Profiles, VenueOptions};
 
 mod checks;
 mod ownership;
+mod rotation;
 mod slots;
 mod status;
 mod wiring;
@@ -34,6 +35,7 @@ use checks::{default_content_type, send_error, validate_tags};
 pub(crate) use checks::{send_timeout, MAX_ON_CONNECT, MAX_SEND_TIMEOUT};
 pub(crate) use ownership::OwnershipCounts;
 pub use ownership::TakeOver;
+pub(crate) use rotation::ROTATION_BOUND;
 use slots::{Slot, Slots};
 pub(crate) use status::LifecycleCounts;
 use status::{write_statuses, StatusObserver};

@@ -8,3 +8,4 @@ mod common;
 mod connections;
 mod errors;
 mod frames;
+mod rotate;

@@ -124,9 +124,21 @@ async fn every_connection_call_reaching_a_non_owner_is_served_by_forwarding() {
         .await
         .expect("StopPublish through B");
     assert_eq!(list(&a).await[&id].topic, "");
+    // Rotate through B is answered by A, the owner, whatever the rotation's outcome.
+    let code = match via_b.rotate(proto::RotateRequest { id: id.clone() }).await {
+        Ok(_) => "OK",
+        Err(status) => {
+            // Without make-before-break in the socket task, the owner's new leg never opens.
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("rotation"), "{status:?}");
+            "UNAVAILABLE"
+        }
+    };
+    let rotate = format!(r#"wsm_requests_total{{method="Rotate",code="{code}"}}"#);
+    assert_eq!(a.metric(&rotate).await, 1.0, "A served the Rotate");
     // Each of B's calls but the read-only GetTags was forwarded (GetTag/GetTags read the shared
     // record on any instance).
-    assert_eq!(b.metric("wsm_forwarded_total").await, 6.0);
+    assert_eq!(b.metric("wsm_forwarded_total").await, 7.0);
     assert_eq!(a.metric("wsm_forwarded_total").await, 0.0);
     assert_eq!(
         list(&a).await[&id].instance_id,

@@ -63,6 +63,14 @@ pub enum ClientCommand {
         /// each option replaces the profile's option of the same name.
         #[arg(long, value_parser = venue_json)]
         venue: Option<Box<wsm::venue::VenueOptions>>,
+        /// Standing legs: 1, or 2 for two sockets arbitrated live (a drop of either loses
+        /// nothing); replaces `redundancy` of --venue and of the profile.
+        #[arg(long)]
+        redundancy: Option<u8>,
+        /// Rotate make-before-break this long after a leg opened, in ms; replaces
+        /// `max_lifetime_ms` of --venue and of the profile.
+        #[arg(long)]
+        max_lifetime_ms: Option<u64>,
     },
     /// List connections (all instances), optionally filtered by tags.
     List {
@@ -117,6 +125,13 @@ pub enum ClientCommand {
         /// Re-send after every reconnect (e.g. a SUBSCRIBE).
         #[arg(long)]
         replay: bool,
+    },
+    /// Replace a connection's socket make-before-break: a new one opens and replays, the old one
+    /// closes once the two overlap (or after 10 s, announcing a gap); prints how it went.
+    Rotate {
+        #[command(flatten)]
+        target: Target,
+        id: String,
     },
     /// Show a connection's tags; `KEY` shows one; `KEY=VALUE`s set them.
     Tag {
@@ -210,6 +225,8 @@ impl ClientCommand {
                 ping_interval_ms,
                 profile,
                 venue,
+                redundancy,
+                max_lifetime_ms,
             } => {
                 let mut req = proto::ConnectRequest {
                     url,
@@ -228,6 +245,7 @@ impl ClientCommand {
                     profile: profile.unwrap_or_default(),
                     ..Default::default()
                 };
+                let venue = continuity(venue, redundancy, max_lifetime_ms)?;
                 if let Some(venue) = &venue {
                     wsm::api::set_venue(&mut req, venue);
                 }
@@ -299,6 +317,15 @@ impl ClientCommand {
                     replay_on_reconnect: replay,
                 };
                 target.client().await?.send_raw(req).await?;
+            }
+            ClientCommand::Rotate { target, id } => {
+                let resp = target
+                    .client()
+                    .await?
+                    .rotate(proto::RotateRequest { id: id.clone() })
+                    .await?
+                    .into_inner();
+                println!("{}", rotated(&id, &resp));
             }
             ClientCommand::Tag { target, id, items } => tag(target, id, items).await?,
             ClientCommand::Tail {
@@ -474,4 +501,69 @@ fn venue_json(text: &str) -> Result<Box<wsm::venue::VenueOptions>, String> {
         serde_json::from_str(text).map_err(|e| format!("not venue options JSON: {e}"))?;
     options.validate()?;
     Ok(Box::new(options))
+}
+
+/// `--redundancy` and `--max-lifetime-ms` folded into the `--venue` options (the flags win),
+/// checked like the rest of them.
+fn continuity(
+    venue: Option<Box<wsm::venue::VenueOptions>>,
+    redundancy: Option<u8>,
+    max_lifetime_ms: Option<u64>,
+) -> Result<Option<Box<wsm::venue::VenueOptions>>, Status> {
+    if redundancy.is_none() && max_lifetime_ms.is_none() {
+        return Ok(venue);
+    }
+    let mut venue = venue.unwrap_or_default();
+    venue.redundancy = redundancy.or(venue.redundancy);
+    venue.max_lifetime_ms = max_lifetime_ms.or(venue.max_lifetime_ms);
+    venue.validate().map_err(Status::invalid_argument)?;
+    Ok(Some(venue))
+}
+
+/// How a rotation went, for people.
+fn rotated(id: &str, resp: &proto::RotateResponse) -> String {
+    let duplicates = match resp.duplicates {
+        1 => "1 duplicate suppressed".to_owned(),
+        n => format!("{n} duplicates suppressed"),
+    };
+    if resp.overlap {
+        format!(
+            "rotated {id}: overlap proven, {duplicates}, {} ms",
+            resp.took_ms
+        )
+    } else {
+        format!(
+            "rotated {id}: NO overlap proven within the bound; a gap was announced (the old \
+             socket was closed after {} ms, {duplicates}; the epoch moved on)",
+            resp.took_ms
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotation_reads_as_proven_or_as_an_announced_gap() {
+        let proven = proto::RotateResponse {
+            overlap: true,
+            duplicates: 12,
+            took_ms: 143,
+        };
+        assert_eq!(
+            rotated("c-1", &proven),
+            "rotated c-1: overlap proven, 12 duplicates suppressed, 143 ms"
+        );
+        let gap = proto::RotateResponse {
+            overlap: false,
+            duplicates: 1,
+            took_ms: 10_012,
+        };
+        assert_eq!(
+            rotated("c-1", &gap),
+            "rotated c-1: NO overlap proven within the bound; a gap was announced (the old socket \
+             was closed after 10012 ms, 1 duplicate suppressed; the epoch moved on)"
+        );
+    }
 }
