@@ -126,6 +126,10 @@ pub enum SendError {
     Rotating,
 }
 
+/// The longest a rotation waits for its two legs to overlap before it closes the old one anyway
+/// and announces a possible gap (SPEC 8).
+pub const OVERLAP_BOUND: Duration = Duration::from_secs(10);
+
 /// How a make-before-break rotation ended (SPEC 8).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {

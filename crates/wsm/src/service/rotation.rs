@@ -11,7 +11,7 @@ use crate::error::ServiceError;
 
 /// How long a rotation waits for the two legs to overlap before closing the old one anyway (the
 /// connection layer's bound, SPEC 8); with the new leg's handshake, the longest a Rotate takes.
-pub(crate) const ROTATION_BOUND: Duration = Duration::from_secs(10);
+pub(crate) const ROTATION_BOUND: Duration = crate::connection::OVERLAP_BOUND;
 
 /// What the rotating lifecycle event and the log name as the trigger.
 const OPERATOR: &str = "an operator asked for a rotation (Rotate)";

@@ -50,7 +50,8 @@ async fn rotate_refuses_empty_unknown_and_unconnected_ids_as_send_raw_does() {
             &mut client,
             ConnectRequest {
                 auto_reconnect: false,
-                ..connect_request(feed.url("/ws"))
+                // Like a venue: every socket gets the same stream, so the legs can overlap.
+                ..connect_request(feed.url("/ws?broadcast=1"))
             },
         )
         .await;
@@ -121,7 +122,6 @@ async fn rotate_is_served_over_invoke_and_needs_the_api_key() {
 }
 
 #[tokio::test]
-#[ignore = "needs the make-before-break task (merged separately)"]
 async fn rotate_on_a_live_connection_opens_a_second_socket_and_closes_the_first() {
     bounded(async {
         let feed = feed(20).await;
@@ -131,7 +131,8 @@ async fn rotate_on_a_live_connection_opens_a_second_socket_and_closes_the_first(
             &mut client,
             ConnectRequest {
                 auto_reconnect: true,
-                ..connect_request(feed.url("/ws"))
+                // Like a venue: every socket gets the same stream, so the legs can overlap.
+                ..connect_request(feed.url("/ws?broadcast=1"))
             },
         )
         .await;
@@ -143,14 +144,10 @@ async fn rotate_on_a_live_connection_opens_a_second_socket_and_closes_the_first(
             .await
             .expect("Rotate on a live connection")
             .into_inner();
-        // The old socket closes once the legs overlap, or at the 10 s bound (plus the handshake).
-        assert!(rotated.took_ms < 15_000, "{rotated:?}");
-        if !rotated.overlap {
-            assert!(
-                rotated.took_ms >= 10_000,
-                "closed early without an overlap: {rotated:?}"
-            );
-        }
+        // The old socket closes once the legs overlap: the same frames reach both.
+        assert!(rotated.overlap, "{rotated:?}");
+        assert!(rotated.duplicates > 0, "{rotated:?}");
+        assert!(rotated.took_ms < 10_000, "{rotated:?}");
 
         assert_eq!(
             feed.accepted_total(),
@@ -173,13 +170,8 @@ async fn rotate_on_a_live_connection_opens_a_second_socket_and_closes_the_first(
         );
         let after = listed(&mut client, &id).await;
         assert_eq!(after.status, "connected");
-        // Nothing lost: the same epoch; a gap announced: the next one.
-        let epoch = if rotated.overlap {
-            before.epoch
-        } else {
-            before.epoch + 1
-        };
-        assert_eq!(after.epoch, epoch, "{rotated:?}");
+        // Nothing lost: the same epoch.
+        assert_eq!(after.epoch, before.epoch, "{rotated:?}");
     })
     .await;
 }

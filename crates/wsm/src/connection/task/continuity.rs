@@ -1,6 +1,6 @@
 //! Continuity (SPEC 8): changing a connection's socket without losing a venue frame. A rotation
 //! opens a new leg make-before-break and closes the old one once the arbiter has seen the two
-//! overlap (or at [`OVERLAP_BOUND`], announcing a possible gap); `redundancy: 2` keeps a standby
+//! overlap (or at `OVERLAP_BOUND`, announcing a possible gap); `redundancy: 2` keeps a standby
 //! leg, redialed by itself when lost; a gap that could not be avoided is announced with the venue
 //! values around it, and only then does the epoch change.
 
@@ -10,8 +10,7 @@ use super::*;
 use crate::connection::Rotated;
 use crate::publish::arbiter::Verdict;
 
-/// The longest a rotation waits for the two legs to overlap before closing the old one anyway.
-pub(super) const OVERLAP_BOUND: Duration = Duration::from_secs(10);
+use crate::connection::OVERLAP_BOUND;
 /// The standby leg is dialed this long after the first is up, so both are never in their
 /// handshake together.
 pub(super) const STAGGER: Duration = Duration::from_millis(250);
