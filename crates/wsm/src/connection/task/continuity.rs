@@ -24,6 +24,11 @@ pub(super) struct Rotation {
     started: Instant,
     /// Set once the new leg is up: the old one closes then, overlap or not.
     bound_at: Option<Instant>,
+    /// The new leg's greeting still waits in its paced outbox: its subscriptions are not all in
+    /// effect, so no overlap counts yet.
+    greeting: bool,
+    /// Duplicates suppressed before the greeting finished (counted in the total).
+    early_duplicates: u64,
     waiter: Option<oneshot::Sender<Result<Rotated, SendError>>>,
 }
 
@@ -192,6 +197,8 @@ impl SocketTask {
             reason,
             started: Instant::now(),
             bound_at: None,
+            greeting: false,
+            early_duplicates: 0,
             waiter,
         });
         None
@@ -205,11 +212,20 @@ impl SocketTask {
             Err(e) => Err(e),
         };
         match (purpose, opened) {
-            (Purpose::Rotation, Ok(spare)) => {
+            (Purpose::Rotation, Ok(mut spare)) => {
                 self.arbiter.leg_up(slot);
+                // A paced greeting (a 50-subscription replay at 5/s) takes its time before the
+                // bound starts.
+                let now = Instant::now();
+                let queued = spare.state.outbox.len();
+                let greeted_at = match spare.state.venue.as_deref_mut().and_then(Venue::pacer) {
+                    Some(pacer) if queued > 0 => pacer.estimate(now, queued).max(now),
+                    _ => now,
+                };
                 self.cont.spare = Some(spare);
                 if let Some(r) = &mut self.cont.rotation {
-                    r.bound_at = Some(Instant::now() + OVERLAP_BOUND);
+                    r.bound_at = Some(greeted_at + OVERLAP_BOUND);
+                    r.greeting = queued > 0;
                 }
             }
             (Purpose::Rotation, Err(e)) => self.rotation_failed(e),
@@ -262,6 +278,21 @@ impl SocketTask {
     /// After each event: a rotation whose legs were seen to overlap ends now; a standby that came
     /// back in step ends its watch.
     pub(super) fn rotation_settled(&mut self) -> Option<End> {
+        if let Some(r) = &mut self.cont.rotation {
+            if r.greeting {
+                if self
+                    .cont
+                    .spare
+                    .as_ref()
+                    .is_some_and(|s| !s.state.outbox.is_empty())
+                {
+                    return None;
+                }
+                r.greeting = false;
+                r.early_duplicates += self.arbiter.restart_overlap();
+                return None;
+            }
+        }
         if self.arbiter.overlap_proven() != Some(true) {
             return None;
         }
@@ -278,10 +309,11 @@ impl SocketTask {
 
     /// Ends a rotation whose new leg is up: the spare takes over (`End::Promote`).
     pub(super) fn settle_rotation(&mut self, proven: bool) -> End {
-        let duplicates = self.arbiter.end_overlap();
         let Some(rotation) = self.cont.rotation.take() else {
+            self.arbiter.end_overlap();
             return End::Promote;
         };
+        let duplicates = self.arbiter.end_overlap() + rotation.early_duplicates;
         let took = rotation.started.elapsed();
         self.cont.rotate_failures = 0;
         if proven {
