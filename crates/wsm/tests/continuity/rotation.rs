@@ -106,3 +106,88 @@ async fn rotate_loses_nothing_sequenced() {
 async fn rotate_loses_nothing_by_fingerprint() {
     operator(Ids::Fingerprint).await;
 }
+
+/// Binance as it is: the shipped profile (5 messages/s, 300 ms apart), 10 subscriptions that a new
+/// leg replays at that pace (about 3 s), and a `serverShutdown` notice on every socket 1 s after
+/// it opened. The old leg closes only once the new one is fully subscribed and seen to overlap,
+/// long before the venue's own close; every symbol's ids go on without a gap or a repeat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_replay_of_ten_subscriptions_is_in_effect_before_the_old_leg_closes() {
+    use std::collections::BTreeMap;
+    use wsm::model::OutboundMessage;
+
+    let feed = feed_server::FeedServer::start(feed_server::FeedConfig {
+        rate: 100,
+        broadcast: true,
+        auto_stream: false,
+        ..feed_server::FeedConfig::default()
+    })
+    .await
+    .expect("feed starts");
+    let (bus, service) = super::service("wsm-binance").await;
+    let subscriptions: Vec<OutboundMessage> = (0..10)
+        .map(|i| OutboundMessage {
+            payload: format!(r#"{{"method":"SUBSCRIBE","params":["sym{i}usdt@depth"],"id":{i}}}"#)
+                .into(),
+            content_type: "application/json".into(),
+        })
+        .collect();
+    let req = wsm::ConnectRequest {
+        url: feed.url("/ws?venue=binance&lifetime_ms=8000&notice_ms=7000&close_code=1001"),
+        auto_reconnect: true,
+        profile: Some("binance-spot".into()),
+        on_connect: subscriptions,
+        ..wsm::ConnectRequest::default()
+    };
+    let (id, mut frames, mut lifecycle) =
+        super::support::events::open_publishing(&service, &bus, req, super::TOPIC).await;
+    // Read as they come, so the bus never waits for this test.
+    let texts = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let into = std::sync::Arc::clone(&texts);
+    tokio::spawn(async move {
+        while let Ok(bytes) = frames.recv().await {
+            let event: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let text = event["data"].as_str().unwrap_or_default().to_owned();
+            into.lock().unwrap().push(text);
+        }
+    });
+    let rotating = super::support::events::next_kind(&mut lifecycle, "rotating").await;
+    assert!(rotating.contains("serverShutdown"), "{rotating}");
+    let started = tokio::time::Instant::now();
+    let rotated = super::support::events::next_kind(&mut lifecycle, "rotated").await;
+    assert!(rotated.contains("overlap proven"), "{rotated}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(2500),
+        "the old leg closed before the new one's paced replay was through: {:?}",
+        started.elapsed()
+    );
+    let sessions = feed.subscriptions();
+    assert!(
+        sessions.values().any(|subs| subs.len() == 10),
+        "the new leg has all 10 in effect: {sessions:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    service.disconnect(&id).await.unwrap();
+    let stats = feed.stats();
+    assert_eq!(stats.venue_closes.rate_limit, 0, "never closed with 1008");
+    assert_eq!(
+        stats.venue_closes.lifetime, 0,
+        "the venue never had to close a leg"
+    );
+    // Every symbol's ids, once and in order.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut by_symbol: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for text in texts.lock().unwrap().iter() {
+        let frame: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+        if let (Some(s), Some(u)) = (frame["s"].as_str(), frame["u"].as_u64()) {
+            by_symbol.entry(s.to_owned()).or_default().push(u);
+        }
+    }
+    assert_eq!(by_symbol.len(), 10, "{:?}", by_symbol.keys());
+    for (symbol, ids) in by_symbol {
+        assert!(ids.len() > 100, "{symbol}: {}", ids.len());
+        for w in ids.windows(2) {
+            assert_eq!(w[1], w[0] + 1, "{symbol}: a gap or a repeat");
+        }
+    }
+}

@@ -52,6 +52,8 @@ pub(super) struct Continuity {
     pub standby_at: Option<Instant>,
     pub standby_failures: u32,
     pub retry_at: Option<Instant>,
+    /// Why the next rotation at `retry_at` happens (a notice the new leg got mid-rotation).
+    pub pending: Option<String>,
     pub rotate_failures: u32,
     pub hold_until: Option<Instant>,
     pub gap: Option<GapOpen>,
@@ -107,7 +109,12 @@ impl SocketTask {
         }
         if self.cont.retry_at.is_some_and(|t| t <= now) {
             self.cont.retry_at = None;
-            return self.begin_rotation("retrying the rotation".into(), None);
+            let reason = self
+                .cont
+                .pending
+                .take()
+                .unwrap_or_else(|| "retrying the rotation".into());
+            return self.begin_rotation(reason, None);
         }
         let life = self.cont.lifetime?;
         if self.cont.rotation.is_some()
@@ -252,6 +259,8 @@ impl SocketTask {
         let Some(rotation) = self.cont.rotation.take() else {
             return;
         };
+        // A notice the failed leg got is gone with it.
+        self.cont.pending = None;
         self.arbiter.end_overlap();
         self.cont.tracking = self.cont.legs_wanted > 1;
         let reason = format!(
@@ -355,6 +364,9 @@ impl SocketTask {
         self.leg = spare.state;
         self.cont.tracking = self.cont.legs_wanted > 1;
         self.cont.hold_until = None;
+        if self.cont.pending.is_some() {
+            self.cont.retry_at = Some(Instant::now());
+        }
         if self.cont.legs_wanted > 1 {
             self.cont.standby_at = Some(Instant::now() + jitter());
         }
@@ -407,6 +419,13 @@ impl SocketTask {
 
     /// Replaces the standby leg (its lifetime, a notice on it) once the primary is in step.
     pub(super) fn recycle_spare(&mut self, reason: &str) {
+        if self.cont.rotation.is_some() && self.cont.legs_wanted == 1 {
+            // The rotation's new leg got a notice too (a venue's maintenance reaches every
+            // socket): it rotates again as soon as it has taken over.
+            tracing::info!(connection = %self.id, reason, "the new leg got a notice during the rotation; it rotates again once it has taken over");
+            self.cont.pending = Some(reason.to_owned());
+            return;
+        }
         if self.cont.rotation.is_some() || !self.in_step() {
             self.cont.hold_until = Some(Instant::now() + HOLD);
             return;
@@ -441,6 +460,7 @@ impl SocketTask {
         if let Some(d) = self.cont.dialing.take() {
             d.handle.abort();
         }
+        self.cont.pending = None;
         if let Some(rotation) = self.cont.rotation.take() {
             if let Some(waiter) = rotation.waiter {
                 let _ = waiter.send(Err(SendError::RotateFailed(format!(
