@@ -207,8 +207,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// Median ns per `admit`, each frame offered by both legs (one publish, one duplicate).
 fn arbiter_cost(sequenced: bool, batches: usize) -> f64 {
-    let rule = sequence();
-    let mut a = Arbiter::new(sequenced.then_some(&rule));
+    let mut a = Arbiter::new(sequenced.then_some(("/u", Some("/s"))));
     a.leg_up(0);
     a.leg_up(1);
     let now = tokio::time::Instant::now();

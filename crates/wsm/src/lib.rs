@@ -28,6 +28,7 @@ pub mod config;
 pub mod connection;
 mod error;
 mod gojson;
+pub(crate) mod jsonscan;
 pub mod lifecycle;
 pub mod model;
 pub mod proto;

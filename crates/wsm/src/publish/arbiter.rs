@@ -18,9 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::venue::pointer::Pointer;
-use crate::venue::scan::{self, Steps};
-use crate::venue::SequenceRule;
+use crate::jsonscan::{self as scan, Steps};
 
 /// Fingerprints remembered (the overlap window in frames).
 pub const MAX_PRINTS: usize = 4096;
@@ -177,19 +175,12 @@ impl std::fmt::Debug for Arbiter {
 }
 
 impl Arbiter {
-    pub fn new(sequence: Option<&SequenceRule>) -> Arbiter {
-        let ids = sequence.and_then(|rule| {
-            Pointer::parse("sequence.value", &rule.value).ok()?;
-            Some(Ids {
-                value: Steps::of(&rule.value),
-                key: match &rule.key {
-                    Some(k) => {
-                        Pointer::parse("sequence.key", k).ok()?;
-                        Some(Steps::of(k))
-                    }
-                    None => None,
-                },
-            })
+    /// `sequence`: the JSON pointers of the value and the key (`sequence.value`, `sequence.key`,
+    /// validated at Connect); `None` identifies every frame by fingerprint.
+    pub fn new(sequence: Option<(&str, Option<&str>)>) -> Arbiter {
+        let ids = sequence.map(|(value, key)| Ids {
+            value: Steps::of(value),
+            key: key.map(Steps::of),
         });
         Arbiter {
             ids,
@@ -400,11 +391,7 @@ mod tests {
     use super::*;
 
     fn sequenced() -> Arbiter {
-        Arbiter::new(Some(&SequenceRule {
-            value: "/u".into(),
-            key: Some("/s".into()),
-            prev: None,
-        }))
+        Arbiter::new(Some(("/u", Some("/s"))))
     }
 
     fn frame(s: &str, u: impl std::fmt::Display) -> String {

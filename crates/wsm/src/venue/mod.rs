@@ -13,10 +13,9 @@ pub const MAX_TEXT: usize = 4096;
 mod decompress;
 pub mod options;
 mod pacing;
-pub(crate) mod pointer;
+mod pointer;
 pub mod profiles;
 mod runtime;
-pub(crate) mod scan;
 mod sequence;
 
 pub use options::{

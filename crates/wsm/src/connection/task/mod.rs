@@ -132,7 +132,12 @@ impl SocketTask {
             lifetime: spec.venue.max_lifetime_ms.map(Duration::from_millis),
             ..Continuity::default()
         };
-        let arbiter = Arbiter::new(spec.venue.sequence.as_ref());
+        let arbiter = Arbiter::new(
+            spec.venue
+                .sequence
+                .as_ref()
+                .map(|s| (s.value.as_str(), s.key.as_deref())),
+        );
         SocketTask {
             id: spec.id.as_str().into(),
             // Events and logs show the URL redacted; only the dial sees the real one.

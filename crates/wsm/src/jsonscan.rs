@@ -1,4 +1,5 @@
-//! Finding one value in a JSON text without parsing the rest: the arbiter looks up a frame's
+//! Finding one value in a JSON text without parsing the rest (a leaf: no imports from the
+//! crate). The arbiter looks up a frame's
 //! sequence value and key on every frame of two legs, and building a whole `serde_json::Value`
 //! for that costs several times what the rest of the path does. The scan walks the bytes once,
 //! skipping every value it does not need; malformed input gives `None`, never a panic.
@@ -8,7 +9,8 @@
 pub(crate) struct Steps(Vec<String>);
 
 impl Steps {
-    /// `text` is a checked pointer (`Pointer::parse`): `/a/b~1c` → `a`, `b/c`.
+    /// `text` is a pointer checked where it was given (`VenueOptions::validate`): `/a/b~1c` →
+    /// `a`, `b/c`.
     pub(crate) fn of(text: &str) -> Steps {
         Steps(
             text.split('/')
