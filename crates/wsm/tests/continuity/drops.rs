@@ -74,6 +74,11 @@ async fn lost_when_alone(ids: Ids, query: &str, drop_orders: bool) {
     let frames = r.stop().await;
     let c = count(&frames);
     let gaps = r.count("gap");
+    println!(
+        "{ids:?}{query}: {} venue ids lost in {gaps} gaps ({} published)",
+        c.missing.len(),
+        c.ids
+    );
     assert!(gaps >= drops, "{:?}", r.events());
     assert!(
         c.missing.len() <= MOST_LOST * gaps,
