@@ -192,3 +192,34 @@ async fn with_two_legs_a_stalled_leg_loses_nothing() {
         assert_continuous(&frames, 2500, &format!("a stalled leg, {ids:?}"));
     }
 }
+
+/// A correlated Send on two legs: it goes out on one leg, its response comes back there only, is
+/// matched once and never published; every venue id still arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_two_legs_a_correlated_send_is_answered_once_and_not_published() {
+    let r = Run::start("wsm-send", venue().await, Ids::Sequenced, "", redundant()).await;
+    legs_open(&r, 2).await;
+    r.frames_after(200).await;
+    for i in 0..20 {
+        let payload = bytes::Bytes::from(format!(r#"{{"ask":{i}}}"#));
+        let answer = r
+            .service
+            .send(&r.id, payload, "application/json", 5000)
+            .await
+            .expect("answered");
+        let answer: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
+        assert_eq!(
+            answer["payload"],
+            serde_json::json!({"ask": i}),
+            "the echo's payload"
+        );
+    }
+    r.frames_after(200).await;
+    let frames = r.stop().await;
+    // Responses would be frames without a venue id; every published frame has one.
+    assert!(
+        frames.iter().all(|f| f.id.is_some()),
+        "a response was published"
+    );
+    assert_continuous(&frames, 400, "two legs with Sends");
+}
