@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use tokio::time::Instant;
 
 use crate::jsonscan::{self as scan, Steps};
@@ -28,6 +30,9 @@ pub const PRINT_WINDOW: Duration = Duration::from_secs(5);
 pub const MAX_KEYS: usize = 16_384;
 /// Longest sequence key kept; longer keys are identified by fingerprint.
 pub const MAX_KEY_LEN: usize = 256;
+/// Most bytes a joining leg's held frames may take; older ones are forgotten first (the other
+/// leg publishes them meanwhile).
+pub const MAX_HELD_BYTES: usize = 16 << 20;
 /// The pseudo-key under which fingerprinted frames count towards an overlap.
 const PRINTS_KEY: &str = "";
 
@@ -40,6 +45,8 @@ pub enum Verdict {
     Publish,
     /// Already published from the other leg (or older than what was).
     Duplicate,
+    /// A joining leg's frame, kept until the leg is seen to be in step ([`Arbiter::release`]).
+    Held,
 }
 
 /// A frame's venue identity, for `gap` events.
@@ -68,6 +75,79 @@ struct Overlap {
     pending: HashSet<String>,
     proven: HashSet<String>,
     duplicates: u64,
+}
+
+/// A joining leg's frames, held until it is seen to be in step with the other leg. Published at
+/// once, a joining leg's first frames could run ahead of what the other leg has delivered yet:
+/// the frames in between, arriving later on the other leg, would then be out of order (or, with
+/// sequence values, taken for duplicates). Held, they are published after the other leg's, from
+/// the first one it did not deliver.
+struct Hold {
+    slot: Slot,
+    frames: VecDeque<Held>,
+    bytes: usize,
+    /// The first held value per key, and the held fingerprints (with their counts).
+    first: HashMap<String, u64>,
+    prints: HashMap<u64, u32, BuildHasherDefault<IdHasher>>,
+}
+
+struct Held {
+    payload: Bytes,
+    text: bool,
+    print: u64,
+}
+
+impl Hold {
+    fn new(slot: Slot) -> Hold {
+        Hold {
+            slot,
+            frames: VecDeque::new(),
+            bytes: 0,
+            first: HashMap::new(),
+            prints: HashMap::default(),
+        }
+    }
+
+    fn push(&mut self, payload: &Bytes, text: bool, print: u64, id: Option<&VenueId>) {
+        if payload.len() > MAX_HELD_BYTES {
+            return;
+        }
+        while self.frames.len() >= MAX_PRINTS || self.bytes + payload.len() > MAX_HELD_BYTES {
+            let Some(old) = self.frames.pop_front() else {
+                break;
+            };
+            self.bytes -= old.payload.len();
+            if let Some(n) = self.prints.get_mut(&old.print) {
+                *n -= 1;
+                if *n == 0 {
+                    self.prints.remove(&old.print);
+                }
+            }
+        }
+        if let Some(id) = id {
+            if !self.first.contains_key(&id.key) && self.first.len() < MAX_KEYS {
+                self.first.insert(id.key.clone(), id.value);
+            }
+        }
+        *self.prints.entry(print).or_insert(0) += 1;
+        self.bytes += payload.len();
+        self.frames.push_back(Held {
+            payload: payload.clone(),
+            text,
+            print,
+        });
+    }
+
+    /// Whether the other leg's published frame is among (or, by value, behind) what is held.
+    fn covers(&self, print: u64, id: Option<&VenueId>) -> bool {
+        match id {
+            Some(id) => self
+                .first
+                .get(&id.key)
+                .is_some_and(|first| *first <= id.value),
+            None => self.prints.contains_key(&print),
+        }
+    }
 }
 
 /// Passes hashes through: fingerprints are already uniform 64-bit hashes.
@@ -112,6 +192,13 @@ impl Prints {
         }
         self.ring.push_back((print, now, slot));
         Verdict::Publish
+    }
+
+    /// Whether the other leg published `print` and `slot` has not delivered it yet.
+    fn owed_to(&self, print: u64, slot: Slot) -> bool {
+        self.balance
+            .get(&print)
+            .is_some_and(|balance| *balance * sign(slot) < 0)
     }
 
     fn expire(&mut self, now: Instant) {
@@ -159,6 +246,7 @@ pub struct Arbiter {
     prints: Prints,
     live: [bool; 2],
     overlap: Option<Overlap>,
+    hold: Option<Hold>,
     /// Frames dropped as duplicates, and sequence resets followed, since the start.
     pub duplicates: u64,
     pub resets: u64,
@@ -189,6 +277,7 @@ impl Arbiter {
             prints: Prints::default(),
             live: [false; 2],
             overlap: None,
+            hold: None,
             duplicates: 0,
             resets: 0,
         }
@@ -207,7 +296,23 @@ impl Arbiter {
                 proven: HashSet::new(),
                 duplicates: 0,
             });
+            self.hold = Some(Hold::new(slot));
         }
+    }
+
+    /// Ends the hold of a joining leg (it is in step, it takes over, or the other leg is gone):
+    /// its held frames that the other leg did not deliver, in order, to publish now.
+    pub fn release(&mut self, now: Instant) -> Vec<(Bytes, bool)> {
+        let Some(hold) = self.hold.take() else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for held in hold.frames {
+            if self.admit(hold.slot, &held.payload, held.text, now) == Verdict::Publish {
+                out.push((held.payload, held.text));
+            }
+        }
+        out
     }
 
     /// A leg is gone: what it delivered no longer says anything about what it will deliver.
@@ -219,6 +324,9 @@ impl Arbiter {
             key.reset_by = None;
         }
         self.overlap = None;
+        if self.hold.as_ref().is_some_and(|h| h.slot == slot) {
+            self.hold = None;
+        }
         if !self.live.iter().any(|l| *l) {
             self.prints.clear();
         }
@@ -228,11 +336,12 @@ impl Arbiter {
     /// old one published meanwhile. `None` with nothing watched.
     pub fn overlap_proven(&self) -> Option<bool> {
         let o = self.overlap.as_ref()?;
-        Some(o.duplicates > 0 && o.pending.is_empty())
+        Some(!o.proven.is_empty() && o.pending.is_empty())
     }
 
     /// Starts the watch over (a new leg whose paced greeting just finished: only what it
-    /// delivers from now on, fully subscribed, proves the overlap); the duplicates so far.
+    /// delivers from now on, fully subscribed, proves the overlap); the duplicates so far. What
+    /// it holds stays held.
     pub fn restart_overlap(&mut self) -> u64 {
         let Some(o) = &mut self.overlap else {
             return 0;
@@ -248,40 +357,95 @@ impl Arbiter {
     }
 
     /// Decides one frame from leg `slot`.
-    pub fn admit(&mut self, slot: Slot, payload: &[u8], text: bool, now: Instant) -> Verdict {
+    pub fn admit(&mut self, slot: Slot, payload: &Bytes, text: bool, now: Instant) -> Verdict {
         let slot = slot.min(1);
         let id = if text { self.id_of(payload) } else { None };
-        let (verdict, key) = match id {
-            Some(id) if self.keys.contains_key(&id.key) || self.keys.len() < MAX_KEYS => {
-                (self.admit_id(slot, &id), Some(id.key))
+        let id = id.filter(|id| self.keys.contains_key(&id.key) || self.keys.len() < MAX_KEYS);
+        let print = match id {
+            Some(_) => 0,
+            None => fingerprint(payload, text),
+        };
+        let joining = self.hold.as_ref().is_some_and(|h| h.slot == slot);
+        let verdict = if joining {
+            self.admit_joining(slot, payload, text, print, id.as_ref(), now)
+        } else {
+            let verdict = match &id {
+                Some(id) => self.admit_id(slot, id),
+                None => self.prints.admit(print, slot, now),
+            };
+            if verdict == Verdict::Publish {
+                if let Some(hold) = &self.hold {
+                    if hold.covers(print, id.as_ref()) {
+                        // The joining leg holds this frame: it is in step here.
+                        self.proven(id.as_ref().map(|i| i.key.as_str()), false);
+                    }
+                }
             }
-            _ => {
-                let print = fingerprint(payload, text);
-                (self.prints.admit(print, slot, now), None)
-            }
+            verdict
         };
         if verdict == Verdict::Duplicate {
             self.duplicates += 1;
+            self.proven(id.as_ref().map(|i| i.key.as_str()), true);
         }
-        if let Some(o) = &mut self.overlap {
-            let key = key.as_deref().unwrap_or(PRINTS_KEY);
-            match verdict {
-                Verdict::Duplicate => {
-                    o.duplicates += 1;
-                    if !o.proven.contains(key) {
-                        o.proven.insert(key.to_owned());
-                    }
-                    o.pending.remove(key);
+        if verdict == Verdict::Publish {
+            if let Some(o) = &mut self.overlap {
+                let key = id.as_ref().map_or(PRINTS_KEY, |i| i.key.as_str());
+                if slot == o.old
+                    && !o.proven.contains(key)
+                    && !o.pending.contains(key)
+                    && o.pending.len() < MAX_KEYS
+                {
+                    o.pending.insert(key.to_owned());
                 }
-                Verdict::Publish if slot == o.old && !o.proven.contains(key) => {
-                    if !o.pending.contains(key) && o.pending.len() < MAX_KEYS {
-                        o.pending.insert(key.to_owned());
-                    }
-                }
-                Verdict::Publish => {}
             }
         }
         verdict
+    }
+
+    /// A joining leg's frame: a duplicate if the other leg already published it, else held.
+    fn admit_joining(
+        &mut self,
+        slot: Slot,
+        payload: &Bytes,
+        text: bool,
+        print: u64,
+        id: Option<&VenueId>,
+        now: Instant,
+    ) -> Verdict {
+        let behind = match id {
+            Some(id) => self
+                .keys
+                .get(&id.key)
+                .is_some_and(|k| id.value <= k.published),
+            None => self.prints.owed_to(print, slot),
+        };
+        if behind {
+            if id.is_none() {
+                // Consumes the other leg's copy, as a duplicate does.
+                self.prints.admit(print, slot, now);
+            }
+            return Verdict::Duplicate;
+        }
+        if let Some(hold) = &mut self.hold {
+            hold.push(payload, text, print, id);
+        }
+        Verdict::Held
+    }
+
+    /// A key (`None`: fingerprints) where the legs were seen to overlap; `duplicate`: by a frame
+    /// dropped as one (counted), not by a held frame the other leg delivered.
+    fn proven(&mut self, key: Option<&str>, duplicate: bool) {
+        let Some(o) = &mut self.overlap else {
+            return;
+        };
+        let key = key.unwrap_or(PRINTS_KEY);
+        if duplicate {
+            o.duplicates += 1;
+        }
+        if !o.proven.contains(key) {
+            o.proven.insert(key.to_owned());
+        }
+        o.pending.remove(key);
     }
 
     fn admit_id(&mut self, slot: Slot, id: &VenueId) -> Verdict {
@@ -371,7 +535,10 @@ impl Arbiter {
     pub fn memory(&self) -> usize {
         const PRINT: usize = 24 + 16;
         const KEY: usize = 64;
-        self.prints.ring.len() * PRINT + self.keys.len() * KEY + self.key_bytes
+        let held = self.hold.as_ref().map_or(0, |h| {
+            h.bytes + h.frames.len() * PRINT + h.first.len() * KEY
+        });
+        self.prints.ring.len() * PRINT + self.keys.len() * KEY + self.key_bytes + held
     }
 }
 
@@ -398,9 +565,17 @@ mod tests {
         format!(r#"{{"s":"{s}","u":{u}}}"#)
     }
 
+    /// Two legs in step: the second has joined and been released, as the socket task does once
+    /// their overlap is proven.
     fn both(a: &mut Arbiter) {
         a.leg_up(0);
         a.leg_up(1);
+        a.release(Instant::now());
+        a.end_overlap();
+    }
+
+    fn b(s: impl AsRef<[u8]>) -> Bytes {
+        Bytes::copy_from_slice(s.as_ref())
     }
 
     #[test]
@@ -415,7 +590,7 @@ mod tests {
                 if v == 0 {
                     continue;
                 }
-                if a.admit(slot, frame("A", v).as_bytes(), true, now) == Verdict::Publish {
+                if a.admit(slot, &b(frame("A", v)), true, now) == Verdict::Publish {
                     published.push(v);
                 }
             }
@@ -429,22 +604,10 @@ mod tests {
         let mut a = sequenced();
         both(&mut a);
         let now = Instant::now();
-        assert_eq!(
-            a.admit(0, frame("A", 5).as_bytes(), true, now),
-            Verdict::Publish
-        );
-        assert_eq!(
-            a.admit(1, frame("B", 3).as_bytes(), true, now),
-            Verdict::Publish
-        );
-        assert_eq!(
-            a.admit(1, frame("A", 5).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
-        assert_eq!(
-            a.admit(0, frame("B", 3).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
+        assert_eq!(a.admit(0, &b(frame("A", 5)), true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, &b(frame("B", 3)), true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, &b(frame("A", 5)), true, now), Verdict::Duplicate);
+        assert_eq!(a.admit(0, &b(frame("B", 3)), true, now), Verdict::Duplicate);
     }
 
     #[test]
@@ -453,35 +616,20 @@ mod tests {
         both(&mut a);
         let now = Instant::now();
         for u in [100, 101] {
-            a.admit(0, frame("A", u).as_bytes(), true, now);
-            a.admit(1, frame("A", u).as_bytes(), true, now);
+            a.admit(0, &b(frame("A", u)), true, now);
+            a.admit(1, &b(frame("A", u)), true, now);
         }
         // The venue restarts at 1: leg 0 sees it first.
-        assert_eq!(
-            a.admit(0, frame("A", 1).as_bytes(), true, now),
-            Verdict::Publish
-        );
+        assert_eq!(a.admit(0, &b(frame("A", 1)), true, now), Verdict::Publish);
         // Leg 1 still delivers the old numbering once more: dropped.
         assert_eq!(
-            a.admit(1, frame("A", 102).as_bytes(), true, now),
+            a.admit(1, &b(frame("A", 102)), true, now),
             Verdict::Duplicate
         );
-        assert_eq!(
-            a.admit(1, frame("A", 1).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
-        assert_eq!(
-            a.admit(0, frame("A", 2).as_bytes(), true, now),
-            Verdict::Publish
-        );
-        assert_eq!(
-            a.admit(1, frame("A", 2).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
-        assert_eq!(
-            a.admit(1, frame("A", 3).as_bytes(), true, now),
-            Verdict::Publish
-        );
+        assert_eq!(a.admit(1, &b(frame("A", 1)), true, now), Verdict::Duplicate);
+        assert_eq!(a.admit(0, &b(frame("A", 2)), true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, &b(frame("A", 2)), true, now), Verdict::Duplicate);
+        assert_eq!(a.admit(1, &b(frame("A", 3)), true, now), Verdict::Publish);
         assert_eq!(a.resets, 1);
     }
 
@@ -492,8 +640,8 @@ mod tests {
         let now = Instant::now();
         let f = r#"{"s":"A","u":"abc"}"#;
         assert_eq!(a.id_of(f.as_bytes()), None);
-        assert_eq!(a.admit(0, f.as_bytes(), true, now), Verdict::Publish);
-        assert_eq!(a.admit(1, f.as_bytes(), true, now), Verdict::Duplicate);
+        assert_eq!(a.admit(0, &b(f), true, now), Verdict::Publish);
+        assert_eq!(a.admit(1, &b(f), true, now), Verdict::Duplicate);
         // Numeric strings are values.
         assert_eq!(
             a.id_of(br#"{"s":"A","u":"42"}"#),
@@ -519,7 +667,7 @@ mod tests {
             (1, "hb"),
             (0, "x"),
         ] {
-            if a.admit(slot, f.as_bytes(), true, now) == Verdict::Publish {
+            if a.admit(slot, &b(f), true, now) == Verdict::Publish {
                 out += 1;
             }
         }
@@ -531,11 +679,11 @@ mod tests {
         let mut a = Arbiter::new(None);
         both(&mut a);
         let t0 = Instant::now();
-        assert_eq!(a.admit(0, b"f", true, t0), Verdict::Publish);
+        assert_eq!(a.admit(0, &b("f"), true, t0), Verdict::Publish);
         let late = t0 + PRINT_WINDOW + Duration::from_millis(1);
-        assert_eq!(a.admit(1, b"f", true, late), Verdict::Publish);
+        assert_eq!(a.admit(1, &b("f"), true, late), Verdict::Publish);
         for i in 0..(MAX_PRINTS as u32 * 2) {
-            a.admit(0, &i.to_le_bytes(), false, late);
+            a.admit(0, &b(i.to_le_bytes()), false, late);
         }
         assert!(a.prints.ring.len() <= MAX_PRINTS);
         assert!(a.memory() < 1 << 20, "{}", a.memory());
@@ -546,38 +694,56 @@ mod tests {
         let mut a = sequenced();
         a.leg_up(0);
         let now = Instant::now();
-        a.admit(0, frame("A", 1).as_bytes(), true, now);
+        a.admit(0, &b(frame("A", 1)), true, now);
         a.leg_up(1);
         assert_eq!(a.overlap_proven(), Some(false));
-        a.admit(0, frame("A", 2).as_bytes(), true, now);
-        a.admit(0, frame("B", 1).as_bytes(), true, now);
-        assert_eq!(
-            a.admit(1, frame("A", 2).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
+        a.admit(0, &b(frame("A", 2)), true, now);
+        a.admit(0, &b(frame("B", 1)), true, now);
+        let dup = a.admit(1, &b(frame("A", 2)), true, now);
+        assert_eq!(dup, Verdict::Duplicate);
         assert_eq!(
             a.overlap_proven(),
             Some(false),
             "B not yet seen on the new leg"
         );
-        assert_eq!(
-            a.admit(1, frame("B", 2).as_bytes(), true, now),
-            Verdict::Publish
-        );
-        assert_eq!(
-            a.admit(0, frame("B", 2).as_bytes(), true, now),
-            Verdict::Duplicate
-        );
+        // The new leg is ahead on B: held, not published before the old leg's B 2.
+        assert_eq!(a.admit(1, &b(frame("B", 2)), true, now), Verdict::Held);
+        assert_eq!(a.admit(1, &b(frame("B", 3)), true, now), Verdict::Held);
+        assert_eq!(a.admit(0, &b(frame("B", 2)), true, now), Verdict::Publish);
         assert_eq!(a.overlap_proven(), Some(true));
+        // Released: what the old leg did not deliver, in order.
+        let released: Vec<Bytes> = a.release(now).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(released, [b(frame("B", 3))]);
         assert_eq!(a.end_overlap(), 2);
         assert_eq!(a.overlap_proven(), None);
+    }
+
+    #[test]
+    fn a_joining_leg_ahead_by_fingerprint_is_held_and_released_in_order() {
+        let mut a = Arbiter::new(None);
+        a.leg_up(0);
+        let now = Instant::now();
+        assert_eq!(a.admit(0, &b("f1"), true, now), Verdict::Publish);
+        a.leg_up(1);
+        // The new leg starts at f3, before the old leg delivered f2 and f3.
+        for f in ["f3", "f4", "f5"] {
+            assert_eq!(a.admit(1, &b(f), true, now), Verdict::Held);
+        }
+        assert_eq!(a.admit(0, &b("f2"), true, now), Verdict::Publish);
+        assert_eq!(a.overlap_proven(), Some(false));
+        assert_eq!(a.admit(0, &b("f3"), true, now), Verdict::Publish);
+        assert_eq!(a.overlap_proven(), Some(true));
+        let released: Vec<Bytes> = a.release(now).into_iter().map(|(p, _)| p).collect();
+        assert_eq!(released, [b("f4"), b("f5")]);
+        // In step from here: the old leg's late copies are duplicates.
+        assert_eq!(a.admit(0, &b("f4"), true, now), Verdict::Duplicate);
     }
 
     #[test]
     fn a_sixteen_mib_frame_is_fingerprinted() {
         let mut a = sequenced();
         both(&mut a);
-        let big = vec![b'x'; 16 << 20];
+        let big = Bytes::from(vec![b'x'; 16 << 20]);
         let now = Instant::now();
         assert_eq!(a.admit(0, &big, true, now), Verdict::Publish);
         assert_eq!(a.admit(1, &big, true, now), Verdict::Duplicate);

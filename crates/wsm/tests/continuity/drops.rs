@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use wsm::venue::VenueOptions;
 
-use super::{assert_continuous, count, venue, Ids, Run, Seen, RATE};
+use super::{assert_continuous, count, legs_open, venue, Ids, Run, Seen, RATE};
 
 /// At 1,000 frames/s on loopback, the most one unplanned drop of the only leg may lose.
 const MOST_LOST: usize = 50;
@@ -133,31 +133,18 @@ async fn closes_with_1001_lose_nothing_with_two_legs_by_fingerprint() {
     closes_with_two_legs(Ids::Fingerprint).await;
 }
 
-/// Waits until the feed has `n` sockets of this run open.
-async fn legs_open(r: &Run, n: usize) -> Vec<u64> {
-    let deadline = tokio::time::Instant::now() + super::HANG;
-    loop {
-        let live = r.feed.live_connections();
-        if live.len() == n {
-            return live;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{live:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn drops_with_two_legs(ids: Ids) {
     let r = Run::start("wsm-two-legs", venue().await, ids, "", redundant()).await;
-    let first = legs_open(&r, 2).await;
+    let first = legs_open(&r.feed, 2).await;
     r.frames_after(300).await;
     // One leg, with no close frame; then, once it is back, the other.
     assert!(r.feed.drop_connection(first[0]).await);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let again = legs_open(&r, 2).await;
+    let again = legs_open(&r.feed, 2).await;
     r.frames_after(300).await;
     assert!(r.feed.drop_connection(first[1]).await);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let last = legs_open(&r, 2).await;
+    let last = legs_open(&r.feed, 2).await;
     assert!(!again.contains(&first[0]) && !last.contains(&first[1]));
     r.frames_after(300).await;
     let frames = r.stop().await;
@@ -180,7 +167,7 @@ async fn with_two_legs_a_drop_of_either_loses_nothing_by_fingerprint() {
 async fn with_two_legs_a_stalled_leg_loses_nothing() {
     for ids in [Ids::Sequenced, Ids::Fingerprint] {
         let r = Run::start("wsm-stall", venue().await, ids, "", redundant()).await;
-        let legs = legs_open(&r, 2).await;
+        let legs = legs_open(&r.feed, 2).await;
         r.frames_after(300).await;
         assert!(
             r.feed
@@ -198,7 +185,7 @@ async fn with_two_legs_a_stalled_leg_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_two_legs_a_correlated_send_is_answered_once_and_not_published() {
     let r = Run::start("wsm-send", venue().await, Ids::Sequenced, "", redundant()).await;
-    legs_open(&r, 2).await;
+    legs_open(&r.feed, 2).await;
     r.frames_after(200).await;
     for i in 0..20 {
         let payload = bytes::Bytes::from(format!(r#"{{"ask":{i}}}"#));

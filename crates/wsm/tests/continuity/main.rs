@@ -7,6 +7,7 @@
 //! - `rotation`: max_lifetime_ms, a venue notice, Rotate; sequenced and id-less; 5 runs each.
 //! - `drops`: closes with 1001 and drops without a close frame, with one leg and with two; stalls.
 //! - `hostile`: legs that disagree, ids that are not numbers, a venue reset, a 16 MiB frame.
+//! - `redis`: rotations and a dropped leg over a real Redis, read back from the stream.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use wsm::{ConnectRequest, ServiceConfig, WebSocketService};
 
 mod drops;
 mod hostile;
+mod redis;
 mod rotation;
 #[path = "../support/mod.rs"]
 mod support;
@@ -50,6 +52,19 @@ pub async fn venue() -> FeedHandle {
     })
     .await
     .expect("feed starts")
+}
+
+/// Waits (bounded) until the feed has `n` sockets open; their ids, in connect order.
+pub async fn legs_open(feed: &FeedHandle, n: usize) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + HANG;
+    loop {
+        let live = feed.live_connections();
+        if live.len() == n {
+            return live;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{live:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 pub async fn service(name: &str) -> (MemoryBus, WebSocketService) {

@@ -56,6 +56,9 @@ pub(super) struct Continuity {
     pub pending: Option<String>,
     pub rotate_failures: u32,
     pub hold_until: Option<Instant>,
+    /// After a rotation the new leg may still be behind what the old one published: its frames
+    /// go on through the arbiter until then (the overlap window).
+    pub tail_until: Option<Instant>,
     pub gap: Option<GapOpen>,
     /// The last frame handed to the publish queue, and when it was received.
     pub last_published: Option<(Bytes, SystemTime)>,
@@ -68,6 +71,9 @@ impl SocketTask {
     pub(super) fn continuity_at(&self) -> Option<Instant> {
         let c = &self.cont;
         let mut at = c.rotation.as_ref().and_then(|r| r.bound_at);
+        if let (Some(tail), None) = (c.tail_until, &c.rotation) {
+            at = Some(at.map_or(tail, |a| a.min(tail)));
+        }
         let mut earliest = |t: Option<Instant>| {
             if let Some(t) = t {
                 at = Some(at.map_or(t, |a| a.min(t)));
@@ -98,6 +104,10 @@ impl SocketTask {
             .is_some_and(|b| b <= now)
         {
             return Some(self.settle_rotation(false));
+        }
+        if self.cont.rotation.is_none() && self.cont.tail_until.is_some_and(|t| t <= now) {
+            self.cont.tail_until = None;
+            self.cont.tracking = self.cont.legs_wanted > 1;
         }
         if self.cont.dialing.is_some() {
             return None;
@@ -262,7 +272,7 @@ impl SocketTask {
         // A notice the failed leg got is gone with it.
         self.cont.pending = None;
         self.arbiter.end_overlap();
-        self.cont.tracking = self.cont.legs_wanted > 1;
+        self.cont.tracking = self.cont.legs_wanted > 1 || self.cont.tail_until.is_some();
         let reason = format!(
             "rotation ({}) failed: the new leg did not open ({error}); the old leg goes on serving",
             rotation.reason
@@ -309,6 +319,7 @@ impl SocketTask {
             Some(r) if r.bound_at.is_some() => Some(self.settle_rotation(true)),
             Some(_) => None,
             None => {
+                self.release_held();
                 let duplicates = self.arbiter.end_overlap();
                 tracing::debug!(connection = %self.id, duplicates, "the legs are in step");
                 None
@@ -318,6 +329,7 @@ impl SocketTask {
 
     /// Ends a rotation whose new leg is up: the spare takes over (`End::Promote`).
     pub(super) fn settle_rotation(&mut self, proven: bool) -> End {
+        self.release_held();
         let Some(rotation) = self.cont.rotation.take() else {
             self.arbiter.end_overlap();
             return End::Promote;
@@ -360,9 +372,14 @@ impl SocketTask {
         if let Some(old) = old {
             close_in_background(old, 1000, "rotated");
         }
+        // A standby still held when the primary is gone: what it holds is all there is.
+        self.release_held();
         self.arbiter.leg_down(self.leg.slot);
         self.leg = spare.state;
-        self.cont.tracking = self.cont.legs_wanted > 1;
+        // The arbiter still knows what the old leg published: the new one's frames go through it
+        // until it is surely past that, so a leg that was behind publishes nothing twice.
+        self.cont.tracking = true;
+        self.cont.tail_until = Some(Instant::now() + crate::publish::arbiter::PRINT_WINDOW);
         self.cont.hold_until = None;
         if self.cont.pending.is_some() {
             self.cont.retry_at = Some(Instant::now());
@@ -553,9 +570,17 @@ impl SocketTask {
         self.emit(LifecycleKind::Gap, &reason, 0);
     }
 
+    /// Publishes what a joining leg held and the other leg did not deliver, in order, after what
+    /// is pending (`serve` flushes it).
+    fn release_held(&mut self) {
+        for (payload, text) in self.arbiter.release(Instant::now()) {
+            self.push_frame(payload, text);
+        }
+    }
+
     /// The arbiter's decision on one frame of the leg in `self.leg`.
     #[inline]
-    pub(super) fn arbitrate(&mut self, payload: &[u8], text: bool) -> bool {
+    pub(super) fn arbitrate(&mut self, payload: &Bytes, text: bool) -> bool {
         let verdict = self
             .arbiter
             .admit(self.leg.slot, payload, text, self.arb_now);

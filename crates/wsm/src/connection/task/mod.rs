@@ -286,6 +286,10 @@ impl SocketTask {
     /// continuity clocks, until the primary's serving ends.
     async fn serve(&mut self, socket: &mut Socket) -> End {
         loop {
+            // Frames a joining leg held, released by the last event.
+            if let Some(end) = self.flush(socket).await {
+                return end;
+            }
             let continuity_at = self.cont_at();
             tokio::select! {
                 biased;
@@ -330,6 +334,7 @@ impl SocketTask {
             && self.cont.rotation.is_none()
             && self.cont.standby_at.is_none()
             && self.cont.retry_at.is_none()
+            && self.cont.tail_until.is_none()
         {
             return None;
         }
@@ -484,7 +489,16 @@ impl SocketTask {
         if self.cont.gap.is_some() {
             self.report_gap(&payload, text);
         }
-        let topic = self.topic.as_ref()?;
+        self.push_frame(payload, text);
+        None
+    }
+
+    /// Numbers one frame to publish and adds it to the pending run (while a topic is set).
+    #[inline]
+    fn push_frame(&mut self, payload: Bytes, text: bool) {
+        let Some(topic) = self.topic.as_ref() else {
+            return;
+        };
         if !self
             .pending_topic
             .as_ref()
@@ -505,7 +519,6 @@ impl SocketTask {
             epoch: self.epoch,
             received_at: self.burst_clock.now(),
         });
-        None
     }
 
     /// Hands the pending run to the publish queue. When the queue is full, the socket is not read
