@@ -295,6 +295,18 @@ impl ServeArgs {
         ApiKeys::new(&self.api_keys).with_peer_key(self.peer_key.as_deref())
     }
 
+    /// A warning for a server anyone on the network may call: it listens beyond loopback and no
+    /// API key is set, so whoever reaches its ports can open and send on connections.
+    pub(crate) fn exposure_warning(&self) -> Option<String> {
+        if self.bind.is_loopback() || self.api_keys().enabled() {
+            return None;
+        }
+        Some(format!(
+            "listening on {} without API keys: anyone who can reach ports {} and {} can open              connections and send on them; set --api-keys / WSM_API_KEYS, or --bind 127.0.0.1              for a local try",
+            self.bind, self.http_port, self.grpc_port
+        ))
+    }
+
     /// `--peer-allowed-cidrs`: IPs and CIDRs only (names would be resolved by whoever forged them).
     fn peer_allowed(&self) -> Result<Vec<AllowEntry>, String> {
         let entries = parse_allowed_hosts(&self.peer_allowed_cidrs)
@@ -337,5 +349,32 @@ impl ServeArgs {
     /// room for the other fields.
     pub(crate) fn max_request_bytes(&self) -> usize {
         (self.max_message_bytes as usize).saturating_mul(4) / 3 + (64 << 10)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn args(extra: &[&str]) -> ServeArgs {
+        Cli::parse_from(std::iter::once("wsm").chain(extra.iter().copied())).serve
+    }
+
+    #[test]
+    fn a_server_open_to_the_network_without_api_keys_is_warned_about() {
+        let open = args(&[]).exposure_warning().expect("0.0.0.0 without keys");
+        assert!(
+            open.contains("without API keys") && open.contains("--api-keys"),
+            "{open}"
+        );
+        assert_eq!(args(&["--bind", "127.0.0.1"]).exposure_warning(), None);
+        assert_eq!(args(&["--api-keys", "k1"]).exposure_warning(), None);
     }
 }

@@ -169,6 +169,9 @@ pub async fn start(
              but instances elsewhere cannot forward calls here; set WSM_GRPC_HOST"
         );
     }
+    if let Some(warning) = args.exposure_warning() {
+        tracing::warn!("{warning}");
+    }
     if args.api_keys().enabled()
         && cluster_config.peer_key.is_none()
         && args.state != Backend::Memory

@@ -480,3 +480,24 @@ async fn metrics_move_with_connections_frames_and_requests() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_body_that_is_not_json_is_named_as_such_and_one_of_the_wrong_shape_names_the_message() {
+    bounded(async {
+        let wsm = Wsm::start(&[]).await;
+        let http = wsm.http_client();
+        let (code, message) = error(&http.post("/v1/invoke/Connect", "{url: 1}").await, 400);
+        assert_eq!(code, "INVALID_ARGUMENT");
+        assert!(
+            message.starts_with("the body is not JSON: ") && message.contains("line 1 column 2"),
+            "{message}"
+        );
+        let (code, message) = error(&http.post("/v1/invoke/Connect", r#"{"url": 1}"#).await, 400);
+        assert_eq!(code, "INVALID_ARGUMENT");
+        assert!(
+            message.contains("not a proto3-JSON virtufin.ConnectRequest"),
+            "{message}"
+        );
+    })
+    .await;
+}

@@ -425,3 +425,15 @@ async fn rotate_and_the_continuity_flags_of_connect() {
         );
     }
 }
+
+/// `wsm serve` prints its gRPC address as `127.0.0.1:PORT`; `--server` takes it as printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_address_works_as_serve_prints_it_without_a_scheme() {
+    let wsm_server = Wsm::start(&[]).await;
+    let server = wsm_server.grpc.to_string();
+    assert!(!server.contains("://"));
+    let out = tokio::task::spawn_blocking(move || wsm(&server, &["list"]))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}

@@ -106,10 +106,17 @@ fn from_json(descriptor: &MessageDescriptor, body: &[u8]) -> Result<Vec<u8>, Sta
     )
     .and_then(|m| deserializer.end().map(|()| m))
     .map_err(|e| {
-        Status::invalid_argument(format!(
-            "the body is not a proto3-JSON {}: {e}",
-            descriptor.full_name()
-        ))
+        use serde_json::error::Category;
+        match e.classify() {
+            // Not JSON at all: say so, and where, rather than serde's token-level message alone.
+            Category::Syntax | Category::Eof => Status::invalid_argument(format!(
+                "the body is not JSON: {e}; send a JSON object such as {{\"id\":\"...\"}}"
+            )),
+            _ => Status::invalid_argument(format!(
+                "the body is not a proto3-JSON {}: {e}",
+                descriptor.full_name()
+            )),
+        }
     })?;
     Ok(message.encode_to_vec())
 }

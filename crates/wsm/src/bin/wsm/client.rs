@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Request, Status};
+use tonic::{Code, Request, Status};
 use wsm::api::auth::API_KEY_HEADER;
 use wsm::api::status::code_name;
 use wsm::proto::{self, web_socket_manager_client::WebSocketManagerClient};
@@ -179,7 +179,13 @@ impl tonic::service::Interceptor for ApiKeyHeader {
 
 impl Target {
     async fn client(&self) -> Result<Client, Status> {
-        let endpoint = Endpoint::from_shared(self.server.clone())
+        // `wsm serve` prints `127.0.0.1:5002`: taken as plain-text gRPC (h2c) as it is.
+        let server = if self.server.contains("://") {
+            self.server.clone()
+        } else {
+            format!("http://{}", self.server)
+        };
+        let endpoint = Endpoint::from_shared(server)
             .map_err(|e| Status::invalid_argument(format!("--server {:?}: {e}", self.server)))?
             .connect_timeout(Duration::from_secs(5));
         let channel = endpoint.connect().await.map_err(|e| {
@@ -391,18 +397,27 @@ async fn tail(target: Target, topic: String, json: bool, count: u64) -> Result<(
         .into_inner();
     let mut seen = 0u64;
     let stdout = std::io::stdout();
-    while let Some(event) = stream.message().await? {
+    loop {
+        let event = match stream.message().await {
+            Ok(Some(event)) => event,
+            Ok(None) => break,
+            // The server stopped or the connection broke mid-stream: say so, not "h2 protocol
+            // error".
+            Err(e) if matches!(e.code(), Code::Unknown | Code::Unavailable) => {
+                return Err(Status::unavailable(format!(
+                    "the WebSocket Manager at {} went away ({}); the tail ended after {seen} \
+                     events",
+                    target.server,
+                    e.message()
+                )));
+            }
+            Err(e) => return Err(e),
+        };
         let mut out = stdout.lock();
         let line = if json {
             event.cloud_event
         } else {
-            format!(
-                "seq={} epoch={} connection={} {}",
-                event.seq,
-                event.epoch,
-                event.connection_id,
-                event_data(&event.cloud_event)
-            )
+            tail_line(&event)
         };
         // A closed pipe (`wsm tail … | head`) ends the command quietly.
         if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
@@ -414,6 +429,38 @@ async fn tail(target: Target, topic: String, json: bool, count: u64) -> Result<(
         }
     }
     Ok(())
+}
+
+/// One event as `wsm tail` prints it: a frame with its numbering, a lifecycle event with its kind,
+/// connection, epoch and reason (it has no `seq`).
+fn tail_line(event: &proto::PublishedEvent) -> String {
+    const LIFECYCLE: &str = "com.virtufin.websocketmanager.lifecycle.";
+    let parsed: Option<serde_json::Value> = serde_json::from_str(&event.cloud_event).ok();
+    if let Some(kind) = parsed
+        .as_ref()
+        .and_then(|e| e["type"].as_str())
+        .and_then(|t| t.strip_prefix(LIFECYCLE))
+    {
+        let data = parsed.as_ref().map(|e| &e["data"]);
+        let field = |name: &str| {
+            data.and_then(|d| d[name].as_str())
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let epoch = data.and_then(|d| d["epoch"].as_u64()).unwrap_or_default();
+        return format!(
+            "{kind} connection={} epoch={epoch} {}",
+            field("connection_id"),
+            field("reason")
+        );
+    }
+    format!(
+        "seq={} epoch={} connection={} {}",
+        event.seq,
+        event.epoch,
+        event.connection_id,
+        event_data(&event.cloud_event)
+    )
 }
 
 /// The event's `data` (text) or `data_base64`, for one-line display.
@@ -543,6 +590,26 @@ fn rotated(id: &str, resp: &proto::RotateResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tail_shows_a_lifecycle_event_by_kind_and_a_frame_by_its_numbering() {
+        let lifecycle = proto::PublishedEvent {
+            cloud_event: r#"{"type":"com.virtufin.websocketmanager.lifecycle.rotated","data":{"connection_id":"c-1","reason":"overlap proven","epoch":2}}"#.into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            tail_line(&lifecycle),
+            "rotated connection=c-1 epoch=2 overlap proven"
+        );
+        let frame = proto::PublishedEvent {
+            seq: 7,
+            epoch: 1,
+            connection_id: "c-1".into(),
+            cloud_event: r#"{"type":"x","data":"{\"u\":1}"}"#.into(),
+            ..Default::default()
+        };
+        assert_eq!(tail_line(&frame), r#"seq=7 epoch=1 connection=c-1 {"u":1}"#);
+    }
 
     #[test]
     fn a_rotation_reads_as_proven_or_as_an_announced_gap() {
