@@ -124,6 +124,14 @@ pub async fn start(
     // Before anything can open a TLS connection: this build's provider, also as the process
     // default for any library that asks rustls for one.
     crate::connection::tls::install_default_provider();
+    if args.http_port != 0 && args.http_port == args.grpc_port {
+        // Otherwise the second bind fails with a bare "Address already in use".
+        return Err(StartError::Config(format!(
+            "--http-port (WSM_HTTP_PORT) and --grpc-port (WSM_GRPC_PORT) are both {}: the two \
+             ports must differ",
+            args.http_port
+        )));
+    }
     let config = args.service_config().map_err(StartError::Config)?;
     check_open_file_limit(args, &config);
     tracing::info!(

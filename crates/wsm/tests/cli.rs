@@ -40,6 +40,26 @@ fn invalid_serve_flags_exit_1_naming_the_flag() {
         assert_eq!(out.status.code(), Some(1), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(names), "{args:?}: {}", stderr(&out));
     }
+    // A bad value from the environment names the variable, not a flag nobody typed.
+    let out = std::process::Command::new(support::process::wsm_bin())
+        .env("WSM_HTTP_PORT", "abc")
+        .args(["serve"])
+        .output()
+        .expect("wsm runs");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("WSM_HTTP_PORT") && stderr(&out).contains("\"abc\""),
+        "{}",
+        stderr(&out)
+    );
+    // Two ports that clash are named as such, not "Address already in use".
+    let out = wsm("http://127.0.0.1:1", &["serve", "-s", "5901", "-g", "5901"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("are both 5901: the two ports must differ"),
+        "{}",
+        stderr(&out)
+    );
     // Checked after parsing, before anything starts.
     let out = wsm(
         "http://127.0.0.1:1",

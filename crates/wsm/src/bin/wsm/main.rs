@@ -45,7 +45,12 @@ fn main() -> ExitCode {
             // Help and version are not failures; every usage error exits 1 (SPEC: invalid values
             // exit 1 with a message).
             let code = if e.use_stderr() { 1 } else { 0 };
-            let _ = e.print();
+            match env_blame(&e) {
+                Some(message) => eprintln!("{message}"),
+                None => {
+                    let _ = e.print();
+                }
+            }
             return ExitCode::from(code);
         }
     };
@@ -102,6 +107,50 @@ fn show_profiles(name: Option<&str>, file: Option<&std::path::Path>) -> ExitCode
         }
     }
     ExitCode::SUCCESS
+}
+
+/// A bad value that came from an environment variable, not the command line, named as such: clap
+/// would blame `--http-port` for `WSM_HTTP_PORT=abc`, a flag the user never typed.
+fn env_blame(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        e.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(shown)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let long = shown
+        .split_whitespace()
+        .next()?
+        .strip_prefix("--")?
+        .to_owned();
+    let argv: Vec<String> = std::env::args().collect();
+    let command = Cli::command();
+    let arg = command
+        .get_subcommands()
+        .flat_map(|sub| sub.get_arguments())
+        .find(|a| a.get_long() == Some(long.as_str()))?;
+    let typed = argv.iter().any(|x| {
+        x == &format!("--{long}")
+            || x.starts_with(&format!("--{long}="))
+            || arg
+                .get_short()
+                .is_some_and(|s| x.starts_with(&format!("-{s}")))
+    });
+    if typed {
+        return None;
+    }
+    let env = arg.get_env()?.to_str()?.to_owned();
+    let value = std::env::var(&env).ok()?;
+    let first = e.to_string();
+    let why = first.lines().next()?.rsplit(": ").next()?.to_owned();
+    Some(format!(
+        "error: invalid value {value:?} in the environment variable {env} (it sets --{long}): {why}"
+    ))
 }
 
 async fn serve(args: ServeArgs) -> ExitCode {
