@@ -168,10 +168,20 @@ async fn every_client_command_against_a_real_server() {
         serde_json::json!([])
     );
 
-    ok(&run(s(&["tag", &id, "env=prod", "owner=md"])).await.unwrap());
+    assert_eq!(
+        ok(&run(s(&["tag", &id, "env=prod", "owner=md"])).await.unwrap()),
+        format!("tagged {id}: env=prod owner=md\n")
+    );
     assert_eq!(
         ok(&run(s(&["tag", &id, "env"])).await.unwrap()).trim(),
         "prod"
+    );
+    // A tag that is not set is said so, and is a failure (not an empty line).
+    let missing = run(s(&["tag", &id, "region"])).await.unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing).trim(),
+        format!("error: NOT_FOUND: connection {id} has no tag \"region\"")
     );
     assert_eq!(
         ok(&run(s(&["tag", &id])).await.unwrap()),
@@ -181,15 +191,21 @@ async fn every_client_command_against_a_real_server() {
     // tail from before the first frame: seq starts at 1.
     let tail = run(s(&["tail", "md.cli", "--count", "3"]));
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    ok(&run(s(&["publish", &id, "md.cli"])).await.unwrap());
-    ok(&run(s(&[
-        "send-raw",
-        &id,
-        r#"{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}"#,
-        "--replay",
-    ]))
-    .await
-    .unwrap());
+    assert_eq!(
+        ok(&run(s(&["publish", &id, "md.cli"])).await.unwrap()),
+        format!("publishing {id} to md.cli\n")
+    );
+    assert_eq!(
+        ok(&run(s(&[
+            "send-raw",
+            &id,
+            r#"{"method":"SUBSCRIBE","params":["btcusdt@depth@100ms"],"id":1}"#,
+            "--replay",
+        ]))
+        .await
+        .unwrap()),
+        format!("sent 62 bytes to {id}, sent again after every reconnect\n")
+    );
     let tailed = tokio::time::timeout(std::time::Duration::from_secs(30), tail)
         .await
         .expect("tail ends after 3 frames")
@@ -214,8 +230,15 @@ async fn every_client_command_against_a_real_server() {
     let reply: serde_json::Value = serde_json::from_str(reply.trim()).expect("the echo is JSON");
     assert_eq!(reply["payload"], serde_json::json!({"op":"ping"}));
 
-    ok(&run(s(&["stop-publish", &id])).await.unwrap());
-    ok(&run(s(&["disconnect", &id])).await.unwrap());
+    // --quiet: nothing on success.
+    assert_eq!(
+        ok(&run(s(&["stop-publish", &id, "--quiet"])).await.unwrap()),
+        ""
+    );
+    assert_eq!(
+        ok(&run(s(&["disconnect", &id])).await.unwrap()),
+        format!("disconnected {id}\n")
+    );
 
     for (args, expected) in [
         (

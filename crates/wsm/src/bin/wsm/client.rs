@@ -27,6 +27,18 @@ pub struct Target {
     /// API key sent in `x-api-key`.
     #[arg(long, env = "WSM_API_KEY", hide_env_values = true, global = true)]
     api_key: Option<String>,
+    /// Print nothing on success (commands that change something say what they did otherwise).
+    #[arg(long, short = 'q', global = true)]
+    quiet: bool,
+}
+
+impl Target {
+    /// One line saying what a command did, unless `--quiet`.
+    fn done(&self, line: std::fmt::Arguments<'_>) {
+        if !self.quiet {
+            println!("{line}");
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -279,19 +291,25 @@ impl ClientCommand {
                 target
                     .client()
                     .await?
-                    .disconnect(proto::DisconnectRequest { id })
+                    .disconnect(proto::DisconnectRequest { id: id.clone() })
                     .await?;
+                target.done(format_args!("disconnected {id}"));
             }
             ClientCommand::Publish { target, id, topic } => {
-                let req = proto::StartPublishRequest { id, topic };
+                let req = proto::StartPublishRequest {
+                    id: id.clone(),
+                    topic: topic.clone(),
+                };
                 target.client().await?.start_publish(req).await?;
+                target.done(format_args!("publishing {id} to {topic}"));
             }
             ClientCommand::StopPublish { target, id } => {
                 target
                     .client()
                     .await?
-                    .stop_publish(proto::StopPublishRequest { id })
+                    .stop_publish(proto::StopPublishRequest { id: id.clone() })
                     .await?;
+                target.done(format_args!("stopped publishing {id}"));
             }
             ClientCommand::Send {
                 target,
@@ -316,13 +334,20 @@ impl ClientCommand {
                 content_type,
                 replay,
             } => {
+                let bytes = message.len();
                 let req = proto::SendRawRequest {
-                    id,
+                    id: id.clone(),
                     message: message.into_bytes(),
                     content_type,
                     replay_on_reconnect: replay,
                 };
                 target.client().await?.send_raw(req).await?;
+                let replayed = if replay {
+                    ", sent again after every reconnect"
+                } else {
+                    ""
+                };
+                target.done(format_args!("sent {bytes} bytes to {id}{replayed}"));
             }
             ClientCommand::Rotate { target, id } => {
                 let resp = target
@@ -361,11 +386,20 @@ async fn tag(target: Target, id: String, items: Vec<String>) -> Result<(), Statu
             }
         }
         [key] if !key.contains('=') => {
-            let req = proto::GetTagRequest {
-                id,
-                key: key.clone(),
-            };
-            println!("{}", client.get_tag(req).await?.into_inner().value);
+            // GetTag answers "" for a tag that is not set: tell the two apart.
+            let tags = client
+                .get_tags(proto::GetTagsRequest { id: id.clone() })
+                .await?
+                .into_inner()
+                .tags;
+            match tags.get(key) {
+                Some(value) => println!("{value}"),
+                None => {
+                    return Err(Status::not_found(format!(
+                        "connection {id} has no tag {key:?}"
+                    )))
+                }
+            }
         }
         items => {
             let mut tags = HashMap::new();
@@ -379,10 +413,16 @@ async fn tag(target: Target, id: String, items: Vec<String>) -> Result<(), Statu
                 .await?
                 .into_inner()
                 .tags;
+            let mut set: Vec<String> = tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            set.sort();
             all.extend(tags);
             client
-                .set_tags(proto::SetTagsRequest { id, tags: all })
+                .set_tags(proto::SetTagsRequest {
+                    id: id.clone(),
+                    tags: all,
+                })
                 .await?;
+            target.done(format_args!("tagged {id}: {}", set.join(" ")));
         }
     }
     Ok(())
