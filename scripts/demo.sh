@@ -3,7 +3,8 @@
 #   1. builds wsm, the feed server, the controller plugin and the C host harness;
 #   2. starts `wsm serve` (memory state and bus) and a local market feed, on loopback;
 #   3. drives the plugin through the harness, as WorkManager would, over HTTP:
-#      create -> subscribe -> publish -> list;
+#      create -> publish -> subscribe -> list (publishing first, so the venue's answer to the
+#      SUBSCRIBE is always seq=1: the output is the same on every run);
 #   4. tails the topic and prints the first frames with their seq;
 #   5. stops everything it started. Exits non-zero if any step fails.
 # Environment: DEMO_PROFILE=release builds optimised (default: debug, shared with the tests);
@@ -21,6 +22,7 @@ step() { printf '\n== %s\n' "$*"; }
 fail() { echo "demo: FAILED: $*" >&2; exit 1; }
 
 step "1. build"
+echo "building wsm, feed-server, libcontroller.so and host_sim ($profile; first run: about 2 minutes)..."
 cargo build "${cargo_flags[@]}" -p wsm --bin wsm -p feed-server --bin feed-server -p controller --lib
 target="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/$profile"
 work="$(mktemp -d)"
@@ -80,10 +82,10 @@ pids+=("$tail_pid")
 sleep 0.3
 
 replies="$(plugin \
-  "{\"command\":\"subscribe\",\"id\":\"$id\",\"params\":[\"btcusdt@depth@100ms\"]}" \
   "{\"command\":\"publish\",\"id\":\"$id\",\"topic\":\"$topic\"}" \
-  '{"command":"list","filters":{"desk":"demo"}}')" || fail "subscribe/publish/list: $replies"
-paste -d' ' <(printf '%-9s ->\n' subscribe publish list) <(echo "$replies")
+  "{\"command\":\"subscribe\",\"id\":\"$id\",\"params\":[\"btcusdt@depth@100ms\"]}" \
+  '{"command":"list","filters":{"desk":"demo"}}')" || fail "publish/subscribe/list: $replies"
+paste -d' ' <(printf '%-9s ->\n' publish subscribe list) <(echo "$replies")
 
 step "4. wsm tail $topic (first $frames frames)"
 for _ in $(seq 1 100); do
