@@ -531,6 +531,16 @@ impl Arbiter {
         }
     }
 
+    /// Forgets everything: one leg serves on alone, and the next change starts from its trigger.
+    /// A rotated connection would otherwise keep its last window (up to ~160 KiB) for good.
+    pub fn forget(&mut self) {
+        self.prints.clear();
+        self.keys.clear();
+        self.key_bytes = 0;
+        self.hold = None;
+        self.overlap = None;
+    }
+
     /// Bytes held, approximately (what `/metrics` shows as `wsm_arbiter_bytes`).
     pub fn memory(&self) -> usize {
         const PRINT: usize = 24 + 16;
@@ -737,6 +747,20 @@ mod tests {
         assert_eq!(released, [b("f4"), b("f5")]);
         // In step from here: the old leg's late copies are duplicates.
         assert_eq!(a.admit(0, &b("f4"), true, now), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn forgetting_gives_the_memory_back() {
+        let mut a = sequenced();
+        both(&mut a);
+        let now = Instant::now();
+        for u in 1..=100 {
+            a.admit(0, &b(frame("A", u)), true, now);
+            a.admit(0, &b(format!("hb{u}")), true, now);
+        }
+        assert!(a.memory() > 0);
+        a.forget();
+        assert_eq!(a.memory(), 0);
     }
 
     #[test]

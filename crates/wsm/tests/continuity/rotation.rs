@@ -191,3 +191,32 @@ async fn a_paced_replay_of_ten_subscriptions_is_in_effect_before_the_old_leg_clo
         }
     }
 }
+
+/// Once a rotation's new leg is surely past the old one's frames, the arbiter forgets them: a
+/// connection that rotates daily does not keep its last window for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rotation_the_arbiter_gives_its_memory_back() {
+    let r = Run::start(
+        "wsm-forget",
+        venue().await,
+        Ids::Sequenced,
+        "",
+        VenueOptions::default(),
+    )
+    .await;
+    r.frames_after(200).await;
+    let rotated = r.service.rotate(&r.id).await.expect("rotates");
+    assert!(rotated.overlap, "{rotated:?}");
+    r.frames_after(200).await;
+    assert!(
+        r.service.snapshot().arbiter_bytes > 0,
+        "the new leg is still arbitrated right after the rotation"
+    );
+    let deadline = tokio::time::Instant::now() + super::HANG;
+    while r.service.snapshot().arbiter_bytes > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the memory is kept");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let frames = r.stop().await;
+    assert_continuous(&frames, 500, "a rotation, then the tail");
+}

@@ -108,6 +108,10 @@ impl SocketTask {
         if self.cont.rotation.is_none() && self.cont.tail_until.is_some_and(|t| t <= now) {
             self.cont.tail_until = None;
             self.cont.tracking = self.cont.legs_wanted > 1;
+            if !self.cont.tracking {
+                self.arbiter.forget();
+                self.report_arbiter_memory(0);
+            }
         }
         if self.cont.dialing.is_some() {
             return None;
@@ -273,6 +277,10 @@ impl SocketTask {
         self.cont.pending = None;
         self.arbiter.end_overlap();
         self.cont.tracking = self.cont.legs_wanted > 1 || self.cont.tail_until.is_some();
+        if !self.cont.tracking {
+            self.arbiter.forget();
+            self.report_arbiter_memory(0);
+        }
         let reason = format!(
             "rotation ({}) failed: the new leg did not open ({error}); the old leg goes on serving",
             rotation.reason
@@ -488,6 +496,11 @@ impl SocketTask {
         self.arbiter.leg_down(self.leg.slot);
         self.arbiter.end_overlap();
         self.cont.tracking = self.cont.legs_wanted > 1;
+        self.cont.tail_until = None;
+        if !self.cont.tracking {
+            self.arbiter.forget();
+            self.report_arbiter_memory(0);
+        }
         self.cont.standby_at = None;
         // The epoch moves on once the leg is back (`run`), as it always has.
         self.cont.gap = Some(GapOpen {
