@@ -118,10 +118,10 @@ pub(crate) async fn probe(wsm: &WsmProcess, path: &str) -> u16 {
         .as_u16()
 }
 
-/// Waits until wsm is done with what it read (the feed is stalled): its queue is empty and its
-/// counters stay put. Returns how many frames it read; the stream then shows what became of them.
-pub(crate) async fn drained(wsm: &WsmProcess) -> u64 {
-    let poll = Poll::new("wsm's publish queue to empty");
+/// Waits until wsm is done with what it read (the feed is stalled): it has read at least the `sent`
+/// frames the feed sent, its queue is empty and its counters stay put. Returns how many frames it read; the stream then shows what became of them.
+pub(crate) async fn drained(wsm: &WsmProcess, sent: u64) -> u64 {
+    let poll = Poll::new("wsm to read every frame the feed sent and its publish queue to empty");
     let mut last = None;
     loop {
         let m = Metrics::scrape(wsm).await;
@@ -133,12 +133,30 @@ pub(crate) async fn drained(wsm: &WsmProcess) -> u64 {
         // The socket task adds its reads to the counter once per burst: until it has, the
         // counter may trail what was already published.
         let counted = now.0 >= now.1 + now.2;
-        if m.queued() == 0 && counted && last == Some(now) {
+        // After a long backpressure pause the socket may resume reading a little later than the
+        // queue empties: every frame the stalled feed sent must have been read first.
+        let all_read = now.0 >= sent;
+        if m.queued() == 0 && counted && all_read && last == Some(now) {
             return now.0;
         }
         last = (m.queued() == 0).then_some(now);
         tokio::time::sleep(Duration::from_millis(100)).await;
         poll.tick().await;
+    }
+}
+
+/// Stops the feed and waits until wsm has read and published all it sent: `(sent, read)`. A feed
+/// held back by wsm's backpressure looks settled while its last send is still under way, so the
+/// count is taken again once wsm has caught up, until the two agree.
+pub(crate) async fn stop_and_drain(feed: &FeedHandle, wsm: &WsmProcess) -> (u64, u64) {
+    let mut sent = stall_and_count(feed).await;
+    loop {
+        let read = drained(wsm, sent).await;
+        let again = stall_and_count(feed).await;
+        if again == sent {
+            return (sent, read);
+        }
+        sent = again;
     }
 }
 

@@ -12,8 +12,8 @@ use crate::support::process::WsmProcess;
 use crate::support::server::{bounded, feed_with, Poll};
 
 use super::common::{
-    assert_updates_complete, drained, open_publishing, probe, published, stall_and_count, tally,
-    Metrics, ONE_AT_A_TIME,
+    assert_updates_complete, open_publishing, probe, published, stop_and_drain, tally, Metrics,
+    ONE_AT_A_TIME,
 };
 
 /// The gRPC status of a failed call, or panics naming the call.
@@ -162,8 +162,7 @@ async fn dapr_sidecar_failing_then_timing_out() {
             Some("recovered")
         );
 
-        let sent = stall_and_count(&feed).await;
-        let read = drained(&wsm).await;
+        let (sent, read) = stop_and_drain(&feed, &wsm).await;
         let poll = Poll::new("the feed's last update in the stream");
         let events = loop {
             let events = published(&redis.url(), TOPIC).await;
