@@ -11,6 +11,12 @@ use rand::Rng;
 /// milliseconds, not enough to lose a meaningful stretch of feed.
 pub const FIRST_JITTER: Duration = Duration::from_millis(50);
 
+/// A random wait of at most [`FIRST_JITTER`]: the first redial of anything lost, a connection or
+/// one of its legs.
+pub(crate) fn first_jitter() -> Duration {
+    FIRST_JITTER.mul_f64(rand::rng().random_range(0.0..=1.0))
+}
+
 /// The reconnect policy of a connection.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BackoffPolicy {
@@ -72,7 +78,7 @@ impl Iterator for Backoff {
         let jitter = self.policy.jitter.clamp(0.0, 1.0);
         if self.attempt == 1 {
             let first = if jitter > 0.0 {
-                FIRST_JITTER.mul_f64(rand::rng().random_range(0.0..=1.0))
+                first_jitter()
             } else {
                 Duration::ZERO
             };

@@ -507,30 +507,6 @@ impl Arbiter {
         (key.len() <= MAX_KEY_LEN).then_some(VenueId { key, value })
     }
 
-    /// The last published value of `key`, if known.
-    pub fn published(&self, key: &str) -> Option<u64> {
-        self.keys.get(key).map(|k| k.published)
-    }
-
-    /// Remembers `id` as published without a decision (frames passed while only one leg ran).
-    pub fn note_published(&mut self, id: &VenueId) {
-        let room = self.keys.len() < MAX_KEYS;
-        match self.keys.get_mut(&id.key) {
-            Some(key) => key.published = id.value,
-            None if room => {
-                self.key_bytes += id.key.len();
-                self.keys.insert(
-                    id.key.clone(),
-                    Key {
-                        published: id.value,
-                        ..Key::default()
-                    },
-                );
-            }
-            None => {}
-        }
-    }
-
     /// Forgets everything: one leg serves on alone, and the next change starts from its trigger.
     /// A rotated connection would otherwise keep its last window (up to ~160 KiB) for good.
     pub fn forget(&mut self) {

@@ -180,6 +180,18 @@ impl VenueOptions {
         self == &VenueOptions::default()
     }
 
+    /// Whether any rule the socket task runs on frames or messages is set. `redundancy` and
+    /// `max_lifetime_ms` are not such rules: they say how many legs there are and when they
+    /// rotate.
+    pub fn has_rules(&self) -> bool {
+        self.keepalive.is_some()
+            || self.reply.is_some()
+            || self.outbound_rate.is_some()
+            || self.decompress.is_some()
+            || self.notice.is_some()
+            || self.sequence.is_some()
+    }
+
     /// `base` with every option `self` sets replacing the base's (an option is replaced whole,
     /// never merged field by field, so what a request gives is exactly what runs).
     pub fn over(&self, base: &VenueOptions) -> VenueOptions {

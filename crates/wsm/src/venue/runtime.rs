@@ -104,7 +104,7 @@ pub(crate) struct Venue {
 impl Venue {
     /// `None` when no option is set: the socket task then skips every venue step.
     pub(crate) fn new(options: &VenueOptions, max_message_size: usize) -> Option<Box<Venue>> {
-        if options.is_empty() {
+        if !options.has_rules() {
             return None;
         }
         let keepalive = options.keepalive.clone();

@@ -7,6 +7,7 @@
 use super::legs::{close_in_background, Dialing, Purpose, Spare};
 use super::*;
 
+use crate::connection::backoff::first_jitter;
 use crate::connection::Rotated;
 use crate::publish::arbiter::Verdict;
 
@@ -107,11 +108,7 @@ impl SocketTask {
         }
         if self.cont.rotation.is_none() && self.cont.tail_until.is_some_and(|t| t <= now) {
             self.cont.tail_until = None;
-            self.cont.tracking = self.cont.legs_wanted > 1;
-            if !self.cont.tracking {
-                self.arbiter.forget();
-                self.report_arbiter_memory(0);
-            }
+            self.track(self.cont.legs_wanted > 1);
         }
         if self.cont.dialing.is_some() {
             return None;
@@ -276,11 +273,7 @@ impl SocketTask {
         // A notice the failed leg got is gone with it.
         self.cont.pending = None;
         self.arbiter.end_overlap();
-        self.cont.tracking = self.cont.legs_wanted > 1 || self.cont.tail_until.is_some();
-        if !self.cont.tracking {
-            self.arbiter.forget();
-            self.report_arbiter_memory(0);
-        }
+        self.track(self.cont.legs_wanted > 1 || self.cont.tail_until.is_some());
         let reason = format!(
             "rotation ({}) failed: the new leg did not open ({error}); the old leg goes on serving",
             rotation.reason
@@ -393,7 +386,7 @@ impl SocketTask {
             self.cont.retry_at = Some(Instant::now());
         }
         if self.cont.legs_wanted > 1 {
-            self.cont.standby_at = Some(Instant::now() + jitter());
+            self.cont.standby_at = Some(Instant::now() + first_jitter());
         }
         self.set_status(Status::Connected);
         Some(spare.socket)
@@ -407,12 +400,7 @@ impl SocketTask {
             let proven = self.arbiter.overlap_proven() == Some(true);
             self.settle_rotation(proven);
         } else {
-            let why = format!(
-                "one of two legs was lost ({reason}); the other goes on serving and it is \
-                 redialed at once"
-            );
-            tracing::warn!(connection = %self.id, %why, "leg lost");
-            self.emit(LifecycleKind::Degraded, &why, 0);
+            self.leg_lost(reason);
         }
         self.promote(None)
     }
@@ -433,13 +421,18 @@ impl SocketTask {
             self.rotation_failed(format!("it was lost: {reason}"));
             return;
         }
+        self.leg_lost(&reason);
+        self.cont.standby_at = Some(Instant::now() + first_jitter());
+    }
+
+    /// Says that one of two legs was lost and the other serves on.
+    fn leg_lost(&self, reason: &str) {
         let why = format!(
             "one of two legs was lost ({reason}); the other goes on serving and it is redialed \
              at once"
         );
         tracing::warn!(connection = %self.id, %why, "leg lost");
         self.emit(LifecycleKind::Degraded, &why, 0);
-        self.cont.standby_at = Some(Instant::now() + jitter());
     }
 
     /// Replaces the standby leg (its lifetime, a notice on it) once the primary is in step.
@@ -495,30 +488,37 @@ impl SocketTask {
         }
         self.arbiter.leg_down(self.leg.slot);
         self.arbiter.end_overlap();
-        self.cont.tracking = self.cont.legs_wanted > 1;
         self.cont.tail_until = None;
-        if !self.cont.tracking {
-            self.arbiter.forget();
-            self.report_arbiter_memory(0);
-        }
+        self.track(self.cont.legs_wanted > 1);
         self.cont.standby_at = None;
         // The epoch moves on once the leg is back (`run`), as it always has.
-        self.cont.gap = Some(GapOpen {
-            why: format!("the only leg was lost ({reason})"),
-            last: self.cont.last_published.clone(),
-            waited: 0,
-        });
+        self.open_gap(format!("the only leg was lost ({reason})"));
     }
 
     /// A gap may have happened: the epoch moves on, and the gap is reported with the first frame
     /// after it.
     fn gap_happened(&mut self, why: String) {
         self.epoch += 1;
+        self.open_gap(why);
+    }
+
+    /// The gap is reported with the first frame after it, from the last one before it.
+    fn open_gap(&mut self, why: String) {
         self.cont.gap = Some(GapOpen {
             why,
             last: self.cont.last_published.clone(),
             waited: 0,
         });
+    }
+
+    /// Frames go through the arbiter (`on`) or pass unchanged; when they stop going through it,
+    /// it forgets what it held, so a connection back on one leg holds nothing.
+    fn track(&mut self, on: bool) {
+        self.cont.tracking = on;
+        if !on {
+            self.arbiter.forget();
+            self.report_arbiter_memory(0);
+        }
     }
 
     /// The first frames after a gap: reports it once a frame says where the feed resumed.
@@ -621,11 +621,4 @@ impl SocketTask {
             gauge.fetch_sub((was - now) as u64, Ordering::Relaxed);
         }
     }
-}
-
-/// The first redial of a lost leg goes out at once, with a little jitter so many connections
-/// dropped together do not redial in lockstep.
-pub(super) fn jitter() -> Duration {
-    use rand::Rng;
-    Duration::from_millis(rand::rng().random_range(0..=50))
 }

@@ -250,20 +250,22 @@ impl SocketTask {
         let Some(mut spare) = self.cont.spare.take() else {
             return;
         };
-        if spare.state.venue.as_ref().is_some_and(|v| v.is_paced()) {
-            std::mem::swap(&mut self.leg, &mut spare.state);
-            self.enqueue(frame, None, None, None);
-            std::mem::swap(&mut self.leg, &mut spare.state);
-            self.cont.spare = Some(spare);
-            return;
-        }
-        match spare.socket.send(frame).await {
-            Ok(()) => self.cont.spare = Some(spare),
-            Err(e) => self.spare_lost(spare, format!("write failed: {e}"), None),
+        std::mem::swap(&mut self.leg, &mut spare.state);
+        let end = self.send_frame(&mut spare.socket, frame).await;
+        std::mem::swap(&mut self.leg, &mut spare.state);
+        match end {
+            None => self.cont.spare = Some(spare),
+            Some(end) => {
+                let reason = match end {
+                    End::Dropped(reason) => reason,
+                    _ => "the copy of a replayed message failed".into(),
+                };
+                self.spare_lost(spare, reason, None);
+            }
         }
     }
 
-    /// Every leg's slot in use, for choosing the free one.
+    /// The slot the primary does not use, for a new leg.
     pub(super) fn free_slot(&self) -> Slot {
         1 - self.leg.slot.min(1)
     }

@@ -290,7 +290,7 @@ impl SocketTask {
             if let Some(end) = self.flush(socket).await {
                 return end;
             }
-            let continuity_at = self.cont_at();
+            let continuity_at = self.continuity_at();
             tokio::select! {
                 biased;
                 command = self.ch.commands.recv(), if self.leg.outbox.len() < MAX_OUTBOX => {
@@ -327,18 +327,6 @@ impl SocketTask {
                 return end;
             }
         }
-    }
-
-    fn cont_at(&self) -> Option<Instant> {
-        if self.cont.lifetime.is_none()
-            && self.cont.rotation.is_none()
-            && self.cont.standby_at.is_none()
-            && self.cont.retry_at.is_none()
-            && self.cont.tail_until.is_none()
-        {
-            return None;
-        }
-        self.continuity_at()
     }
 
     /// Handles `first` and then every message that is already readable, handing the frames to the
