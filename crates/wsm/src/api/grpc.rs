@@ -386,7 +386,7 @@ impl WebSocketManager for GrpcApi {
     ) -> RpcResult<proto::RotateResponse> {
         // The owner answers once the old leg closed: at most the overlap bound after the new
         // leg's handshake; the forward waits that long plus its own margin.
-        let timeout = crate::service::ROTATION_BOUND
+        let timeout = crate::connection::OVERLAP_BOUND
             + self.service.connect_timeout()
             + self.forward_timeout();
         self.on_owner(

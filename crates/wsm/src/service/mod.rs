@@ -35,7 +35,6 @@ use checks::{default_content_type, send_error, validate_tags};
 pub(crate) use checks::{send_timeout, MAX_ON_CONNECT, MAX_SEND_TIMEOUT};
 pub(crate) use ownership::OwnershipCounts;
 pub use ownership::TakeOver;
-pub(crate) use rotation::ROTATION_BOUND;
 use slots::{Slot, Slots};
 pub(crate) use status::LifecycleCounts;
 use status::{write_statuses, StatusObserver};

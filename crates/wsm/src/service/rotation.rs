@@ -2,16 +2,10 @@
 //! make-before-break. The same rules as every connection call: the connection must exist, be this
 //! instance's (a call elsewhere is forwarded to its owner by the API) and be connected.
 
-use std::time::Duration;
-
 use super::checks::send_error;
 use super::WebSocketService;
 use crate::connection::Rotated;
 use crate::error::ServiceError;
-
-/// How long a rotation waits for the two legs to overlap before closing the old one anyway (the
-/// connection layer's bound, SPEC 8); with the new leg's handshake, the longest a Rotate takes.
-pub(crate) const ROTATION_BOUND: Duration = crate::connection::OVERLAP_BOUND;
 
 /// What the rotating lifecycle event and the log name as the trigger.
 const OPERATOR: &str = "an operator asked for a rotation (Rotate)";
